@@ -1,0 +1,380 @@
+//! Configuration: a TOML file, then `PGTENANT_<SECTION>__<KEY>` environment
+//! overrides, then validation. Every failure names the key it is about.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration of `serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub listen: SocketAddr,
+    pub tenant_setting: String,
+    /// The database name clients must ask for; defaults to the upstream URL's database.
+    pub database: Option<String>,
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub max_client_connections: usize,
+    /// Largest protocol message a client may send, in bytes.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub max_message_bytes: usize,
+    /// Seconds a client has to finish startup and authentication.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub startup_timeout_secs: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            tenant_setting: "app.tenant_id".into(),
+            database: None,
+            max_client_connections: 10_000,
+            max_message_bytes: 64 * 1024 * 1024,
+            startup_timeout_secs: 15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen", deserialize_with = "from_str_or_native")]
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8432))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: String,
+    #[serde(default)]
+    pub readonly_url: Option<String>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "from_str_or_native")]
+    pub connect_timeout_secs: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    pub url: String,
+    #[serde(default = "default_control_pool", deserialize_with = "from_str_or_native")]
+    pub pool_size: usize,
+}
+
+fn default_control_pool() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `pgtenant=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+/// A configuration problem, reported as one line naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), problem: problem.into() }
+    }
+}
+
+const ENV_PREFIX: &str = "PGTENANT_";
+const CONFIG_PATH_VAR: &str = "PGTENANT_CONFIG";
+
+impl Config {
+    /// Loads the file (`explicit`, else `$PGTENANT_CONFIG`, else `./config.toml`,
+    /// which may be missing), applies the process environment and validates.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let (path, must_exist) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => match env.iter().find(|(k, _)| k == CONFIG_PATH_VAR) {
+                Some((_, p)) => (PathBuf::from(p), true),
+                None => (PathBuf::from("config.toml"), false),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => String::new(),
+            Err(e) => return Err(ConfigError::new("--config", format!("{}: {e}", path.display()))),
+        };
+        Self::from_sources(&text, &env)
+    }
+
+    /// Builds a config from TOML text and `(name, value)` environment pairs.
+    pub fn from_sources(toml_text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = toml::from_str(toml_text)
+            .map_err(|e| ConfigError::new("config file", e.message().to_string()))?;
+        apply_env(&mut root, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let message = inner.message().to_string();
+                // serde names a missing field inside the message, not in the path.
+                match missing_field(&message) {
+                    Some(field) if path == "." => ConfigError::new(field, "is required"),
+                    Some(field) => ConfigError::new(format!("{path}.{field}"), "is required"),
+                    None => ConfigError::new(path, message),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !is_custom_setting_name(&self.proxy.tenant_setting) {
+            return Err(ConfigError::new(
+                "proxy.tenant_setting",
+                "must be a custom setting name of the form prefix.name (letters, digits, _)",
+            ));
+        }
+        if self.proxy.tenant_setting.to_ascii_lowercase().starts_with("pgtenant.") {
+            return Err(ConfigError::new("proxy.tenant_setting", "the pgtenant. prefix is reserved"));
+        }
+        if self.proxy.max_message_bytes < 1024 {
+            return Err(ConfigError::new("proxy.max_message_bytes", "must be at least 1024"));
+        }
+        if self.proxy.max_client_connections == 0 {
+            return Err(ConfigError::new("proxy.max_client_connections", "must be at least 1"));
+        }
+        if self.admin.token.len() < 16 {
+            return Err(ConfigError::new("admin.token", "must be at least 16 characters"));
+        }
+        check_postgres_url("upstream.url", &self.upstream.url)?;
+        if let Some(url) = &self.upstream.readonly_url {
+            check_postgres_url("upstream.readonly_url", url)?;
+        }
+        check_postgres_url("control.url", &self.control.url)?;
+        if self.control.pool_size == 0 {
+            return Err(ConfigError::new("control.pool_size", "must be at least 1"));
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return Err(ConfigError::new("tls.key", "is required when tls.cert is set")),
+            (None, Some(_)) => return Err(ConfigError::new("tls.cert", "is required when tls.key is set")),
+            (None, None) if self.tls.required => {
+                return Err(ConfigError::new("tls.required", "needs tls.cert and tls.key"))
+            }
+            _ => {}
+        }
+        if self.tls.cert.is_some() {
+            return Err(ConfigError::new("tls.cert", "TLS is not supported by this build yet"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The database name clients must ask for.
+    pub fn served_database(&self) -> String {
+        if let Some(db) = &self.proxy.database {
+            return db.clone();
+        }
+        tokio_postgres::Config::from_str(&self.upstream.url)
+            .ok()
+            .and_then(|c| c.get_dbname().map(str::to_owned))
+            .or_else(|| {
+                tokio_postgres::Config::from_str(&self.upstream.url)
+                    .ok()
+                    .and_then(|c| c.get_user().map(str::to_owned))
+            })
+            .unwrap_or_else(|| "postgres".into())
+    }
+}
+
+fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::new(key, "must be a postgres:// URL"));
+    }
+    let parsed = tokio_postgres::Config::from_str(url)
+        .map_err(|e| ConfigError::new(key, format!("invalid URL: {e}")))?;
+    if parsed.get_user().is_none() {
+        return Err(ConfigError::new(key, "must name a user"));
+    }
+    if parsed.get_hosts().is_empty() {
+        return Err(ConfigError::new(key, "must name a host"));
+    }
+    Ok(())
+}
+
+/// True for `prefix.name` where both parts are plain identifiers.
+pub fn is_custom_setting_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let ident = |s: &str| {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if ident(a) && ident(b))
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// Applies `PGTENANT_<SECTION>__<KEY>=value` overrides as strings; typed
+/// fields accept strings through [`from_str_or_native`].
+fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if name == CONFIG_PATH_VAR {
+            continue;
+        }
+        let Some((section, key)) = rest.split_once("__") else {
+            return Err(ConfigError::new(name.clone(), "expected PGTENANT_<SECTION>__<KEY>"));
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let table = root
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(table) = table else {
+            return Err(ConfigError::new(section, "must be a table"));
+        };
+        table.insert(key, toml::Value::String(value.clone()));
+    }
+    Ok(())
+}
+
+/// Accepts either the native TOML type or a string parsed with `FromStr`
+/// (environment overrides are always strings).
+fn from_str_or_native<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr + Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Text(String),
+        Native(T),
+    }
+    match Either::<T>::deserialize(deserializer)? {
+        Either::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
+        Either::Native(v) => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [admin]
+        token = "0123456789abcdef"
+        [upstream]
+        url = "postgres://pgtenant_app@localhost/app"
+        [control]
+        url = "postgres://pgtenant_owner@localhost/app"
+    "#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_omits() {
+        let c = Config::from_sources(MINIMAL, &[]).unwrap();
+        assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:6432");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8432");
+        assert_eq!(c.proxy.tenant_setting, "app.tenant_id");
+        assert_eq!(c.served_database(), "app");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_with_typed_values() {
+        let c = Config::from_sources(
+            MINIMAL,
+            &env(&[
+                ("PGTENANT_PROXY__LISTEN", "0.0.0.0:7000"),
+                ("PGTENANT_PROXY__MAX_CLIENT_CONNECTIONS", "12"),
+                ("PGTENANT_ADMIN__TOKEN", "1234567890123456"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.proxy.max_client_connections, 12);
+        assert_eq!(c.admin.token, "1234567890123456");
+    }
+
+    #[test]
+    fn environment_alone_is_enough() {
+        let c = Config::from_sources(
+            "",
+            &env(&[
+                ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef"),
+                ("PGTENANT_UPSTREAM__URL", "postgres://a@h/db"),
+                ("PGTENANT_CONTROL__URL", "postgres://b@h/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.served_database(), "db");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |toml: &str, e: &[(&str, &str)]| Config::from_sources(toml, &env(e)).unwrap_err();
+        assert_eq!(err("", &[]).key, "admin");
+        let no_token = MINIMAL.replace("token = \"0123456789abcdef\"", "");
+        assert_eq!(err(&no_token, &[]).key, "admin.token");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_PROXY__LISTEN", "nope")]).key, "proxy.listen");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_PROXY__LISTN", "x")]).key, "proxy.listn");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_PROXY__TENANT_SETTING", "nodot")]).key, "proxy.tenant_setting");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_UPSTREAM__URL", "mysql://x")]).key, "upstream.url");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_ADMIN__TOKEN", "short")]).key, "admin.token");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_NOSECTION", "x")]).key, "PGTENANT_NOSECTION");
+        let e = err(MINIMAL, &[("PGTENANT_PROXY__LISTN", "x")]);
+        assert!(e.to_string().starts_with("invalid config: proxy.listn: unknown field"), "{e}");
+    }
+}

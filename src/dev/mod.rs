@@ -1,0 +1,162 @@
+//! `pgtenant dev`: a private PostgreSQL, migrated, with the fintech demo,
+//! behind a running proxy and sidecar. Also the bootstrap the tests share.
+
+pub mod cluster;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::config::{AdminConfig, Config, ControlConfig, LogConfig, ProxyConfig, TlsConfig, UpstreamConfig};
+use crate::migrate;
+use crate::tenancy::catalog::Catalog;
+use crate::tenancy::Access;
+use cluster::{Cluster, SUPERUSER};
+
+/// The database the demo lives in and the proxy serves.
+pub const DATABASE: &str = "app";
+/// Owner of the catalog and of the demo tables.
+pub const OWNER_ROLE: &str = "pgtenant_owner";
+/// Login role of readwrite tenant sessions.
+pub const APP_ROLE: &str = "pgtenant_app";
+/// Login role of readonly tenant sessions.
+pub const APP_READONLY_ROLE: &str = "pgtenant_app_ro";
+
+/// The demo's logins: username, tenant slug, access.
+pub const DEMO_LOGINS: &[(&str, &str, Access)] = &[
+    ("hsbc_admin", "hsbc", Access::Readwrite),
+    ("hk_teller", "hsbc-hk", Access::Readwrite),
+    ("london_auditor", "hsbc-london", Access::Readonly),
+    ("barclays_ops", "barclays", Access::Readwrite),
+];
+
+/// Options of `pgtenant dev`.
+pub struct DevOptions {
+    pub port: u16,
+    pub admin_port: u16,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Creates the roles and `database` (owned by the catalog owner) on a fresh
+/// or existing cluster, migrates it and returns the config to serve it.
+pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
+    let admin = migrate::connect(&cluster.url(SUPERUSER, "postgres")).await.context("cannot reach the private PostgreSQL")?;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN
+                    CREATE ROLE {OWNER_ROLE} LOGIN CREATEROLE;
+                END IF;
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                    CREATE ROLE {APP_ROLE} LOGIN;
+                END IF;
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_READONLY_ROLE}') THEN
+                    CREATE ROLE {APP_READONLY_ROLE} LOGIN;
+                END IF;
+             END $$;"
+        ))
+        .await
+        .map_err(|e| anyhow::anyhow!(migrate::describe(&e)))?;
+    let exists: bool = admin
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", &[&database])
+        .await?
+        .get(0);
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {} OWNER {OWNER_ROLE}", migrate::quote_ident(database)))
+            .await
+            .map_err(|e| anyhow::anyhow!(migrate::describe(&e)))?;
+    }
+    let config = config_for(cluster, database)?;
+    migrate::migrate_config(&config).await?;
+    Ok(config)
+}
+
+/// The config that serves `database` of `cluster` (listeners on port 0).
+pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
+    Ok(Config {
+        proxy: ProxyConfig { listen: "127.0.0.1:0".parse()?, ..ProxyConfig::default() },
+        admin: AdminConfig { listen: "127.0.0.1:0".parse()?, token: random_secret(32) },
+        upstream: UpstreamConfig {
+            url: cluster.url(APP_ROLE, database),
+            readonly_url: Some(cluster.url(APP_READONLY_ROLE, database)),
+            connect_timeout_secs: 5,
+        },
+        control: ControlConfig { url: cluster.url(OWNER_ROLE, database), pool_size: 4 },
+        tls: TlsConfig::default(),
+        log: LogConfig::default(),
+    })
+}
+
+/// A random alphanumeric string (safe in URLs and shells).
+pub fn random_secret(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), len)
+}
+
+/// Runs `pgtenant dev` until Ctrl-C or SIGTERM.
+pub async fn run(options: DevOptions) -> anyhow::Result<()> {
+    let data_dir = options.data_dir.clone();
+    let mut cluster = tokio::task::spawn_blocking(move || Cluster::start(data_dir.as_deref())).await??;
+    let result = serve_demo(&cluster, &options).await;
+    tokio::task::spawn_blocking(move || cluster.stop()).await?;
+    if options.data_dir.is_none() {
+        eprintln!("pgtenant dev: stopped; the temporary cluster is removed");
+    } else {
+        eprintln!("pgtenant dev: stopped; the cluster is kept");
+    }
+    result
+}
+
+async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<()> {
+    let mut config = prepare_database(cluster, DATABASE).await?;
+    config.proxy.listen = ([127, 0, 0, 1], options.port).into();
+    config.admin.listen = ([127, 0, 0, 1], options.admin_port).into();
+    migrate::load_demo(&config.control.url).await?;
+
+    let catalog = Catalog::new(&config.control.url, 1)?;
+    let mut logins = Vec::new();
+    for (username, tenant, access) in DEMO_LOGINS {
+        let password = random_secret(20);
+        catalog.upsert_login(username, tenant, &password, *access).await?;
+        logins.push((*username, *tenant, *access, password));
+    }
+
+    let server = crate::server::Server::start(&config).await?;
+    let proxy = server.proxy_addr;
+    println!("\npgtenant dev is ready.\n");
+    println!("  proxy   postgres://{proxy}/{DATABASE}");
+    println!("  admin   http://{}   (token: {})\n", server.admin_addr, config.admin.token);
+    println!("Demo logins — paste one:");
+    for (username, tenant, access, password) in &logins {
+        println!(
+            "  {tenant:<12} {access:<9}  psql \"postgres://{username}:{password}@{}:{}/{DATABASE}\"",
+            proxy.ip(),
+            proxy.port()
+        );
+    }
+    println!(
+        "\nBehind the curtain (superuser, no tenant context): psql -h {} -p {} -U {SUPERUSER} {DATABASE}",
+        cluster.socket_dir.display(),
+        cluster::SOCKET_PORT
+    );
+    println!("Ctrl-C stops everything.\n");
+
+    wait_for_stop_signal().await;
+    server.stop(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors that reach a PostgreSQL client: a SQLSTATE and a message that is
+//! safe to show (never an internal detail such as an upstream address).
+
+use bytes::BytesMut;
+
+use crate::protocol::backend;
+
+/// Severity of an error sent to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session goes on.
+    Error,
+    /// The session ends after this message.
+    Fatal,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// An error in the shape a client understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ClientError {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// SQLSTATEs pgtenant sends itself.
+pub mod sqlstate {
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+impl ClientError {
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        ClientError { severity: Severity::Fatal, code, message: message.into() }
+    }
+
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        ClientError { severity: Severity::Error, code, message: message.into() }
+    }
+
+    /// The error PostgreSQL gives for both an unknown user and a wrong password.
+    pub fn password_failed(user: &str) -> Self {
+        Self::fatal(
+            sqlstate::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        )
+    }
+
+    pub fn protocol_violation(message: impl Into<String>) -> Self {
+        Self::fatal(sqlstate::PROTOCOL_VIOLATION, message)
+    }
+
+    /// Appends this error as an ErrorResponse message.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        backend::error_response(buf, self.severity.as_str(), self.code, &self.message);
+    }
+}

@@ -1,0 +1,116 @@
+//! Authenticating a client login with SCRAM-SHA-256 against the catalog.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::scram::{self, Exchange, Verifier};
+use super::ProxyState;
+use crate::error::{sqlstate, ClientError};
+use crate::protocol::backend;
+use crate::protocol::frame::{peek_header, read_cstr};
+use crate::tenancy::catalog::LoginRecord;
+
+/// Authentication messages are small; anything bigger is an attack or a bug.
+const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+
+/// Runs the SCRAM exchange for `username`. On success the client has
+/// received AuthenticationOk and the login record is returned. Unknown users
+/// go through the same exchange with a decoy verifier and get the same error.
+pub async fn authenticate<C>(
+    client: &mut C,
+    inbuf: &mut BytesMut,
+    state: &ProxyState,
+    username: &str,
+) -> Result<LoginRecord, ClientError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let login = state.catalog.find_login(username).await.map_err(|e| {
+        tracing::error!(error = %e, "catalog lookup failed");
+        ClientError::fatal(sqlstate::CANNOT_CONNECT_NOW, "pgtenant cannot reach its catalog; try again later")
+    })?;
+    let verifier = login
+        .as_ref()
+        .and_then(|l| Verifier::parse(&l.verifier))
+        .unwrap_or_else(|| Verifier::decoy(username, &state.decoy_secret));
+
+    let mut out = BytesMut::with_capacity(256);
+    backend::authentication_sasl(&mut out, &[scram::MECHANISM]);
+    write(client, &mut out).await?;
+
+    let initial = read_password_message(client, inbuf).await?;
+    let (mechanism, rest) = read_cstr(&initial).ok_or_else(|| malformed("SASLInitialResponse"))?;
+    if mechanism != scram::MECHANISM {
+        return Err(ClientError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "client selected an invalid SASL authentication mechanism",
+        ));
+    }
+    let client_first = sasl_initial_data(rest).ok_or_else(|| malformed("SASLInitialResponse"))?;
+    let (exchange, server_first) =
+        Exchange::start(verifier, client_first).map_err(|e| ClientError::protocol_violation(e.to_string()))?;
+    backend::authentication_sasl_continue(&mut out, server_first.as_bytes());
+    write(client, &mut out).await?;
+
+    let response = read_password_message(client, inbuf).await?;
+    let client_final = std::str::from_utf8(&response).map_err(|_| malformed("SASLResponse"))?;
+    let server_final = match exchange.finish(client_final) {
+        Ok(server_final) => server_final,
+        Err(scram::ScramError::Malformed(what)) => return Err(ClientError::protocol_violation(what)),
+        Err(_) => return Err(ClientError::password_failed(username)),
+    };
+    let Some(login) = login else {
+        return Err(ClientError::password_failed(username));
+    };
+    backend::authentication_sasl_final(&mut out, server_final.as_bytes());
+    backend::authentication_ok(&mut out);
+    write(client, &mut out).await?;
+    Ok(login)
+}
+
+fn malformed(what: &str) -> ClientError {
+    ClientError::protocol_violation(format!("malformed {what} message"))
+}
+
+fn sasl_initial_data(rest: &[u8]) -> Option<&str> {
+    let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let data = rest.get(4..)?;
+    if len < 0 || len as usize != data.len() {
+        return None;
+    }
+    std::str::from_utf8(data).ok()
+}
+
+async fn write<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Result<(), ClientError> {
+    client.write_all(out).await.map_err(|_| gone())?;
+    out.clear();
+    Ok(())
+}
+
+fn gone() -> ClientError {
+    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "client connection lost during authentication")
+}
+
+/// Reads one 'p' message and returns its body.
+async fn read_password_message<C: AsyncRead + Unpin>(client: &mut C, inbuf: &mut BytesMut) -> Result<BytesMut, ClientError> {
+    loop {
+        match peek_header(inbuf, MAX_AUTH_MESSAGE) {
+            Ok(Some(h)) if h.tag != b'p' => {
+                return Err(ClientError::protocol_violation(format!(
+                    "expected SASL response, got message type {:?}",
+                    h.tag as char
+                )))
+            }
+            Ok(Some(h)) if inbuf.len() >= h.frame_len => {
+                let mut frame = inbuf.split_to(h.frame_len);
+                frame.advance(5);
+                return Ok(frame);
+            }
+            Ok(_) => {}
+            Err(_) => return Err(ClientError::protocol_violation("invalid authentication message")),
+        }
+        if client.read_buf(inbuf).await.map_err(|_| gone())? == 0 {
+            return Err(gone());
+        }
+    }
+}

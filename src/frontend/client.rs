@@ -1,0 +1,237 @@
+//! One client connection from its first byte to its end: the initial packet,
+//! authentication, the server session with its tenant context, the relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::relay::{Relay, RelayEnd};
+use super::{auth, params, ProxyState};
+use crate::cancel::CancelKey;
+use crate::error::{sqlstate, ClientError};
+use crate::protocol::backend;
+use crate::protocol::startup::{self, InitialPacket, StartupMessage};
+use crate::tenancy::context;
+use crate::upstream::{self, UpstreamError};
+
+/// Serves one accepted client connection until it ends.
+pub async fn serve_client(mut socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+    let _ = socket.set_nodelay(true);
+    let mut inbuf = BytesMut::with_capacity(1024);
+    let startup = tokio::time::timeout(state.startup_timeout, read_startup(&mut socket, &mut inbuf, &state)).await;
+    let startup = match startup {
+        Ok(Ok(Some(startup))) => startup,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => return refuse(&mut socket, &error).await,
+        Err(_) => {
+            let error = ClientError::fatal(sqlstate::CONNECTION_FAILURE, "startup and authentication timed out");
+            return refuse(&mut socket, &error).await;
+        }
+    };
+    let user = startup.param("user").unwrap_or_default().to_owned();
+    let span = tracing::info_span!("session", %peer, user = %user, tenant = tracing::field::Empty);
+    async move {
+        if let Err(error) = run_session(socket, inbuf, startup, &state).await {
+            tracing::info!(code = error.code, message = %error.message, "session refused");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn refuse(socket: &mut TcpStream, error: &ClientError) {
+    let mut out = BytesMut::new();
+    error.encode(&mut out);
+    let _ = socket.write_all(&out).await;
+    let _ = socket.shutdown().await;
+}
+
+/// Reads initial packets until a StartupMessage; answers SSL and GSS
+/// encryption requests with 'N' and serves cancel requests. `None` when the
+/// connection has nothing more to do.
+async fn read_startup(
+    socket: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    state: &ProxyState,
+) -> Result<Option<StartupMessage>, ClientError> {
+    let mut answered_ssl = false;
+    let mut answered_gss = false;
+    loop {
+        let packet = loop {
+            match startup::declared_len(inbuf) {
+                Ok(Some(len)) if inbuf.len() >= len => break inbuf.split_to(len),
+                Ok(_) => {}
+                Err(e) => return Err(ClientError::protocol_violation(e.to_string())),
+            }
+            match socket.read_buf(inbuf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        };
+        match startup::parse(&packet).map_err(|e| ClientError::protocol_violation(e.to_string()))? {
+            InitialPacket::SslRequest | InitialPacket::GssEncRequest if !inbuf.is_empty() => {
+                // Bytes sent before our answer would be read as if encrypted.
+                return Err(ClientError::protocol_violation("received unencrypted data after encryption request"));
+            }
+            InitialPacket::SslRequest if !answered_ssl => {
+                answered_ssl = true;
+                socket.write_all(b"N").await.map_err(|_| gone())?;
+            }
+            InitialPacket::GssEncRequest if !answered_gss => {
+                answered_gss = true;
+                socket.write_all(b"N").await.map_err(|_| gone())?;
+            }
+            InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
+                return Err(ClientError::protocol_violation("duplicate encryption request"));
+            }
+            InitialPacket::Cancel { process_id, secret_key } => {
+                forward_cancel(state, CancelKey { process_id, secret_key }).await;
+                return Ok(None);
+            }
+            InitialPacket::Startup(message) => return Ok(Some(message)),
+        }
+    }
+}
+
+fn gone() -> ClientError {
+    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "client connection lost during startup")
+}
+
+async fn forward_cancel(state: &ProxyState, key: CancelKey) {
+    // As in PostgreSQL, the requester learns nothing about whether the key matched.
+    let Some(target) = state.cancels.lookup(key) else {
+        tracing::info!("cancel request with an unknown key ignored");
+        return;
+    };
+    if let Err(e) = upstream::connect::send_cancel(&target).await {
+        tracing::warn!(error = %e, "forwarding a cancel request failed");
+    }
+}
+
+async fn run_session(
+    mut socket: TcpStream,
+    mut inbuf: BytesMut,
+    startup: StartupMessage,
+    state: &ProxyState,
+) -> Result<(), ClientError> {
+    let result = establish(&mut socket, &mut inbuf, &startup, state).await;
+    let (server, to_client, to_server, cancel) = match result {
+        Ok(parts) => parts,
+        Err(error) => {
+            refuse(&mut socket, &error).await;
+            return Err(error);
+        }
+    };
+    let mut relay = Relay::new(socket, server, to_client, to_server, context::SET_CONTEXT_READY_COUNT, state.max_message_bytes);
+    // Bytes the client pipelined behind its last authentication message.
+    relay.push_client_bytes(&inbuf);
+    let end = relay.run().await;
+    drop(cancel);
+    match end {
+        RelayEnd::Fatal(error) => {
+            tracing::warn!(code = error.code, message = %error.message, "session ended by pgtenant");
+        }
+        other => tracing::debug!(end = ?other, "session ended"),
+    }
+    Ok(())
+}
+
+type Established = (upstream::ServerStream, BytesMut, BytesMut, crate::cancel::CancelHandle);
+
+/// Authenticates, opens the server session, and prepares the first bytes
+/// for each side: the client's greeting, and the context exchange.
+async fn establish(
+    socket: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    startup: &StartupMessage,
+    state: &ProxyState,
+) -> Result<Established, ClientError> {
+    let mut to_client = BytesMut::with_capacity(512);
+    let unsupported: Vec<&str> =
+        startup.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
+    if startup.minor_version > 0 || !unsupported.is_empty() {
+        backend::negotiate_protocol_version(&mut to_client, &unsupported);
+        socket.write_all(&to_client).await.map_err(|_| gone())?;
+        to_client.clear();
+    }
+    let Some(user) = startup.param("user").filter(|u| !u.is_empty()) else {
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        ));
+    };
+    if startup.param("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "replication connections are not accepted by pgtenant",
+        ));
+    }
+    let upstream_params = params::upstream_params(&startup.params, &state.tenant_setting)?;
+
+    let login = auth::authenticate(socket, inbuf, state, user).await?;
+    tracing::Span::current().record("tenant", login.tenant_slug.as_str());
+
+    let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    if database != state.database {
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        ));
+    }
+    if !login.enabled {
+        return Err(ClientError::fatal(sqlstate::INVALID_AUTHORIZATION, format!("login \"{user}\" is disabled")));
+    }
+    if !login.tenant_active {
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("tenant \"{}\" is suspended", login.tenant_slug),
+        ));
+    }
+    let target = state.target_for(login.access).ok_or_else(|| {
+        ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "readonly logins are not enabled on this pgtenant (upstream.readonly_url is not set)",
+        )
+    })?;
+
+    let server = upstream::connect(target, &upstream_params).await.map_err(|e| match e {
+        UpstreamError::Refused(fields) if fields.code.starts_with("22") || fields.code.starts_with("42") => {
+            // The server judged a client setting; its words are about the client's input.
+            ClientError::fatal(leak_code(&fields.code), fields.message)
+        }
+        other => {
+            tracing::error!(error = %other, "upstream connection failed");
+            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
+        }
+    })?;
+
+    let cancel = state.cancels.issue();
+    cancel.set_target(Some(server.cancel.clone()));
+    for (name, value) in &server.parameters {
+        let value = if name == "session_authorization" { user } else { value.as_str() };
+        backend::parameter_status(&mut to_client, name, value);
+    }
+    let key = cancel.key();
+    backend::backend_key_data(&mut to_client, key.process_id, key.secret_key);
+    backend::ready_for_query(&mut to_client, b'I');
+
+    let mut to_server = BytesMut::with_capacity(256);
+    context::encode_set_context(&mut to_server, &login.context, &state.tenant_setting);
+    tracing::info!(access = %login.access, "session started");
+    Ok((server.stream, to_client, to_server, cancel))
+}
+
+/// Maps an upstream SQLSTATE to a static one we may pass on.
+fn leak_code(code: &str) -> &'static str {
+    match code {
+        "42704" => "42704",
+        "42501" => "42501",
+        "22023" => "22023",
+        "22P02" => "22P02",
+        _ => "42000",
+    }
+}

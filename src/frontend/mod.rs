@@ -1,0 +1,42 @@
+//! The client side: accepting connections, startup and authentication, and
+//! the relay that carries a session.
+
+pub mod auth;
+pub mod client;
+pub mod listener;
+pub mod params;
+pub mod relay;
+pub mod scram;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cancel::CancelRegistry;
+use crate::tenancy::catalog::Catalog;
+use crate::tenancy::Access;
+use crate::upstream::UpstreamTarget;
+
+/// What every client session of a proxy shares.
+pub struct ProxyState {
+    pub tenant_setting: String,
+    /// The database name clients must ask for.
+    pub database: String,
+    pub max_message_bytes: usize,
+    pub startup_timeout: Duration,
+    pub catalog: Catalog,
+    pub readwrite: UpstreamTarget,
+    pub readonly: Option<UpstreamTarget>,
+    pub cancels: Arc<CancelRegistry>,
+    /// Key for the decoy verifiers of unknown users; random per process.
+    pub decoy_secret: [u8; 32],
+}
+
+impl ProxyState {
+    /// The upstream target for a login's access level.
+    pub fn target_for(&self, access: Access) -> Option<&UpstreamTarget> {
+        match access {
+            Access::Readwrite => Some(&self.readwrite),
+            Access::Readonly => self.readonly.as_ref(),
+        }
+    }
+}

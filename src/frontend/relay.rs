@@ -1,0 +1,353 @@
+//! The relay between one client and one server session.
+//!
+//! Frames are forwarded as raw bytes: only headers are decoded, plus the
+//! bodies of the few messages pgtenant must read (ReadyForQuery for the
+//! transaction state; replies to its own context exchange). Large frames
+//! stream through without being buffered whole. One task polls both sockets
+//! in both directions, so neither side can block the other into a deadlock,
+//! and a full outbound buffer stops reading from the side that fills it.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{sqlstate, ClientError};
+use crate::protocol::backend::parse_error_fields;
+use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
+use crate::protocol::frontend;
+
+/// Stop reading from a side while this much is waiting to be written to the other.
+const HIGH_WATER: usize = 256 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Transaction state of the server session, from its last ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+impl TxnStatus {
+    fn from_byte(b: u8) -> Option<TxnStatus> {
+        match b {
+            b'I' => Some(TxnStatus::Idle),
+            b'T' => Some(TxnStatus::InTransaction),
+            b'E' => Some(TxnStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The client sent Terminate.
+    ClientTerminated,
+    /// The client's socket closed or failed.
+    ClientGone,
+    /// The server's socket closed or failed.
+    ServerGone,
+    /// pgtenant ended the session with this error (already sent when possible).
+    Fatal(ClientError),
+}
+
+/// Per-session relay state.
+pub struct Relay<C, S> {
+    client: C,
+    server: S,
+    client_in: BytesMut,
+    server_in: BytesMut,
+    to_client: BytesMut,
+    to_server: BytesMut,
+    /// Bytes of a client frame still to pass through unread.
+    client_frame_left: usize,
+    /// Bytes of a server frame still to pass through (or drop) unread.
+    server_frame_left: usize,
+    server_frame_dropped: bool,
+    /// ReadyForQuery messages that answer pgtenant's own exchanges, not the client's.
+    own_ready_pending: u32,
+    last_server_tag: u8,
+    status: TxnStatus,
+    max_message_bytes: usize,
+}
+
+#[derive(Default)]
+struct Progress {
+    client_data: bool,
+    server_data: bool,
+    client_closed: bool,
+    server_closed: bool,
+}
+
+impl<C, S> Relay<C, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// A relay whose first bytes to each side are already queued; the server
+    /// will answer `own_ready_pending` exchanges of pgtenant's before the client's.
+    pub fn new(
+        client: C,
+        server: S,
+        to_client: BytesMut,
+        to_server: BytesMut,
+        own_ready_pending: u32,
+        max_message_bytes: usize,
+    ) -> Self {
+        Relay {
+            client,
+            server,
+            client_in: BytesMut::with_capacity(READ_CHUNK),
+            server_in: BytesMut::with_capacity(READ_CHUNK),
+            to_client,
+            to_server,
+            client_frame_left: 0,
+            server_frame_left: 0,
+            server_frame_dropped: false,
+            own_ready_pending,
+            last_server_tag: 0,
+            status: TxnStatus::Idle,
+            max_message_bytes,
+        }
+    }
+
+    /// The server session's transaction state as of its last ReadyForQuery.
+    pub fn status(&self) -> TxnStatus {
+        self.status
+    }
+
+    /// Relays until either side ends; then tells the server to terminate.
+    pub async fn run(&mut self) -> RelayEnd {
+        let end = self.relay().await;
+        if matches!(end, RelayEnd::Fatal(_)) {
+            // Best effort: let the client read the error before the socket closes.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.client.write_all(&self.to_client)).await;
+        }
+        if !matches!(end, RelayEnd::ServerGone) {
+            // Terminate makes the backend roll back and exit at once, rather than
+            // when it notices the closed socket.
+            let mut bye = BytesMut::new();
+            frontend::terminate(&mut bye);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                self.server.write_all(&self.to_server).await?;
+                self.server.write_all(&bye).await?;
+                self.server.shutdown().await
+            })
+            .await;
+        }
+        end
+    }
+
+    /// Queues bytes the client sent before the relay started.
+    pub fn push_client_bytes(&mut self, bytes: &[u8]) {
+        self.client_in.extend_from_slice(bytes);
+    }
+
+    async fn relay(&mut self) -> RelayEnd {
+        if !self.client_in.is_empty() {
+            if let Err(end) = self.take_client_frames() {
+                return end;
+            }
+        }
+        loop {
+            let progress = match poll_fn(|cx| self.poll_io(cx)).await {
+                Ok(progress) => progress,
+                Err(end) => return end,
+            };
+            if progress.client_data {
+                if let Err(end) = self.take_client_frames() {
+                    return end;
+                }
+            }
+            if progress.server_data {
+                if let Err(end) = self.take_server_frames() {
+                    return end;
+                }
+            }
+            if progress.server_closed {
+                self.server_closed_notice();
+                let _ = self.client.write_all(&self.to_client).await;
+                return RelayEnd::ServerGone;
+            }
+            if progress.client_closed {
+                return RelayEnd::ClientGone;
+            }
+        }
+    }
+
+    /// Writes what it can, then reads what is there. Ready when something was read.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Progress, RelayEnd>> {
+        if poll_drain(&mut self.server, cx, &mut self.to_server).is_err() {
+            return Poll::Ready(Err(RelayEnd::ServerGone));
+        }
+        if poll_drain(&mut self.client, cx, &mut self.to_client).is_err() {
+            return Poll::Ready(Err(RelayEnd::ClientGone));
+        }
+        let mut progress = Progress::default();
+        if self.to_server.len() < HIGH_WATER {
+            match poll_read_some(&mut self.client, cx, &mut self.client_in) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => progress.client_closed = true,
+                Poll::Ready(Ok(_)) => progress.client_data = true,
+                Poll::Pending => {}
+            }
+        }
+        if self.to_client.len() < HIGH_WATER {
+            match poll_read_some(&mut self.server, cx, &mut self.server_in) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => progress.server_closed = true,
+                Poll::Ready(Ok(_)) => progress.server_data = true,
+                Poll::Pending => {}
+            }
+        }
+        if progress.client_data || progress.server_data || progress.client_closed || progress.server_closed {
+            Poll::Ready(Ok(progress))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Moves complete (or streamable) client frames to the server's queue.
+    fn take_client_frames(&mut self) -> Result<(), RelayEnd> {
+        loop {
+            if self.client_frame_left > 0 {
+                let n = self.client_frame_left.min(self.client_in.len());
+                self.to_server.extend_from_slice(&self.client_in[..n]);
+                self.client_in.advance(n);
+                self.client_frame_left -= n;
+                if self.client_frame_left > 0 {
+                    return Ok(());
+                }
+            }
+            let header = match peek_header(&self.client_in, self.max_message_bytes) {
+                Ok(Some(header)) => header,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fatal(client_frame_error(e))),
+            };
+            if header.tag == b'X' {
+                return Err(RelayEnd::ClientTerminated);
+            }
+            self.client_frame_left = header.frame_len;
+        }
+    }
+
+    /// Moves server frames to the client's queue, dropping the replies to
+    /// pgtenant's own exchanges and noting each ReadyForQuery.
+    fn take_server_frames(&mut self) -> Result<(), RelayEnd> {
+        loop {
+            if self.server_frame_left > 0 {
+                let n = self.server_frame_left.min(self.server_in.len());
+                if !self.server_frame_dropped {
+                    self.to_client.extend_from_slice(&self.server_in[..n]);
+                }
+                self.server_in.advance(n);
+                self.server_frame_left -= n;
+                if self.server_frame_left > 0 {
+                    return Ok(());
+                }
+            }
+            let header = match peek_header(&self.server_in, usize::MAX) {
+                Ok(Some(header)) => header,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::error!(error = ?e, "malformed frame from upstream");
+                    return Err(self.fatal(ClientError::fatal(
+                        sqlstate::CONNECTION_FAILURE,
+                        "pgtenant received a malformed message from the upstream server",
+                    )));
+                }
+            };
+            let whole = matches!(header.tag, b'Z') || (header.tag == b'E' && self.own_ready_pending > 0);
+            if whole && self.server_in.len() < header.frame_len {
+                return Ok(());
+            }
+            match header.tag {
+                b'Z' => {
+                    let status = self.server_in.get(HEADER_LEN).copied().and_then(TxnStatus::from_byte);
+                    let Some(status) = status else {
+                        return Err(self.fatal(ClientError::fatal(
+                            sqlstate::CONNECTION_FAILURE,
+                            "pgtenant received a malformed ReadyForQuery from the upstream server",
+                        )));
+                    };
+                    self.status = status;
+                    if self.own_ready_pending > 0 {
+                        self.own_ready_pending -= 1;
+                        self.server_in.advance(header.frame_len);
+                        continue;
+                    }
+                }
+                b'E' if self.own_ready_pending > 0 => {
+                    let fields = parse_error_fields(&self.server_in[HEADER_LEN..header.frame_len]);
+                    tracing::error!(code = %fields.code, message = %fields.message, "setting the tenant context failed");
+                    return Err(self.fatal(ClientError::fatal(
+                        sqlstate::CONNECTION_FAILURE,
+                        "pgtenant could not establish the tenant context for this session",
+                    )));
+                }
+                _ => {}
+            }
+            self.server_frame_dropped = self.own_ready_pending > 0;
+            self.server_frame_left = header.frame_len;
+            if !self.server_frame_dropped {
+                self.last_server_tag = header.tag;
+            }
+        }
+    }
+
+    /// Queues `error` for the client unless a server frame is half-forwarded.
+    fn fatal(&mut self, error: ClientError) -> RelayEnd {
+        if self.server_frame_left == 0 || self.server_frame_dropped {
+            error.encode(&mut self.to_client);
+        }
+        RelayEnd::Fatal(error)
+    }
+
+    /// Tells the client why the session ends when the server vanished without a word.
+    fn server_closed_notice(&mut self) {
+        let server_said_why = self.last_server_tag == b'E';
+        if !server_said_why && (self.server_frame_left == 0 || self.server_frame_dropped) {
+            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection unexpectedly")
+                .encode(&mut self.to_client);
+        }
+    }
+}
+
+fn client_frame_error(e: FrameError) -> ClientError {
+    match e {
+        FrameError::BadLength(len) => ClientError::protocol_violation(format!("invalid message length {len}")),
+        FrameError::TooLarge { tag, frame_len } => ClientError::protocol_violation(format!(
+            "message of type {:?} is {frame_len} bytes, more than this server accepts",
+            tag as char
+        )),
+    }
+}
+
+/// Writes as much of `buf` as the socket takes now.
+fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut BytesMut) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    while !buf.is_empty() {
+        match Pin::new(&mut *w).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => buf.advance(n),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    // Buffered transports (TLS) hold bytes until flushed.
+    match Pin::new(&mut *w).poll_flush(cx) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn poll_read_some<R: AsyncRead + Unpin>(r: &mut R, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    buf.reserve(READ_CHUNK);
+    let read = pin!(r.read_buf(buf));
+    read.poll(cx)
+}

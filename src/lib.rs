@@ -1,0 +1,15 @@
+//! pgtenant: a PostgreSQL wire-protocol proxy that authenticates each login,
+//! maps it to a tenant, and relays its SQL to an upstream session whose
+//! tenant context the client cannot change. See ARCHITECTURE.md.
+
+pub mod admin;
+pub mod cancel;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod frontend;
+pub mod migrate;
+pub mod protocol;
+pub mod server;
+pub mod tenancy;
+pub mod upstream;

@@ -1,0 +1,121 @@
+//! The `pgtenant` command line: dev | migrate | serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use pgtenant::config::Config;
+
+#[derive(Parser)]
+#[command(name = "pgtenant", version, about = "Multi-tenant PostgreSQL proxy: each login sees only its tenant's rows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Zero-setup demo: a private PostgreSQL with the fintech demo behind the proxy
+    Dev {
+        /// Port of the PostgreSQL proxy
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Port of the HTTP admin sidecar
+        #[arg(long, default_value_t = 8432)]
+        admin_port: u16,
+        /// Keep the cluster in this directory (created and initialised when empty)
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Install or upgrade the pgtenant schema and grants (idempotent)
+    Migrate {
+        /// Config file [default: $PGTENANT_CONFIG, then ./config.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the proxy and the admin sidecar until SIGTERM
+    Serve {
+        /// Config file [default: $PGTENANT_CONFIG, then ./config.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match &cli.command {
+        Command::Dev { .. } => None,
+        Command::Migrate { config } | Command::Serve { config } => match Config::load(config.as_deref()) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("pgtenant: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let level = config.as_ref().map_or("info", |c| c.log.level.as_str());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgtenant: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match (cli.command, config) {
+            (Command::Dev { port, admin_port, data_dir }, _) => {
+                pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir }).await
+            }
+            (Command::Migrate { .. }, Some(config)) => migrate(&config).await,
+            (Command::Serve { .. }, Some(config)) => serve(&config).await,
+            (_, None) => unreachable!("config is loaded for migrate and serve"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgtenant: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let report = pgtenant::migrate::migrate_config(config).await?;
+    if report.applied.is_empty() && report.granted.is_empty() {
+        println!("pgtenant migrate: already up to date");
+    }
+    for version in &report.applied {
+        println!("pgtenant migrate: applied migration {version:04}");
+    }
+    for grant in &report.granted {
+        println!("pgtenant migrate: granted {grant}");
+    }
+    Ok(())
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    use pgtenant::upstream::role_check::check_session_role;
+    check_session_role("upstream.url", &config.upstream.url).await?;
+    if let Some(url) = &config.upstream.readonly_url {
+        check_session_role("upstream.readonly_url", url).await?;
+    }
+    let server = pgtenant::server::Server::start(config).await?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = pgtenant::dev::wait_for_stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes"),
+        }
+    }
+    tracing::info!("shutting down");
+    server.stop(Duration::from_secs(10)).await;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `pgtenant migrate`: applies the versioned SQL in `sql/` in order, once
+//! each, and grants the session group roles to the upstream login roles.
+
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::Config;
+use crate::tenancy::Access;
+
+/// One versioned migration, embedded in the binary.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in the order they apply.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "catalog", sql: include_str!("../sql/0001_catalog.sql") }];
+
+/// The fintech demo of `pgtenant dev`.
+pub const DEMO_SQL: &str = include_str!("../sql/demo/fintech.sql");
+
+/// Serialises concurrent `migrate` runs on one database.
+const MIGRATE_LOCK_KEY: i64 = 0x7067_7465_6e61_6e74; // "pgtenant"
+
+/// What a run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub applied: Vec<i32>,
+    pub granted: Vec<String>,
+}
+
+/// Runs `migrate` for a config: the control URL, and the users of both upstream URLs.
+pub async fn migrate_config(config: &Config) -> anyhow::Result<MigrateReport> {
+    let mut session_users = vec![(url_user(&config.upstream.url)?, Access::Readwrite)];
+    if let Some(url) = &config.upstream.readonly_url {
+        session_users.push((url_user(url)?, Access::Readonly));
+    }
+    migrate(&config.control.url, &session_users).await
+}
+
+fn url_user(url: &str) -> anyhow::Result<String> {
+    let parsed = tokio_postgres::Config::from_str(url)?;
+    parsed.get_user().map(str::to_owned).context("URL has no user")
+}
+
+/// Connects to `control_url` and brings the schema up to date; grants the
+/// session group role for each `(login role, access)`.
+pub async fn migrate(control_url: &str, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {
+    let client = connect(control_url).await.context("cannot connect through control.url")?;
+    let owner: String = client.query_one("SELECT current_user::text", &[]).await?.get(0);
+    for (user, _) in session_users {
+        if *user == owner {
+            bail!("the upstream role {user} must not be the catalog owner (control.url)");
+        }
+    }
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await?;
+    let result = apply(&client, session_users).await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY]).await;
+    result
+}
+
+async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {
+    client
+        .batch_execute(
+            "SET client_min_messages = warning;
+             CREATE SCHEMA IF NOT EXISTS pgtenant;
+             CREATE TABLE IF NOT EXISTS pgtenant.schema_migrations (
+                 version     integer PRIMARY KEY,
+                 name        text NOT NULL,
+                 applied_at  timestamptz NOT NULL DEFAULT now()
+             );",
+        )
+        .await
+        .context("cannot create the pgtenant schema")?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM pgtenant.schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut report = MigrateReport::default();
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let sql = format!(
+            "BEGIN;\n{}\n;INSERT INTO pgtenant.schema_migrations (version, name) VALUES ({}, '{}');\nCOMMIT;",
+            migration.sql, migration.version, migration.name
+        );
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(anyhow::anyhow!(describe(&e)))
+                .with_context(|| format!("migration {:04}_{} failed", migration.version, migration.name));
+        }
+        tracing::info!(version = migration.version, name = migration.name, "migration applied");
+        report.applied.push(migration.version);
+    }
+    for (user, access) in session_users {
+        let group = match access {
+            Access::Readwrite => "pgtenant_readwrite",
+            Access::Readonly => "pgtenant_readonly",
+        };
+        let is_member: bool = client
+            .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[user, &group])
+            .await
+            .with_context(|| format!("role {user} does not exist"))?
+            .get(0);
+        if !is_member {
+            client
+                .batch_execute(&format!("GRANT {group} TO {}", quote_ident(user)))
+                .await
+                .map_err(|e| anyhow::anyhow!(describe(&e)))
+                .with_context(|| format!("cannot grant {group} to {user}"))?;
+            report.granted.push(format!("{group} to {user}"));
+        }
+    }
+    Ok(report)
+}
+
+/// Loads the fintech demo unless it is already there. Returns whether it loaded.
+pub async fn load_demo(control_url: &str) -> anyhow::Result<bool> {
+    let client = connect(control_url).await?;
+    let present: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pgtenant.tenants WHERE slug = 'hsbc')", &[])
+        .await?
+        .get(0);
+    if present {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!("BEGIN;\n{DEMO_SQL}\n;COMMIT;"))
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))
+        .context("loading the demo failed")?;
+    Ok(true)
+}
+
+/// Opens a plain connection and drives it in the background.
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "control connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The server's message, not just "db error".
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,139 @@
+//! Builders for the backend messages pgtenant itself writes to clients.
+
+use bytes::{BufMut, BytesMut};
+
+/// Writes a tagged message: `tag`, then a length placeholder patched after `body` runs.
+pub fn write_message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    buf.put_u8(tag);
+    let len_at = buf.len();
+    buf.put_i32(0);
+    body(buf);
+    let len = (buf.len() - len_at) as i32;
+    buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Appends `s` and its NUL terminator.
+pub fn put_cstr(buf: &mut BytesMut, s: &str) {
+    buf.put_slice(s.as_bytes());
+    buf.put_u8(0);
+}
+
+pub fn authentication_ok(buf: &mut BytesMut) {
+    write_message(buf, b'R', |b| b.put_i32(0));
+}
+
+pub fn authentication_cleartext_password(buf: &mut BytesMut) {
+    write_message(buf, b'R', |b| b.put_i32(3));
+}
+
+/// AuthenticationSASL listing the mechanisms we offer.
+pub fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+    write_message(buf, b'R', |b| {
+        b.put_i32(10);
+        for m in mechanisms {
+            put_cstr(b, m);
+        }
+        b.put_u8(0);
+    });
+}
+
+pub fn authentication_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    write_message(buf, b'R', |b| {
+        b.put_i32(11);
+        b.put_slice(data);
+    });
+}
+
+pub fn authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    write_message(buf, b'R', |b| {
+        b.put_i32(12);
+        b.put_slice(data);
+    });
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    write_message(buf, b'S', |b| {
+        put_cstr(b, name);
+        put_cstr(b, value);
+    });
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, process_id: i32, secret_key: i32) {
+    write_message(buf, b'K', |b| {
+        b.put_i32(process_id);
+        b.put_i32(secret_key);
+    });
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+    write_message(buf, b'Z', |b| b.put_u8(status));
+}
+
+/// NegotiateProtocolVersion: we speak 3.0 and recognise no `_pq_` options.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
+    write_message(buf, b'v', |b| {
+        b.put_i32(0x0003_0000);
+        b.put_i32(unrecognized.len() as i32);
+        for option in unrecognized {
+            put_cstr(b, option);
+        }
+    });
+}
+
+/// An ErrorResponse or NoticeResponse with the fields every client shows.
+pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    write_message(buf, b'E', |b| {
+        for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
+            b.put_u8(field);
+            put_cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_for_query_bytes() {
+        let mut b = BytesMut::new();
+        ready_for_query(&mut b, b'I');
+        assert_eq!(&b[..], b"Z\0\0\0\x05I");
+    }
+
+    #[test]
+    fn error_response_bytes() {
+        let mut b = BytesMut::new();
+        error_response(&mut b, "FATAL", "28P01", "no");
+        assert_eq!(&b[..], b"E\0\0\0\x1eSFATAL\0VFATAL\0C28P01\0Mno\0\0");
+    }
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that pgtenant looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// Decodes the body (after tag and length) of an ErrorResponse.
+pub fn parse_error_fields(mut body: &[u8]) -> ErrorFields {
+    let mut fields = ErrorFields::default();
+    while let Some((&kind, rest)) = body.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let Some((value, rest)) = super::frame::read_cstr(rest) else { break };
+        match kind {
+            b'V' => fields.severity = value.to_owned(),
+            b'S' if fields.severity.is_empty() => fields.severity = value.to_owned(),
+            b'C' => fields.code = value.to_owned(),
+            b'M' => fields.message = value.to_owned(),
+            _ => {}
+        }
+        body = rest;
+    }
+    fields
+}

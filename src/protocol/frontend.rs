@@ -1,0 +1,56 @@
+//! Builders for the frontend messages pgtenant writes to the upstream server
+//! on its own behalf (the tenant context exchange, cancel requests).
+
+use bytes::{BufMut, BytesMut};
+
+use super::backend::{put_cstr, write_message};
+
+/// Parse of an unnamed statement with untyped parameters.
+pub fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
+    write_message(buf, b'P', |b| {
+        put_cstr(b, "");
+        put_cstr(b, sql);
+        b.put_i16(0);
+    });
+}
+
+/// Bind of the unnamed statement to the unnamed portal, every parameter in
+/// text format, results in text format.
+pub fn bind_unnamed_text(buf: &mut BytesMut, params: &[&str]) {
+    write_message(buf, b'B', |b| {
+        put_cstr(b, "");
+        put_cstr(b, "");
+        b.put_i16(0);
+        b.put_i16(params.len() as i16);
+        for p in params {
+            b.put_i32(p.len() as i32);
+            b.put_slice(p.as_bytes());
+        }
+        b.put_i16(0);
+    });
+}
+
+pub fn execute_unnamed(buf: &mut BytesMut) {
+    write_message(buf, b'E', |b| {
+        put_cstr(b, "");
+        b.put_i32(0);
+    });
+}
+
+pub fn sync(buf: &mut BytesMut) {
+    write_message(buf, b'S', |_| {});
+}
+
+pub fn terminate(buf: &mut BytesMut) {
+    write_message(buf, b'X', |_| {});
+}
+
+/// The 16-byte CancelRequest packet.
+pub fn cancel_request(process_id: i32, secret_key: i32) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[0..4].copy_from_slice(&16i32.to_be_bytes());
+    p[4..8].copy_from_slice(&80_877_102i32.to_be_bytes());
+    p[8..12].copy_from_slice(&process_id.to_be_bytes());
+    p[12..16].copy_from_slice(&secret_key.to_be_bytes());
+    p
+}

@@ -1,0 +1,93 @@
+//! Wiring: binds the proxy and the sidecar, runs them until told to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::frontend::{listener, ProxyState};
+use crate::tenancy::catalog::Catalog;
+use crate::upstream::UpstreamTarget;
+
+/// A running proxy and sidecar.
+pub struct Server {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<ProxyState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds both listeners and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        let connect_timeout = Duration::from_secs(config.upstream.connect_timeout_secs);
+        let readwrite = UpstreamTarget::from_url(&config.upstream.url, connect_timeout).context("upstream.url")?;
+        let readonly = match &config.upstream.readonly_url {
+            Some(url) => Some(UpstreamTarget::from_url(url, connect_timeout).context("upstream.readonly_url")?),
+            None => None,
+        };
+        let mut decoy_secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut decoy_secret);
+        let state = Arc::new(ProxyState {
+            tenant_setting: config.proxy.tenant_setting.clone(),
+            database: config.served_database(),
+            max_message_bytes: config.proxy.max_message_bytes,
+            startup_timeout: Duration::from_secs(config.proxy.startup_timeout_secs),
+            catalog: Catalog::new(&config.control.url, config.control.pool_size).context("control.url")?,
+            readwrite,
+            readonly,
+            cancels: Arc::new(CancelRegistry::default()),
+            decoy_secret,
+        });
+
+        let proxy = TcpListener::bind(config.proxy.listen)
+            .await
+            .with_context(|| format!("cannot listen on proxy.listen {}", config.proxy.listen))?;
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on admin.listen {}", config.admin.listen))?;
+        let proxy_addr = proxy.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+
+        let (shutdown, watcher) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(listener::run(
+            proxy,
+            Arc::clone(&state),
+            config.proxy.max_client_connections,
+            watcher.clone(),
+        )));
+        let router = crate::admin::router(Arc::clone(&state));
+        let mut admin_watcher = watcher.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = admin_watcher.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(admin, router).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "admin sidecar failed");
+            }
+        }));
+        tracing::info!(%proxy_addr, %admin_addr, database = %state.database, "pgtenant is listening");
+        Ok(Server { proxy_addr, admin_addr, state, shutdown, tasks })
+    }
+
+    /// Stops accepting, then waits up to `drain` for open sessions to end.
+    pub async fn stop(self, drain: Duration) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + drain;
+        while !self.state.cancels.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

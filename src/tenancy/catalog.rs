@@ -1,0 +1,119 @@
+//! Reads and writes of the pgtenant catalog (`pgtenant.tenants`,
+//! `pgtenant.logins`) through a pool of `control.url` connections.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::{Access, TenantContext};
+
+/// Catalog access failed (the control database is unreachable or refused).
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("control database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("control database query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("invalid control.url: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What authentication needs to know about a login.
+#[derive(Debug, Clone)]
+pub struct LoginRecord {
+    pub username: String,
+    /// SCRAM-SHA-256 verifier in PostgreSQL's text form.
+    pub verifier: String,
+    pub access: Access,
+    pub enabled: bool,
+    pub tenant_slug: String,
+    pub tenant_active: bool,
+    pub context: TenantContext,
+}
+
+/// A pool of connections to the control database.
+#[derive(Clone)]
+pub struct Catalog {
+    pool: Pool,
+}
+
+impl Catalog {
+    /// Builds the pool; connections are opened lazily.
+    pub fn new(url: &str, size: usize) -> Result<Catalog, CatalogError> {
+        let pg = tokio_postgres::Config::from_str(url).map_err(|e| CatalogError::Config(e.to_string()))?;
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| CatalogError::Config(e.to_string()))?;
+        Ok(Catalog { pool })
+    }
+
+    /// Looks a login up by username, with its tenant and the tenant's subtree.
+    pub async fn find_login(&self, username: &str) -> Result<Option<LoginRecord>, CatalogError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT l.verifier, l.access, l.enabled, t.id::text, t.slug, t.status = 'active', \
+                        pgtenant.tenant_subtree(t.id)::text \
+                   FROM pgtenant.logins l JOIN pgtenant.tenants t ON t.id = l.tenant_id \
+                  WHERE l.username = $1",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&statement, &[&username]).await? else {
+            return Ok(None);
+        };
+        let access: String = row.get(1);
+        Ok(Some(LoginRecord {
+            username: username.to_owned(),
+            verifier: row.get(0),
+            access: Access::parse(&access)
+                .ok_or_else(|| CatalogError::Invalid(format!("login {username} has access {access:?}")))?,
+            enabled: row.get(2),
+            context: TenantContext { tenant_id: row.get(3), visible_tenants: row.get(6) },
+            tenant_slug: row.get(4),
+            tenant_active: row.get(5),
+        }))
+    }
+
+    /// Creates or replaces a login with a fresh SCRAM-SHA-256 verifier of `password`.
+    pub async fn upsert_login(
+        &self,
+        username: &str,
+        tenant_slug: &str,
+        password: &str,
+        access: Access,
+    ) -> Result<(), CatalogError> {
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let client = self.pool.get().await?;
+        let changed = client
+            .execute(
+                "INSERT INTO pgtenant.logins (username, tenant_id, verifier, access) \
+                 SELECT $1, id, $3, $4 FROM pgtenant.tenants WHERE slug = $2 \
+                 ON CONFLICT (username) DO UPDATE \
+                    SET tenant_id = EXCLUDED.tenant_id, verifier = EXCLUDED.verifier, \
+                        access = EXCLUDED.access, enabled = true",
+                &[&username, &tenant_slug, &verifier, &access.as_str()],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(CatalogError::Invalid(format!("no tenant with slug {tenant_slug}")));
+        }
+        Ok(())
+    }
+
+    /// Succeeds when the catalog answers a query.
+    pub async fn ping(&self) -> Result<(), CatalogError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}

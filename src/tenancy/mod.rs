@@ -1,0 +1,47 @@
+//! Tenants, logins and the tenant context: the catalog (read through
+//! `control.url`) and the statement that puts a tenant on a server session.
+
+pub mod catalog;
+pub mod context;
+
+use std::fmt;
+
+/// What a login may do; decides which upstream role its sessions use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Readwrite,
+    Readonly,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Readwrite => "readwrite",
+            Access::Readonly => "readonly",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Access> {
+        match text {
+            "readwrite" => Some(Access::Readwrite),
+            "readonly" => Some(Access::Readonly),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The tenant a session acts for, as pgtenant puts it on the server session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantContext {
+    /// The tenant's uuid, in text form.
+    pub tenant_id: String,
+    /// The tenant and all its descendants, as a PostgreSQL uuid[] literal.
+    pub visible_tenants: String,
+}

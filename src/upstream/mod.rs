@@ -1,0 +1,9 @@
+//! Server connections to the upstream PostgreSQL: connect, authenticate as
+//! the session role, and hand the raw stream to the relay.
+
+pub mod connect;
+pub mod role_check;
+pub mod stream;
+
+pub use connect::{connect, send_cancel, CancelTarget, ServerConnection, UpstreamAddress, UpstreamError, UpstreamTarget};
+pub use stream::ServerStream;
