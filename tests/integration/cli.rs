@@ -1,0 +1,178 @@
+//! The `pgtenant` binary: exit codes, `migrate`, `serve`'s refusals, `dev`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use pgtenant::dev::cluster::SUPERUSER;
+
+use crate::common::*;
+
+/// The binary with a clean environment, run from an empty directory.
+fn pgtenant(args: &[&str], env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgtenant"));
+    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(std::env::temp_dir());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+async fn output(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run pgtenant")
+}
+
+fn config_env(env: &TestEnv, upstream_user: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef0123".to_string()),
+        ("PGTENANT_UPSTREAM__URL", env.cluster.url(upstream_user, &env.database)),
+        ("PGTENANT_CONTROL__URL", env.cluster.url("pgtenant_owner", &env.database)),
+        ("PGTENANT_PROXY__LISTEN", "127.0.0.1:0".to_string()),
+        ("PGTENANT_ADMIN__LISTEN", "127.0.0.1:0".to_string()),
+    ]
+}
+
+#[tokio::test]
+async fn invalid_config_exits_2_with_one_line_naming_the_key() {
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (vec![], "invalid config: admin: "),
+        (
+            vec![
+                ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef".into()),
+                ("PGTENANT_UPSTREAM__URL", "postgres://a@h/db".into()),
+                ("PGTENANT_CONTROL__URL", "postgres://b@h/db".into()),
+                ("PGTENANT_PROXY__LISTEN", "not-an-address".into()),
+            ],
+            "invalid config: proxy.listen: ",
+        ),
+        (
+            vec![
+                ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef".into()),
+                ("PGTENANT_UPSTREAM__URL", "postgres://a@h/db".into()),
+                ("PGTENANT_CONTROL__URL", "postgres://b@h/db".into()),
+                ("PGTENANT_PROXY__POOL", "x".into()),
+            ],
+            "invalid config: proxy.pool: unknown field",
+        ),
+        (vec![("PGTENANT_CONFIG", "/nonexistent/pgtenant.toml".into())], "invalid config: --config: /nonexistent/pgtenant.toml"),
+    ];
+    for (env, expected) in cases {
+        for subcommand in ["serve", "migrate"] {
+            let out = output(pgtenant(&[subcommand], &env)).await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{subcommand} {env:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.starts_with(&format!("pgtenant: {expected}")), "{stderr}");
+        }
+    }
+    let out = output(pgtenant(&["serve", "--bogus"], &[])).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = output(pgtenant(&["--version"], &[])).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("pgtenant {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let env = TestEnv::start().await;
+    let admin = connect_url(&env.cluster.url(SUPERUSER, "postgres")).await;
+    let fresh = format!("{}_fresh", env.database);
+    admin.batch_execute(&format!("CREATE DATABASE {fresh} OWNER pgtenant_owner")).await.unwrap();
+    let vars = vec![
+        ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef0123".to_string()),
+        ("PGTENANT_UPSTREAM__URL", env.cluster.url("pgtenant_app", &fresh)),
+        ("PGTENANT_UPSTREAM__READONLY_URL", env.cluster.url("pgtenant_app_ro", &fresh)),
+        ("PGTENANT_CONTROL__URL", env.cluster.url("pgtenant_owner", &fresh)),
+    ];
+    let schema_digest = || async {
+        let client = connect_url(&env.cluster.url(SUPERUSER, &fresh)).await;
+        let row = client
+            .query_one(
+                "SELECT (SELECT string_agg(proname || ':' || md5(prosrc), ',' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgtenant'::regnamespace),
+                        (SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'pgtenant'::regnamespace),
+                        (SELECT count(*) FROM pgtenant.schema_migrations)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, i64>(2))
+    };
+
+    let first = output(pgtenant(&["migrate"], &vars)).await;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migration 0001"));
+    let before = schema_digest().await;
+    let second = output(pgtenant(&["migrate"], &vars)).await;
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(String::from_utf8_lossy(&second.stdout).trim(), "pgtenant migrate: already up to date");
+    assert_eq!(schema_digest().await, before);
+    assert_eq!(before.2, pgtenant::migrate::MIGRATIONS.len() as i64);
+}
+
+#[tokio::test]
+async fn serve_refuses_an_upstream_role_rls_would_not_bind() {
+    let env = TestEnv::start().await;
+    let admin = env.superuser().await;
+    admin.batch_execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bypass_app') THEN CREATE ROLE bypass_app LOGIN BYPASSRLS; END IF; END $$").await.unwrap();
+    for (user, expected) in [
+        (SUPERUSER, "is a superuser"),
+        ("bypass_app", "has BYPASSRLS"),
+        ("pgtenant_owner", "owns (or belongs to the owner of) a tenant table"),
+    ] {
+        let out = output(pgtenant(&["serve"], &config_env(&env, user))).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{user}: {stderr}");
+        assert!(stderr.contains(expected), "{user}: {stderr}");
+        assert!(stderr.contains("upstream.url"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
+    let mut child = pgtenant(&["dev", "--port", "0", "--admin-port", "0"], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pgtenant dev");
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let psql_url = |user: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("postgres://{user}:")))
+            .and_then(|l| l.split('"').nth(1))
+            .unwrap_or_else(|| panic!("no psql line for {user} in {lines:?}"))
+            .to_owned()
+    };
+    let socket_dir = lines
+        .iter()
+        .find_map(|l| l.split("psql -h ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the superuser line")
+        .to_owned();
+
+    let hsbc = connect_url(&psql_url("hsbc_admin")).await;
+    assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6]);
+    let barclays = connect_url(&psql_url("barclays_ops")).await;
+    assert_eq!(account_ids(&barclays).await, vec![7, 8, 9]);
+    drop((hsbc, barclays));
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    let base = std::path::Path::new(&socket_dir).parent().unwrap();
+    assert!(!base.exists(), "{} must be removed", base.display());
+}

@@ -1,0 +1,145 @@
+//! The test harness: one throwaway PostgreSQL per test binary (removed when
+//! the binary exits), a migrated template database with the fintech demo,
+//! and per test a database copied from it with pgtenant serving it in-process.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use pgtenant::config::Config;
+use pgtenant::dev::cluster::{Cluster, SUPERUSER};
+use pgtenant::server::Server;
+use pgtenant::tenancy::catalog::Catalog;
+use tokio::sync::OnceCell;
+use tokio_postgres::{Client, NoTls};
+
+/// Every demo login's password in tests.
+pub const PASSWORD: &str = "test-password-1234";
+const TEMPLATE: &str = "pgtenant_template";
+
+pub const HSBC: &str = "a0000000-0000-4000-8000-000000000001";
+pub const HSBC_HK: &str = "a0000000-0000-4000-8000-000000000002";
+pub const HSBC_LONDON: &str = "a0000000-0000-4000-8000-000000000003";
+pub const BARCLAYS: &str = "b0000000-0000-4000-8000-000000000001";
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(1);
+
+/// The binary's cluster, with the template database ready.
+pub async fn cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async {
+            let cluster = tokio::task::spawn_blocking(|| Cluster::start(None))
+                .await
+                .expect("cluster task")
+                .expect("start the throwaway PostgreSQL");
+            let config = pgtenant::dev::prepare_database(&cluster, TEMPLATE).await.expect("prepare template");
+            pgtenant::migrate::load_demo(&config.control.url).await.expect("load demo");
+            let catalog = Catalog::new(&config.control.url, 1).expect("catalog");
+            for (username, tenant, access) in pgtenant::dev::DEMO_LOGINS {
+                catalog.upsert_login(username, tenant, PASSWORD, *access).await.expect("demo login");
+            }
+            cluster
+        })
+        .await
+}
+
+/// One test's database, served by an in-process pgtenant.
+pub struct TestEnv {
+    pub cluster: &'static Cluster,
+    pub database: String,
+    #[allow(dead_code)]
+    pub config: Config,
+    pub server: Server,
+}
+
+impl TestEnv {
+    /// A fresh copy of the template, and pgtenant serving it on port 0.
+    pub async fn start() -> TestEnv {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestEnv::start`], with a chance to change the config first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestEnv {
+        let cluster = cluster().await;
+        let database = format!("test_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let admin = connect_url(&cluster.url(SUPERUSER, "postgres")).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database} TEMPLATE {TEMPLATE} OWNER pgtenant_owner"))
+            .await
+            .expect("create test database");
+        let mut config = pgtenant::dev::config_for(cluster, &database).expect("config");
+        adjust(&mut config);
+        let server = Server::start(&config).await.expect("start pgtenant");
+        TestEnv { cluster, database, config, server }
+    }
+
+    /// A `postgres://` URL for a login through the proxy.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("postgres://{user}:{password}@{}/{}", self.server.proxy_addr, self.database)
+    }
+
+    /// Connects through the proxy as a demo login.
+    pub async fn connect(&self, user: &str) -> Client {
+        self.try_connect(user, PASSWORD).await.unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    }
+
+    /// Connects through the proxy; the error is the proxy's answer.
+    pub async fn try_connect(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(&self.url(user, password), NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Connects through the proxy and returns the connection task's handle too,
+    /// so a test can drop the socket without a Terminate message.
+    pub async fn connect_abortable(&self, user: &str) -> (Client, tokio::task::JoinHandle<()>) {
+        let (client, connection) = tokio_postgres::connect(&self.url(user, PASSWORD), NoTls).await.expect("connect");
+        let handle = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (client, handle)
+    }
+
+    /// The upstream database directly, as superuser: what really is there.
+    pub async fn superuser(&self) -> Client {
+        connect_url(&self.cluster.url(SUPERUSER, &self.database)).await
+    }
+}
+
+pub async fn connect_url(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// The SQLSTATE of a server error (panics on other errors).
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e:?}")).code().code().to_owned()
+}
+
+/// The message of a server error.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e:?}")).message().to_owned()
+}
+
+/// Sorted account ids a client sees.
+pub async fn account_ids(client: &Client) -> Vec<i64> {
+    let rows = client.query("SELECT id FROM accounts ORDER BY id", &[]).await.expect("select accounts");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Waits until `condition` holds, checking every 20 ms, for at most 20 s.
+/// For waiting on another process (e.g. a backend's state), never for timing.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
