@@ -4,6 +4,7 @@ mod common;
 
 mod auth;
 mod cli;
+mod config_example;
 mod psql;
 mod relay;
 mod tenancy;
