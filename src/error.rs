@@ -49,11 +49,19 @@ pub mod sqlstate {
 
 impl ClientError {
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError { severity: Severity::Fatal, code, message: message.into() }
+        ClientError {
+            severity: Severity::Fatal,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError { severity: Severity::Error, code, message: message.into() }
+        ClientError {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+        }
     }
 
     /// The error PostgreSQL gives for both an unknown user and a wrong password.

@@ -22,13 +22,20 @@ use crate::upstream::{self, UpstreamError};
 pub async fn serve_client(mut socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
     let _ = socket.set_nodelay(true);
     let mut inbuf = BytesMut::with_capacity(1024);
-    let startup = tokio::time::timeout(state.startup_timeout, read_startup(&mut socket, &mut inbuf, &state)).await;
+    let startup = tokio::time::timeout(
+        state.startup_timeout,
+        read_startup(&mut socket, &mut inbuf, &state),
+    )
+    .await;
     let startup = match startup {
         Ok(Ok(Some(startup))) => startup,
         Ok(Ok(None)) => return,
         Ok(Err(error)) => return refuse(&mut socket, &error).await,
         Err(_) => {
-            let error = ClientError::fatal(sqlstate::CONNECTION_FAILURE, "startup and authentication timed out");
+            let error = ClientError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                "startup and authentication timed out",
+            );
             return refuse(&mut socket, &error).await;
         }
     };
@@ -75,7 +82,9 @@ async fn read_startup(
         match startup::parse(&packet).map_err(|e| ClientError::protocol_violation(e.to_string()))? {
             InitialPacket::SslRequest | InitialPacket::GssEncRequest if !inbuf.is_empty() => {
                 // Bytes sent before our answer would be read as if encrypted.
-                return Err(ClientError::protocol_violation("received unencrypted data after encryption request"));
+                return Err(ClientError::protocol_violation(
+                    "received unencrypted data after encryption request",
+                ));
             }
             InitialPacket::SslRequest if !answered_ssl => {
                 answered_ssl = true;
@@ -86,10 +95,22 @@ async fn read_startup(
                 socket.write_all(b"N").await.map_err(|_| gone())?;
             }
             InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
-                return Err(ClientError::protocol_violation("duplicate encryption request"));
+                return Err(ClientError::protocol_violation(
+                    "duplicate encryption request",
+                ));
             }
-            InitialPacket::Cancel { process_id, secret_key } => {
-                forward_cancel(state, CancelKey { process_id, secret_key }).await;
+            InitialPacket::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                forward_cancel(
+                    state,
+                    CancelKey {
+                        process_id,
+                        secret_key,
+                    },
+                )
+                .await;
                 return Ok(None);
             }
             InitialPacket::Startup(message) => return Ok(Some(message)),
@@ -98,7 +119,10 @@ async fn read_startup(
 }
 
 fn gone() -> ClientError {
-    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "client connection lost during startup")
+    ClientError::fatal(
+        sqlstate::CONNECTION_FAILURE,
+        "client connection lost during startup",
+    )
 }
 
 async fn forward_cancel(state: &ProxyState, key: CancelKey) {
@@ -126,7 +150,14 @@ async fn run_session(
             return Err(error);
         }
     };
-    let mut relay = Relay::new(socket, server, to_client, to_server, context::SET_CONTEXT_READY_COUNT, state.max_message_bytes);
+    let mut relay = Relay::new(
+        socket,
+        server,
+        to_client,
+        to_server,
+        context::SET_CONTEXT_READY_COUNT,
+        state.max_message_bytes,
+    );
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
     let end = relay.run().await;
@@ -140,7 +171,12 @@ async fn run_session(
     Ok(())
 }
 
-type Established = (upstream::ServerStream, BytesMut, BytesMut, crate::cancel::CancelHandle);
+type Established = (
+    upstream::ServerStream,
+    BytesMut,
+    BytesMut,
+    crate::cancel::CancelHandle,
+);
 
 /// Authenticates, opens the server session, and prepares the first bytes
 /// for each side: the client's greeting, and the context exchange.
@@ -151,8 +187,12 @@ async fn establish(
     state: &ProxyState,
 ) -> Result<Established, ClientError> {
     let mut to_client = BytesMut::with_capacity(512);
-    let unsupported: Vec<&str> =
-        startup.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
+    let unsupported: Vec<&str> = startup
+        .params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
     if startup.minor_version > 0 || !unsupported.is_empty() {
         backend::negotiate_protocol_version(&mut to_client, &unsupported);
         socket.write_all(&to_client).await.map_err(|_| gone())?;
@@ -164,7 +204,10 @@ async fn establish(
             "no PostgreSQL user name specified in startup packet",
         ));
     };
-    if startup.param("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
+    if startup
+        .param("replication")
+        .is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0"))
+    {
         return Err(ClientError::fatal(
             sqlstate::INVALID_AUTHORIZATION,
             "replication connections are not accepted by pgtenant",
@@ -175,7 +218,10 @@ async fn establish(
     let login = auth::authenticate(socket, inbuf, state, user).await?;
     tracing::Span::current().record("tenant", login.tenant_slug.as_str());
 
-    let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    let database = startup
+        .param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(user);
     if database != state.database {
         return Err(ClientError::fatal(
             sqlstate::INVALID_CATALOG_NAME,
@@ -183,7 +229,10 @@ async fn establish(
         ));
     }
     if !login.enabled {
-        return Err(ClientError::fatal(sqlstate::INVALID_AUTHORIZATION, format!("login \"{user}\" is disabled")));
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("login \"{user}\" is disabled"),
+        ));
     }
     if !login.tenant_active {
         return Err(ClientError::fatal(
@@ -198,21 +247,32 @@ async fn establish(
         )
     })?;
 
-    let server = upstream::connect(target, &upstream_params).await.map_err(|e| match e {
-        UpstreamError::Refused(fields) if fields.code.starts_with("22") || fields.code.starts_with("42") => {
-            // The server judged a client setting; its words are about the client's input.
-            ClientError::fatal(leak_code(&fields.code), fields.message)
-        }
-        other => {
-            tracing::error!(error = %other, "upstream connection failed");
-            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
-        }
-    })?;
+    let server = upstream::connect(target, &upstream_params)
+        .await
+        .map_err(|e| match e {
+            UpstreamError::Refused(fields)
+                if fields.code.starts_with("22") || fields.code.starts_with("42") =>
+            {
+                // The server judged a client setting; its words are about the client's input.
+                ClientError::fatal(leak_code(&fields.code), fields.message)
+            }
+            other => {
+                tracing::error!(error = %other, "upstream connection failed");
+                ClientError::fatal(
+                    sqlstate::CONNECTION_FAILURE,
+                    "pgtenant cannot reach the upstream database",
+                )
+            }
+        })?;
 
     let cancel = state.cancels.issue();
     cancel.set_target(Some(server.cancel.clone()));
     for (name, value) in &server.parameters {
-        let value = if name == "session_authorization" { user } else { value.as_str() };
+        let value = if name == "session_authorization" {
+            user
+        } else {
+            value.as_str()
+        };
         backend::parameter_status(&mut to_client, name, value);
     }
     let key = cancel.key();

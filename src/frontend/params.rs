@@ -13,10 +13,14 @@ const CONSUMED: &[&str] = &["user", "database", "replication", "options"];
 const RESERVED: &[&str] = &["role", "session_authorization"];
 
 /// The message of every refusal that protects the tenant context.
-pub const CONTEXT_MANAGED: &str = "the tenant context is managed by pgtenant and cannot be changed by the client";
+pub const CONTEXT_MANAGED: &str =
+    "the tenant context is managed by pgtenant and cannot be changed by the client";
 
 /// Turns the client's startup parameters into the settings sent upstream.
-pub fn upstream_params(params: &[(String, String)], tenant_setting: &str) -> Result<Vec<(String, String)>, ClientError> {
+pub fn upstream_params(
+    params: &[(String, String)],
+    tenant_setting: &str,
+) -> Result<Vec<(String, String)>, ClientError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (name, value) in params {
         if CONSUMED.contains(&name.as_str()) || name.starts_with("_pq_.") {
@@ -37,8 +41,14 @@ pub fn upstream_params(params: &[(String, String)], tenant_setting: &str) -> Res
 
 fn check_setting(name: &str, tenant_setting: &str) -> Result<(), ClientError> {
     let lower = name.to_ascii_lowercase();
-    if RESERVED.contains(&lower.as_str()) || lower == tenant_setting.to_ascii_lowercase() || lower.starts_with("pgtenant.") {
-        return Err(ClientError::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, CONTEXT_MANAGED));
+    if RESERVED.contains(&lower.as_str())
+        || lower == tenant_setting.to_ascii_lowercase()
+        || lower.starts_with("pgtenant.")
+    {
+        return Err(ClientError::fatal(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            CONTEXT_MANAGED,
+        ));
     }
     let valid = !name.is_empty()
         && name.split('.').count() <= 2
@@ -48,7 +58,10 @@ fn check_setting(name: &str, tenant_setting: &str) -> Result<(), ClientError> {
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
     if !valid {
-        return Err(ClientError::fatal("42704", format!("unrecognized configuration parameter \"{name}\"")));
+        return Err(ClientError::fatal(
+            "42704",
+            format!("unrecognized configuration parameter \"{name}\""),
+        ));
     }
     Ok(())
 }
@@ -76,7 +89,12 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError
     if !word.is_empty() {
         words.push(word);
     }
-    let invalid = |w: &str| ClientError::fatal("42601", format!("invalid command-line argument for server process: {w}"));
+    let invalid = |w: &str| {
+        ClientError::fatal(
+            "42601",
+            format!("invalid command-line argument for server process: {w}"),
+        )
+    };
     let mut settings = Vec::new();
     let mut iter = words.iter();
     while let Some(w) = iter.next() {
@@ -101,24 +119,52 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn ordinary_settings_pass_and_own_keys_are_dropped() {
         let out = upstream_params(
-            &p(&[("user", "u"), ("database", "d"), ("application_name", "psql"), ("DateStyle", "ISO")]),
+            &p(&[
+                ("user", "u"),
+                ("database", "d"),
+                ("application_name", "psql"),
+                ("DateStyle", "ISO"),
+            ]),
             "app.tenant_id",
         )
         .unwrap();
-        assert_eq!(out, p(&[("application_name", "psql"), ("DateStyle", "ISO")]));
+        assert_eq!(
+            out,
+            p(&[("application_name", "psql"), ("DateStyle", "ISO")])
+        );
     }
 
     #[test]
     fn options_become_settings() {
-        let out = upstream_params(&p(&[("options", "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB")]), "app.tenant_id").unwrap();
-        assert_eq!(out, p(&[("search_path", "a,b"), ("statement_timeout", "5s"), ("work_mem", "1MB")]));
-        assert_eq!(parse_options(r"-c application_name=a\ b").unwrap(), p(&[("application_name", "a b")]));
+        let out = upstream_params(
+            &p(&[(
+                "options",
+                "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB",
+            )]),
+            "app.tenant_id",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            p(&[
+                ("search_path", "a,b"),
+                ("statement_timeout", "5s"),
+                ("work_mem", "1MB")
+            ])
+        );
+        assert_eq!(
+            parse_options(r"-c application_name=a\ b").unwrap(),
+            p(&[("application_name", "a b")])
+        );
     }
 
     #[test]

@@ -126,7 +126,11 @@ where
         let end = self.relay().await;
         if matches!(end, RelayEnd::Fatal(_)) {
             // Best effort: let the client read the error before the socket closes.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.client.write_all(&self.to_client)).await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                self.client.write_all(&self.to_client),
+            )
+            .await;
         }
         if !matches!(end, RelayEnd::ServerGone) {
             // Terminate makes the backend roll back and exit at once, rather than
@@ -203,7 +207,11 @@ where
                 Poll::Pending => {}
             }
         }
-        if progress.client_data || progress.server_data || progress.client_closed || progress.server_closed {
+        if progress.client_data
+            || progress.server_data
+            || progress.client_closed
+            || progress.server_closed
+        {
             Poll::Ready(Ok(progress))
         } else {
             Poll::Pending
@@ -260,13 +268,18 @@ where
                     )));
                 }
             };
-            let whole = matches!(header.tag, b'Z') || (header.tag == b'E' && self.own_ready_pending > 0);
+            let whole =
+                matches!(header.tag, b'Z') || (header.tag == b'E' && self.own_ready_pending > 0);
             if whole && self.server_in.len() < header.frame_len {
                 return Ok(());
             }
             match header.tag {
                 b'Z' => {
-                    let status = self.server_in.get(HEADER_LEN).copied().and_then(TxnStatus::from_byte);
+                    let status = self
+                        .server_in
+                        .get(HEADER_LEN)
+                        .copied()
+                        .and_then(TxnStatus::from_byte);
                     let Some(status) = status else {
                         return Err(self.fatal(ClientError::fatal(
                             sqlstate::CONNECTION_FAILURE,
@@ -310,15 +323,20 @@ where
     fn server_closed_notice(&mut self) {
         let server_said_why = self.last_server_tag == b'E';
         if !server_said_why && (self.server_frame_left == 0 || self.server_frame_dropped) {
-            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection unexpectedly")
-                .encode(&mut self.to_client);
+            ClientError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                "the upstream server closed the connection unexpectedly",
+            )
+            .encode(&mut self.to_client);
         }
     }
 }
 
 fn client_frame_error(e: FrameError) -> ClientError {
     match e {
-        FrameError::BadLength(len) => ClientError::protocol_violation(format!("invalid message length {len}")),
+        FrameError::BadLength(len) => {
+            ClientError::protocol_violation(format!("invalid message length {len}"))
+        }
         FrameError::TooLarge { tag, frame_len } => ClientError::protocol_violation(format!(
             "message of type {:?} is {frame_len} bytes, more than this server accepts",
             tag as char
@@ -327,7 +345,11 @@ fn client_frame_error(e: FrameError) -> ClientError {
 }
 
 /// Writes as much of `buf` as the socket takes now.
-fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut BytesMut) -> io::Result<()> {
+fn poll_drain<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }
@@ -346,7 +368,11 @@ fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut 
     }
 }
 
-fn poll_read_some<R: AsyncRead + Unpin>(r: &mut R, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+fn poll_read_some<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
     buf.reserve(READ_CHUNK);
     let read = pin!(r.read_buf(buf));
     read.poll(cx)

@@ -83,7 +83,12 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
 /// An ErrorResponse or NoticeResponse with the fields every client shows.
 pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
     write_message(buf, b'E', |b| {
-        for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', message),
+        ] {
             b.put_u8(field);
             put_cstr(b, value);
         }
@@ -125,7 +130,9 @@ pub fn parse_error_fields(mut body: &[u8]) -> ErrorFields {
         if kind == 0 {
             break;
         }
-        let Some((value, rest)) = super::frame::read_cstr(rest) else { break };
+        let Some((value, rest)) = super::frame::read_cstr(rest) else {
+            break;
+        };
         match kind {
             b'V' => fields.severity = value.to_owned(),
             b'S' if fields.severity.is_empty() => fields.severity = value.to_owned(),

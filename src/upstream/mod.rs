@@ -5,5 +5,8 @@ pub mod connect;
 pub mod role_check;
 pub mod stream;
 
-pub use connect::{connect, send_cancel, CancelTarget, ServerConnection, UpstreamAddress, UpstreamError, UpstreamTarget};
+pub use connect::{
+    connect, send_cancel, CancelTarget, ServerConnection, UpstreamAddress, UpstreamError,
+    UpstreamTarget,
+};
 pub use stream::ServerStream;
