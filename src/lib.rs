@@ -11,5 +11,6 @@ pub mod frontend;
 pub mod migrate;
 pub mod protocol;
 pub mod server;
+pub mod sessions;
 pub mod tenancy;
 pub mod upstream;

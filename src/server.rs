@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::frontend::{listener, ProxyState};
+use crate::sessions::SessionRegistry;
 use crate::tenancy::catalog::Catalog;
 use crate::upstream::UpstreamTarget;
 
@@ -49,6 +50,7 @@ impl Server {
             readwrite,
             readonly,
             cancels: Arc::new(CancelRegistry::default()),
+            sessions: Arc::new(SessionRegistry::default()),
             decoy_secret,
         });
 
@@ -99,7 +101,7 @@ impl Server {
             let _ = task.await;
         }
         let deadline = tokio::time::Instant::now() + drain;
-        while !self.state.cancels.is_empty() && tokio::time::Instant::now() < deadline {
+        while !self.state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +16,8 @@ use crate::cancel::CancelKey;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::startup::{self, InitialPacket, StartupMessage};
+use crate::sessions::SessionIdentity;
+use crate::tenancy::catalog::LoginRecord;
 use crate::tenancy::context;
 use crate::upstream::{self, UpstreamError};
 
@@ -142,14 +145,36 @@ async fn run_session(
     startup: StartupMessage,
     state: &ProxyState,
 ) -> Result<(), ClientError> {
+    let peer = socket.peer_addr().map_err(|_| gone())?;
     let result = establish(&mut socket, &mut inbuf, &startup, state).await;
-    let (server, to_client, to_server, cancel) = match result {
-        Ok(parts) => parts,
+    let established = match result {
+        Ok(established) => established,
         Err(error) => {
             refuse(&mut socket, &error).await;
             return Err(error);
         }
     };
+    let Established {
+        server,
+        to_client,
+        to_server,
+        cancel,
+        login,
+    } = established;
+    let mut session = state.sessions.register(
+        cancel.key().process_id,
+        SessionIdentity {
+            username: login.username.clone(),
+            tenant_id: login.context.tenant_id.clone(),
+            tenant_slug: login.tenant_slug.clone(),
+            client_addr: peer,
+            application_name: startup
+                .param("application_name")
+                .unwrap_or_default()
+                .to_owned(),
+            connected_at: SystemTime::now(),
+        },
+    );
     let mut relay = Relay::new(
         socket,
         server,
@@ -160,7 +185,8 @@ async fn run_session(
     );
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
-    let end = relay.run().await;
+    let end = relay.run(&mut session).await;
+    drop(session);
     drop(cancel);
     match end {
         RelayEnd::Fatal(error) => {
@@ -171,12 +197,16 @@ async fn run_session(
     Ok(())
 }
 
-type Established = (
-    upstream::ServerStream,
-    BytesMut,
-    BytesMut,
-    crate::cancel::CancelHandle,
-);
+/// A client that passed every check, and its server session ready to relay.
+struct Established {
+    server: upstream::ServerStream,
+    /// The greeting for the client: ParameterStatus, BackendKeyData, ReadyForQuery.
+    to_client: BytesMut,
+    /// The context exchange, to run before anything the client sends.
+    to_server: BytesMut,
+    cancel: crate::cancel::CancelHandle,
+    login: LoginRecord,
+}
 
 /// Authenticates, opens the server session, and prepares the first bytes
 /// for each side: the client's greeting, and the context exchange.
@@ -282,7 +312,13 @@ async fn establish(
     let mut to_server = BytesMut::with_capacity(256);
     context::encode_set_context(&mut to_server, &login.context, &state.tenant_setting);
     tracing::info!(access = %login.access, "session started");
-    Ok((server.stream, to_client, to_server, cancel))
+    Ok(Established {
+        server: server.stream,
+        to_client,
+        to_server,
+        cancel,
+        login,
+    })
 }
 
 /// Maps an upstream SQLSTATE to a static one we may pass on.

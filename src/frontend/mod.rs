@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cancel::CancelRegistry;
+use crate::sessions::SessionRegistry;
 use crate::tenancy::catalog::Catalog;
 use crate::tenancy::Access;
 use crate::upstream::UpstreamTarget;
@@ -27,6 +28,7 @@ pub struct ProxyState {
     pub readwrite: UpstreamTarget,
     pub readonly: Option<UpstreamTarget>,
     pub cancels: Arc<CancelRegistry>,
+    pub sessions: Arc<SessionRegistry>,
     /// Key for the decoy verifiers of unknown users; random per process.
     pub decoy_secret: [u8; 32],
 }

@@ -10,6 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
@@ -19,6 +20,7 @@ use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::parse_error_fields;
 use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
 use crate::protocol::frontend;
+use crate::sessions::{SessionHandle, SessionState};
 
 /// Stop reading from a side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -72,6 +74,8 @@ pub struct Relay<C, S> {
     /// ReadyForQuery messages that answer pgtenant's own exchanges, not the client's.
     own_ready_pending: u32,
     last_server_tag: u8,
+    /// The last frame queued for the client is a ReadyForQuery: the server waits.
+    to_client_ends_ready: bool,
     status: TxnStatus,
     max_message_bytes: usize,
 }
@@ -111,6 +115,7 @@ where
             server_frame_dropped: false,
             own_ready_pending,
             last_server_tag: 0,
+            to_client_ends_ready: false,
             status: TxnStatus::Idle,
             max_message_bytes,
         }
@@ -122,8 +127,8 @@ where
     }
 
     /// Relays until either side ends; then tells the server to terminate.
-    pub async fn run(&mut self) -> RelayEnd {
-        let end = self.relay().await;
+    pub async fn run(&mut self, session: &mut SessionHandle) -> RelayEnd {
+        let end = self.relay(session).await;
         if matches!(end, RelayEnd::Fatal(_)) {
             // Best effort: let the client read the error before the socket closes.
             let _ = tokio::time::timeout(
@@ -152,18 +157,26 @@ where
         self.client_in.extend_from_slice(bytes);
     }
 
-    async fn relay(&mut self) -> RelayEnd {
+    async fn relay(&mut self, session: &mut SessionHandle) -> RelayEnd {
+        let entry = Arc::clone(session.entry());
         if !self.client_in.is_empty() {
             if let Err(end) = self.take_client_frames() {
                 return end;
             }
         }
         loop {
-            let progress = match poll_fn(|cx| self.poll_io(cx)).await {
+            // poll_io keeps no state between polls, so losing this race is harmless.
+            let polled = tokio::select! {
+                biased;
+                reason = session.ended() => return self.fatal(reason),
+                polled = poll_fn(|cx| self.poll_io(cx)) => polled,
+            };
+            let progress = match polled {
                 Ok(progress) => progress,
                 Err(end) => return end,
             };
             if progress.client_data {
+                entry.set_state(SessionState::Active);
                 if let Err(end) = self.take_client_frames() {
                     return end;
                 }
@@ -171,6 +184,16 @@ where
             if progress.server_data {
                 if let Err(end) = self.take_server_frames() {
                     return end;
+                }
+                if self.own_ready_pending == 0
+                    && self.server_frame_left == 0
+                    && self.to_client_ends_ready
+                {
+                    entry.set_state(match self.status {
+                        TxnStatus::Idle => SessionState::Idle,
+                        TxnStatus::InTransaction => SessionState::IdleInTransaction,
+                        TxnStatus::Failed => SessionState::IdleInFailedTransaction,
+                    });
                 }
             }
             if progress.server_closed {
@@ -307,6 +330,7 @@ where
             self.server_frame_left = header.frame_len;
             if !self.server_frame_dropped {
                 self.last_server_tag = header.tag;
+                self.to_client_ends_ready = header.tag == b'Z';
             }
         }
     }

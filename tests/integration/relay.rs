@@ -275,3 +275,47 @@ async fn ordinary_settings_work_as_on_postgres() {
     );
     assert_eq!(account_ids(&hk).await, vec![3, 4]);
 }
+
+#[tokio::test]
+async fn a_session_ended_from_outside_gets_a_fatal_error() {
+    use pgtenant::error::{sqlstate, ClientError};
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    let barclays = env.connect("barclays_ops").await;
+    let sessions = env.server.state.sessions.list();
+    let users: Vec<&str> = sessions
+        .iter()
+        .map(|s| s.identity.username.as_str())
+        .collect();
+    assert_eq!(users.len(), 2);
+    assert!(users.contains(&"hk_teller") && users.contains(&"barclays_ops"));
+    let hk_session = sessions
+        .iter()
+        .find(|s| s.identity.username == "hk_teller")
+        .unwrap();
+    assert_eq!(hk_session.identity.tenant_id, HSBC_HK);
+
+    let reason = ClientError::fatal(
+        sqlstate::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    );
+    assert_eq!(
+        env.server
+            .state
+            .sessions
+            .terminate_where(|s| s.tenant_slug == "hsbc-hk", reason),
+        1
+    );
+    let err = hk.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57P01");
+    assert_eq!(
+        message(&err),
+        "terminating connection due to administrator command"
+    );
+    assert!(hk.is_closed());
+    assert_eq!(
+        account_ids(&barclays).await,
+        vec![7, 8, 9],
+        "other sessions go on"
+    );
+}

@@ -1,0 +1,230 @@
+//! The registry of open client sessions: what `GET /v1/sessions` lists, and
+//! the switch that ends a session from outside (admin API, a disabled login,
+//! a suspended tenant).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::error::ClientError;
+
+/// What a session is doing, as the relay last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Waiting for the client.
+    Idle,
+    /// A query or exchange is in flight.
+    Active,
+    /// Between statements of an open transaction.
+    IdleInTransaction,
+    /// Between statements of a failed transaction.
+    IdleInFailedTransaction,
+}
+
+impl SessionState {
+    fn from_u8(v: u8) -> SessionState {
+        match v {
+            1 => SessionState::Active,
+            2 => SessionState::IdleInTransaction,
+            3 => SessionState::IdleInFailedTransaction,
+            _ => SessionState::Idle,
+        }
+    }
+}
+
+/// Who a session is, fixed at login.
+#[derive(Debug, Clone)]
+pub struct SessionIdentity {
+    pub username: String,
+    pub tenant_id: String,
+    pub tenant_slug: String,
+    pub client_addr: SocketAddr,
+    pub application_name: String,
+    pub connected_at: SystemTime,
+}
+
+/// One live session as the registry holds it.
+pub struct SessionEntry {
+    pub id: i32,
+    pub identity: SessionIdentity,
+    state: AtomicU8,
+    end: watch::Sender<Option<ClientError>>,
+}
+
+impl SessionEntry {
+    pub fn state(&self) -> SessionState {
+        SessionState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set_state(&self, state: SessionState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+}
+
+/// A point-in-time copy of a session, for listings.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    pub id: i32,
+    pub identity: SessionIdentity,
+    pub state: SessionState,
+}
+
+/// All live sessions of this process.
+#[derive(Default)]
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<i32, Arc<SessionEntry>>>,
+}
+
+impl SessionRegistry {
+    /// Adds a session under `id` (its cancel key's process id, unique while live).
+    pub fn register(self: &Arc<Self>, id: i32, identity: SessionIdentity) -> SessionHandle {
+        let (end, ended) = watch::channel(None);
+        let entry = Arc::new(SessionEntry {
+            id,
+            identity,
+            state: AtomicU8::new(0),
+            end,
+        });
+        self.lock().insert(id, Arc::clone(&entry));
+        SessionHandle {
+            registry: Arc::clone(self),
+            entry,
+            ended,
+        }
+    }
+
+    /// Every live session, ordered by id.
+    pub fn list(&self) -> Vec<SessionSnapshot> {
+        let mut out: Vec<SessionSnapshot> = self
+            .lock()
+            .values()
+            .map(|e| SessionSnapshot {
+                id: e.id,
+                identity: e.identity.clone(),
+                state: e.state(),
+            })
+            .collect();
+        out.sort_by_key(|s| s.id);
+        out
+    }
+
+    /// Ends session `id` with `reason`; false when no such session is live.
+    pub fn terminate(&self, id: i32, reason: ClientError) -> bool {
+        let entry = self.lock().get(&id).cloned();
+        match entry {
+            Some(entry) => {
+                entry.end.send_replace(Some(reason));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every session for which `matches` holds; returns how many.
+    pub fn terminate_where(
+        &self,
+        matches: impl Fn(&SessionIdentity) -> bool,
+        reason: ClientError,
+    ) -> usize {
+        let doomed: Vec<Arc<SessionEntry>> = self
+            .lock()
+            .values()
+            .filter(|e| matches(&e.identity))
+            .cloned()
+            .collect();
+        for entry in &doomed {
+            entry.end.send_replace(Some(reason.clone()));
+        }
+        doomed.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<SessionEntry>>> {
+        // Entries are replaced whole; a poisoned map is still consistent.
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A session's own view of its registry entry; deregisters on drop.
+pub struct SessionHandle {
+    registry: Arc<SessionRegistry>,
+    entry: Arc<SessionEntry>,
+    ended: watch::Receiver<Option<ClientError>>,
+}
+
+impl SessionHandle {
+    pub fn entry(&self) -> &Arc<SessionEntry> {
+        &self.entry
+    }
+
+    /// Resolves with the reason once someone ends this session.
+    pub async fn ended(&mut self) -> ClientError {
+        loop {
+            if let Some(reason) = self.ended.borrow_and_update().clone() {
+                return reason;
+            }
+            if self.ended.changed().await.is_err() {
+                // The sender lives in the entry we hold; this cannot happen.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.entry.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::sqlstate;
+
+    fn identity(user: &str) -> SessionIdentity {
+        SessionIdentity {
+            username: user.into(),
+            tenant_id: "t".into(),
+            tenant_slug: "t".into(),
+            client_addr: "127.0.0.1:1".parse().unwrap(),
+            application_name: String::new(),
+            connected_at: SystemTime::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn terminate_where_reaches_only_matching_sessions() {
+        let registry = Arc::new(SessionRegistry::default());
+        let mut alice = registry.register(1, identity("alice"));
+        let bob = registry.register(2, identity("bob"));
+        let reason = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "bye");
+        assert_eq!(
+            registry.terminate_where(|i| i.username == "alice", reason.clone()),
+            1
+        );
+        assert_eq!(alice.ended().await, reason);
+        assert!(bob.ended.borrow().is_none());
+        assert_eq!(registry.list().len(), 2);
+        drop(alice);
+        assert_eq!(
+            registry.list().iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert!(!registry.terminate(1, reason));
+    }
+}
