@@ -39,20 +39,8 @@ impl CancelRegistry {
                 continue;
             }
             let secret_key = rng.gen();
-            entries.insert(
-                process_id,
-                Entry {
-                    secret_key,
-                    target: None,
-                },
-            );
-            return CancelHandle {
-                registry: Arc::clone(self),
-                key: CancelKey {
-                    process_id,
-                    secret_key,
-                },
-            };
+            entries.insert(process_id, Entry { secret_key, target: None });
+            return CancelHandle { registry: Arc::clone(self), key: CancelKey { process_id, secret_key } };
         }
     }
 
@@ -61,11 +49,7 @@ impl CancelRegistry {
     pub fn lookup(&self, key: CancelKey) -> Option<CancelTarget> {
         let entries = self.lock();
         let entry = entries.get(&key.process_id)?;
-        let matches: bool = entry
-            .secret_key
-            .to_be_bytes()
-            .ct_eq(&key.secret_key.to_be_bytes())
-            .into();
+        let matches: bool = entry.secret_key.to_be_bytes().ct_eq(&key.secret_key.to_be_bytes()).into();
         if matches {
             entry.target.clone()
         } else {
@@ -84,9 +68,7 @@ impl CancelRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -121,14 +103,7 @@ mod tests {
     use crate::upstream::UpstreamAddress;
 
     fn target(pid: i32) -> CancelTarget {
-        CancelTarget {
-            address: UpstreamAddress::Tcp {
-                host: "h".into(),
-                port: 1,
-            },
-            process_id: pid,
-            secret_key: 9,
-        }
+        CancelTarget { address: UpstreamAddress::Tcp { host: "h".into(), port: 1 }, process_id: pid, secret_key: 9 }
     }
 
     #[test]
@@ -138,10 +113,7 @@ mod tests {
         handle.set_target(Some(target(42)));
         let key = handle.key();
         assert_eq!(registry.lookup(key), Some(target(42)));
-        let forged = CancelKey {
-            secret_key: key.secret_key.wrapping_add(1),
-            ..key
-        };
+        let forged = CancelKey { secret_key: key.secret_key.wrapping_add(1), ..key };
         assert_eq!(registry.lookup(forged), None);
         drop(handle);
         assert_eq!(registry.lookup(key), None);

@@ -56,10 +56,7 @@ impl Default for ProxyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    #[serde(
-        default = "default_admin_listen",
-        deserialize_with = "from_str_or_native"
-    )]
+    #[serde(default = "default_admin_listen", deserialize_with = "from_str_or_native")]
     pub listen: SocketAddr,
     pub token: String,
 }
@@ -74,10 +71,7 @@ pub struct UpstreamConfig {
     pub url: String,
     #[serde(default)]
     pub readonly_url: Option<String>,
-    #[serde(
-        default = "default_connect_timeout",
-        deserialize_with = "from_str_or_native"
-    )]
+    #[serde(default = "default_connect_timeout", deserialize_with = "from_str_or_native")]
     pub connect_timeout_secs: u64,
 }
 
@@ -89,10 +83,7 @@ fn default_connect_timeout() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     pub url: String,
-    #[serde(
-        default = "default_control_pool",
-        deserialize_with = "from_str_or_native"
-    )]
+    #[serde(default = "default_control_pool", deserialize_with = "from_str_or_native")]
     pub pool_size: usize,
 }
 
@@ -118,9 +109,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-        }
+        LogConfig { level: "info".into() }
     }
 }
 
@@ -134,10 +123,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            problem: problem.into(),
-        }
+        ConfigError { key: key.into(), problem: problem.into() }
     }
 }
 
@@ -159,33 +145,27 @@ impl Config {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => String::new(),
-            Err(e) => {
-                return Err(ConfigError::new(
-                    "--config",
-                    format!("{}: {e}", path.display()),
-                ))
-            }
+            Err(e) => return Err(ConfigError::new("--config", format!("{}: {e}", path.display()))),
         };
         Self::from_sources(&text, &env)
     }
 
     /// Builds a config from TOML text and `(name, value)` environment pairs.
     pub fn from_sources(toml_text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        let mut root: toml::Table = toml::from_str(toml_text)
-            .map_err(|e| ConfigError::new("config file", e.message().to_string()))?;
+        let mut root: toml::Table =
+            toml::from_str(toml_text).map_err(|e| ConfigError::new("config file", e.message().to_string()))?;
         apply_env(&mut root, env)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let message = inner.message().to_string();
-                // serde names a missing field inside the message, not in the path.
-                match missing_field(&message) {
-                    Some(field) if path == "." => ConfigError::new(field, "is required"),
-                    Some(field) => ConfigError::new(format!("{path}.{field}"), "is required"),
-                    None => ConfigError::new(path, message),
-                }
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_string();
+            // serde names a missing field inside the message, not in the path.
+            match missing_field(&message) {
+                Some(field) if path == "." => ConfigError::new(field, "is required"),
+                Some(field) => ConfigError::new(format!("{path}.{field}"), "is required"),
+                None => ConfigError::new(path, message),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -197,34 +177,17 @@ impl Config {
                 "must be a custom setting name of the form prefix.name (letters, digits, _)",
             ));
         }
-        if self
-            .proxy
-            .tenant_setting
-            .to_ascii_lowercase()
-            .starts_with("pgtenant.")
-        {
-            return Err(ConfigError::new(
-                "proxy.tenant_setting",
-                "the pgtenant. prefix is reserved",
-            ));
+        if self.proxy.tenant_setting.to_ascii_lowercase().starts_with("pgtenant.") {
+            return Err(ConfigError::new("proxy.tenant_setting", "the pgtenant. prefix is reserved"));
         }
         if self.proxy.max_message_bytes < 1024 {
-            return Err(ConfigError::new(
-                "proxy.max_message_bytes",
-                "must be at least 1024",
-            ));
+            return Err(ConfigError::new("proxy.max_message_bytes", "must be at least 1024"));
         }
         if self.proxy.max_client_connections == 0 {
-            return Err(ConfigError::new(
-                "proxy.max_client_connections",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("proxy.max_client_connections", "must be at least 1"));
         }
         if self.admin.token.len() < 16 {
-            return Err(ConfigError::new(
-                "admin.token",
-                "must be at least 16 characters",
-            ));
+            return Err(ConfigError::new("admin.token", "must be at least 16 characters"));
         }
         check_postgres_url("upstream.url", &self.upstream.url)?;
         if let Some(url) = &self.upstream.readonly_url {
@@ -235,31 +198,15 @@ impl Config {
             return Err(ConfigError::new("control.pool_size", "must be at least 1"));
         }
         match (&self.tls.cert, &self.tls.key) {
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "tls.key",
-                    "is required when tls.cert is set",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "tls.cert",
-                    "is required when tls.key is set",
-                ))
-            }
+            (Some(_), None) => return Err(ConfigError::new("tls.key", "is required when tls.cert is set")),
+            (None, Some(_)) => return Err(ConfigError::new("tls.cert", "is required when tls.key is set")),
             (None, None) if self.tls.required => {
-                return Err(ConfigError::new(
-                    "tls.required",
-                    "needs tls.cert and tls.key",
-                ))
+                return Err(ConfigError::new("tls.required", "needs tls.cert and tls.key"))
             }
             _ => {}
         }
         if self.tls.cert.is_some() {
-            return Err(ConfigError::new(
-                "tls.cert",
-                "TLS is not supported by this build yet",
-            ));
+            return Err(ConfigError::new("tls.cert", "TLS is not supported by this build yet"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
@@ -275,9 +222,7 @@ impl Config {
             .ok()
             .and_then(|c| c.get_dbname().map(str::to_owned))
             .or_else(|| {
-                tokio_postgres::Config::from_str(&self.upstream.url)
-                    .ok()
-                    .and_then(|c| c.get_user().map(str::to_owned))
+                tokio_postgres::Config::from_str(&self.upstream.url).ok().and_then(|c| c.get_user().map(str::to_owned))
             })
             .unwrap_or_else(|| "postgres".into())
     }
@@ -287,8 +232,8 @@ fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ConfigError::new(key, "must be a postgres:// URL"));
     }
-    let parsed = tokio_postgres::Config::from_str(url)
-        .map_err(|e| ConfigError::new(key, format!("invalid URL: {e}")))?;
+    let parsed =
+        tokio_postgres::Config::from_str(url).map_err(|e| ConfigError::new(key, format!("invalid URL: {e}")))?;
     if parsed.get_user().is_none() {
         return Err(ConfigError::new(key, "must name a user"));
     }
@@ -325,15 +270,10 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             continue;
         }
         let Some((section, key)) = rest.split_once("__") else {
-            return Err(ConfigError::new(
-                name.clone(),
-                "expected PGTENANT_<SECTION>__<KEY>",
-            ));
+            return Err(ConfigError::new(name.clone(), "expected PGTENANT_<SECTION>__<KEY>"));
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        let table = root
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let table = root.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(table) = table else {
             return Err(ConfigError::new(section, "must be a table"));
         };
@@ -376,10 +316,7 @@ mod tests {
     "#;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -428,35 +365,13 @@ mod tests {
         assert_eq!(err("", &[]).key, "admin");
         let no_token = MINIMAL.replace("token = \"0123456789abcdef\"", "");
         assert_eq!(err(&no_token, &[]).key, "admin.token");
-        assert_eq!(
-            err(MINIMAL, &[("PGTENANT_PROXY__LISTEN", "nope")]).key,
-            "proxy.listen"
-        );
-        assert_eq!(
-            err(MINIMAL, &[("PGTENANT_PROXY__LISTN", "x")]).key,
-            "proxy.listn"
-        );
-        assert_eq!(
-            err(MINIMAL, &[("PGTENANT_PROXY__TENANT_SETTING", "nodot")]).key,
-            "proxy.tenant_setting"
-        );
-        assert_eq!(
-            err(MINIMAL, &[("PGTENANT_UPSTREAM__URL", "mysql://x")]).key,
-            "upstream.url"
-        );
-        assert_eq!(
-            err(MINIMAL, &[("PGTENANT_ADMIN__TOKEN", "short")]).key,
-            "admin.token"
-        );
-        assert_eq!(
-            err(MINIMAL, &[("PGTENANT_NOSECTION", "x")]).key,
-            "PGTENANT_NOSECTION"
-        );
+        assert_eq!(err(MINIMAL, &[("PGTENANT_PROXY__LISTEN", "nope")]).key, "proxy.listen");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_PROXY__LISTN", "x")]).key, "proxy.listn");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_PROXY__TENANT_SETTING", "nodot")]).key, "proxy.tenant_setting");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_UPSTREAM__URL", "mysql://x")]).key, "upstream.url");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_ADMIN__TOKEN", "short")]).key, "admin.token");
+        assert_eq!(err(MINIMAL, &[("PGTENANT_NOSECTION", "x")]).key, "PGTENANT_NOSECTION");
         let e = err(MINIMAL, &[("PGTENANT_PROXY__LISTN", "x")]);
-        assert!(
-            e.to_string()
-                .starts_with("invalid config: proxy.listn: unknown field"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("invalid config: proxy.listn: unknown field"), "{e}");
     }
 }

@@ -49,27 +49,16 @@ pub mod sqlstate {
 
 impl ClientError {
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError {
-            severity: Severity::Fatal,
-            code,
-            message: message.into(),
-        }
+        ClientError { severity: Severity::Fatal, code, message: message.into() }
     }
 
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError {
-            severity: Severity::Error,
-            code,
-            message: message.into(),
-        }
+        ClientError { severity: Severity::Error, code, message: message.into() }
     }
 
     /// The error PostgreSQL gives for both an unknown user and a wrong password.
     pub fn password_failed(user: &str) -> Self {
-        Self::fatal(
-            sqlstate::INVALID_PASSWORD,
-            format!("password authentication failed for user \"{user}\""),
-        )
+        Self::fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
     }
 
     pub fn protocol_violation(message: impl Into<String>) -> Self {

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use pgtenant::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "pgtenant",
-    version,
-    about = "Multi-tenant PostgreSQL proxy: each login sees only its tenant's rows"
-)]
+#[command(name = "pgtenant", version, about = "Multi-tenant PostgreSQL proxy: each login sees only its tenant's rows")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,28 +46,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match &cli.command {
         Command::Dev { .. } => None,
-        Command::Migrate { config } | Command::Serve { config } => {
-            match Config::load(config.as_deref()) {
-                Ok(config) => Some(config),
-                Err(e) => {
-                    eprintln!("pgtenant: {e}");
-                    return ExitCode::from(2);
-                }
+        Command::Migrate { config } | Command::Serve { config } => match Config::load(config.as_deref()) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("pgtenant: {e}");
+                return ExitCode::from(2);
             }
-        }
+        },
     };
     let level = config.as_ref().map_or("info", |c| c.log.level.as_str());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pgtenant: cannot start the runtime: {e}");
@@ -80,20 +68,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match (cli.command, config) {
-            (
-                Command::Dev {
-                    port,
-                    admin_port,
-                    data_dir,
-                },
-                _,
-            ) => {
-                pgtenant::dev::run(pgtenant::dev::DevOptions {
-                    port,
-                    admin_port,
-                    data_dir,
-                })
-                .await
+            (Command::Dev { port, admin_port, data_dir }, _) => {
+                pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir }).await
             }
             (Command::Migrate { .. }, Some(config)) => migrate(&config).await,
             (Command::Serve { .. }, Some(config)) => serve(&config).await,

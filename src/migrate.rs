@@ -17,11 +17,8 @@ pub struct Migration {
 }
 
 /// Every migration, in the order they apply.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "catalog",
-    sql: include_str!("../sql/0001_catalog.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "catalog", sql: include_str!("../sql/0001_catalog.sql") }];
 
 /// The fintech demo of `pgtenant dev`.
 pub const DEMO_SQL: &str = include_str!("../sql/demo/fintech.sql");
@@ -47,44 +44,26 @@ pub async fn migrate_config(config: &Config) -> anyhow::Result<MigrateReport> {
 
 fn url_user(url: &str) -> anyhow::Result<String> {
     let parsed = tokio_postgres::Config::from_str(url)?;
-    parsed
-        .get_user()
-        .map(str::to_owned)
-        .context("URL has no user")
+    parsed.get_user().map(str::to_owned).context("URL has no user")
 }
 
 /// Connects to `control_url` and brings the schema up to date; grants the
 /// session group role for each `(login role, access)`.
-pub async fn migrate(
-    control_url: &str,
-    session_users: &[(String, Access)],
-) -> anyhow::Result<MigrateReport> {
-    let client = connect(control_url)
-        .await
-        .context("cannot connect through control.url")?;
-    let owner: String = client
-        .query_one("SELECT current_user::text", &[])
-        .await?
-        .get(0);
+pub async fn migrate(control_url: &str, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {
+    let client = connect(control_url).await.context("cannot connect through control.url")?;
+    let owner: String = client.query_one("SELECT current_user::text", &[]).await?.get(0);
     for (user, _) in session_users {
         if *user == owner {
             bail!("the upstream role {user} must not be the catalog owner (control.url)");
         }
     }
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await?;
     let result = apply(&client, session_users).await;
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY])
-        .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY]).await;
     result
 }
 
-async fn apply(
-    client: &Client,
-    session_users: &[(String, Access)],
-) -> anyhow::Result<MigrateReport> {
+async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {
     client
         .batch_execute(
             "SET client_min_messages = warning;
@@ -111,18 +90,10 @@ async fn apply(
         );
         if let Err(e) = client.batch_execute(&sql).await {
             let _ = client.batch_execute("ROLLBACK").await;
-            return Err(anyhow::anyhow!(describe(&e))).with_context(|| {
-                format!(
-                    "migration {:04}_{} failed",
-                    migration.version, migration.name
-                )
-            });
+            return Err(anyhow::anyhow!(describe(&e)))
+                .with_context(|| format!("migration {:04}_{} failed", migration.version, migration.name));
         }
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "migration applied"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "migration applied");
         report.applied.push(migration.version);
     }
     for (user, access) in session_users {
@@ -150,13 +121,8 @@ async fn apply(
 /// Loads the fintech demo unless it is already there. Returns whether it loaded.
 pub async fn load_demo(control_url: &str) -> anyhow::Result<bool> {
     let client = connect(control_url).await?;
-    let present: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pgtenant.tenants WHERE slug = 'hsbc')",
-            &[],
-        )
-        .await?
-        .get(0);
+    let present: bool =
+        client.query_one("SELECT EXISTS (SELECT 1 FROM pgtenant.tenants WHERE slug = 'hsbc')", &[]).await?.get(0);
     if present {
         return Ok(false);
     }

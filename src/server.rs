@@ -30,12 +30,9 @@ impl Server {
     /// Binds both listeners and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let connect_timeout = Duration::from_secs(config.upstream.connect_timeout_secs);
-        let readwrite = UpstreamTarget::from_url(&config.upstream.url, connect_timeout)
-            .context("upstream.url")?;
+        let readwrite = UpstreamTarget::from_url(&config.upstream.url, connect_timeout).context("upstream.url")?;
         let readonly = match &config.upstream.readonly_url {
-            Some(url) => Some(
-                UpstreamTarget::from_url(url, connect_timeout).context("upstream.readonly_url")?,
-            ),
+            Some(url) => Some(UpstreamTarget::from_url(url, connect_timeout).context("upstream.readonly_url")?),
             None => None,
         };
         let mut decoy_secret = [0u8; 32];
@@ -45,13 +42,14 @@ impl Server {
             database: config.served_database(),
             max_message_bytes: config.proxy.max_message_bytes,
             startup_timeout: Duration::from_secs(config.proxy.startup_timeout_secs),
-            catalog: Catalog::new(&config.control.url, config.control.pool_size)
-                .context("control.url")?,
+            catalog: Catalog::new(&config.control.url, config.control.pool_size).context("control.url")?,
             readwrite,
             readonly,
             cancels: Arc::new(CancelRegistry::default()),
             sessions: Arc::new(SessionRegistry::default()),
             decoy_secret,
+            guard: Arc::new(crate::guard::Guard::new(&config.proxy.tenant_setting)),
+            marker_prefix: format!("pgtenant_refused_{:016x}_", rand::random::<u64>()),
         });
 
         let proxy = TcpListener::bind(config.proxy.listen)
@@ -77,21 +75,12 @@ impl Server {
             let stop = async move {
                 let _ = admin_watcher.wait_for(|stop| *stop).await;
             };
-            if let Err(e) = axum::serve(admin, router)
-                .with_graceful_shutdown(stop)
-                .await
-            {
+            if let Err(e) = axum::serve(admin, router).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "admin sidecar failed");
             }
         }));
         tracing::info!(%proxy_addr, %admin_addr, database = %state.database, "pgtenant is listening");
-        Ok(Server {
-            proxy_addr,
-            admin_addr,
-            state,
-            shutdown,
-            tasks,
-        })
+        Ok(Server { proxy_addr, admin_addr, state, shutdown, tasks })
     }
 
     /// Stops accepting, then waits up to `drain` for open sessions to end.

@@ -84,18 +84,9 @@ impl SessionRegistry {
     /// Adds a session under `id` (its cancel key's process id, unique while live).
     pub fn register(self: &Arc<Self>, id: i32, identity: SessionIdentity) -> SessionHandle {
         let (end, ended) = watch::channel(None);
-        let entry = Arc::new(SessionEntry {
-            id,
-            identity,
-            state: AtomicU8::new(0),
-            end,
-        });
+        let entry = Arc::new(SessionEntry { id, identity, state: AtomicU8::new(0), end });
         self.lock().insert(id, Arc::clone(&entry));
-        SessionHandle {
-            registry: Arc::clone(self),
-            entry,
-            ended,
-        }
+        SessionHandle { registry: Arc::clone(self), entry, ended }
     }
 
     /// Every live session, ordered by id.
@@ -103,11 +94,7 @@ impl SessionRegistry {
         let mut out: Vec<SessionSnapshot> = self
             .lock()
             .values()
-            .map(|e| SessionSnapshot {
-                id: e.id,
-                identity: e.identity.clone(),
-                state: e.state(),
-            })
+            .map(|e| SessionSnapshot { id: e.id, identity: e.identity.clone(), state: e.state() })
             .collect();
         out.sort_by_key(|s| s.id);
         out
@@ -126,17 +113,8 @@ impl SessionRegistry {
     }
 
     /// Ends every session for which `matches` holds; returns how many.
-    pub fn terminate_where(
-        &self,
-        matches: impl Fn(&SessionIdentity) -> bool,
-        reason: ClientError,
-    ) -> usize {
-        let doomed: Vec<Arc<SessionEntry>> = self
-            .lock()
-            .values()
-            .filter(|e| matches(&e.identity))
-            .cloned()
-            .collect();
+    pub fn terminate_where(&self, matches: impl Fn(&SessionIdentity) -> bool, reason: ClientError) -> usize {
+        let doomed: Vec<Arc<SessionEntry>> = self.lock().values().filter(|e| matches(&e.identity)).cloned().collect();
         for entry in &doomed {
             entry.end.send_replace(Some(reason.clone()));
         }
@@ -153,9 +131,7 @@ impl SessionRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<SessionEntry>>> {
         // Entries are replaced whole; a poisoned map is still consistent.
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -213,18 +189,12 @@ mod tests {
         let mut alice = registry.register(1, identity("alice"));
         let bob = registry.register(2, identity("bob"));
         let reason = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "bye");
-        assert_eq!(
-            registry.terminate_where(|i| i.username == "alice", reason.clone()),
-            1
-        );
+        assert_eq!(registry.terminate_where(|i| i.username == "alice", reason.clone()), 1);
         assert_eq!(alice.ended().await, reason);
         assert!(bob.ended.borrow().is_none());
         assert_eq!(registry.list().len(), 2);
         drop(alice);
-        assert_eq!(
-            registry.list().iter().map(|s| s.id).collect::<Vec<_>>(),
-            vec![2]
-        );
+        assert_eq!(registry.list().iter().map(|s| s.id).collect::<Vec<_>>(), vec![2]);
         assert!(!registry.terminate(1, reason));
     }
 }

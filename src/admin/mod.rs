@@ -12,10 +12,7 @@ use crate::frontend::ProxyState;
 
 /// The sidecar's routes.
 pub fn router(state: Arc<ProxyState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(state)
 }
 
 /// 200 when the catalog answers, else 503.

@@ -33,14 +33,12 @@ impl Cluster {
         let keep = data_dir.is_some();
         let base_dir = match data_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
                 dir.canonicalize()?
             }
             None => {
                 let dir = std::env::temp_dir().join(format!("pgtenant-{}", random_suffix()));
-                std::fs::create_dir(&dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
                 dir
             }
         };
@@ -54,19 +52,16 @@ impl Cluster {
 
         if !data.join("PG_VERSION").exists() {
             run(
-                command(as_postgres, &bin_dir.join("initdb"))
-                    .arg("-D")
-                    .arg(&data)
-                    .args([
-                        "-U",
-                        SUPERUSER,
-                        "-A",
-                        "trust",
-                        "-E",
-                        "UTF8",
-                        "--no-locale",
-                        "--no-sync",
-                    ]),
+                command(as_postgres, &bin_dir.join("initdb")).arg("-D").arg(&data).args([
+                    "-U",
+                    SUPERUSER,
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ]),
                 "initdb",
             )?;
         }
@@ -102,20 +97,12 @@ impl Cluster {
             .process_group(0)
             .spawn()
             .context("cannot start the cleanup guardian")?;
-        Ok(Cluster {
-            base_dir,
-            socket_dir,
-            bin_dir,
-            guardian: Some(guardian),
-        })
+        Ok(Cluster { base_dir, socket_dir, bin_dir, guardian: Some(guardian) })
     }
 
     /// A `postgres://` URL for `user` on database `db` over the Unix socket.
     pub fn url(&self, user: &str, db: &str) -> String {
-        format!(
-            "postgres://{user}@{}:{SOCKET_PORT}/{db}",
-            percent_encode(&self.socket_dir.to_string_lossy())
-        )
+        format!("postgres://{user}@{}:{SOCKET_PORT}/{db}", percent_encode(&self.socket_dir.to_string_lossy()))
     }
 
     /// Stops the server and removes a temporary directory; waits until done.
@@ -146,10 +133,7 @@ fn command(as_postgres: bool, program: &Path) -> Command {
 }
 
 fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {what}"))?;
+    let output = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {what}"))?;
     if !output.status.success() {
         bail!(
             "{what} failed ({}): {}{}",
@@ -210,9 +194,7 @@ fn random_suffix() -> String {
 fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

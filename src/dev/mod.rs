@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::distributions::{Alphanumeric, DistString};
 
-use crate::config::{
-    AdminConfig, Config, ControlConfig, LogConfig, ProxyConfig, TlsConfig, UpstreamConfig,
-};
+use crate::config::{AdminConfig, Config, ControlConfig, LogConfig, ProxyConfig, TlsConfig, UpstreamConfig};
 use crate::migrate;
 use crate::tenancy::catalog::Catalog;
 use crate::tenancy::Access;
@@ -44,9 +42,8 @@ pub struct DevOptions {
 /// Creates the roles and `database` (owned by the catalog owner) on a fresh
 /// or existing cluster, migrates it and returns the config to serve it.
 pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
-    let admin = migrate::connect(&cluster.url(SUPERUSER, "postgres"))
-        .await
-        .context("cannot reach the private PostgreSQL")?;
+    let admin =
+        migrate::connect(&cluster.url(SUPERUSER, "postgres")).await.context("cannot reach the private PostgreSQL")?;
     admin
         .batch_execute(&format!(
             "DO $$ BEGIN
@@ -63,19 +60,11 @@ pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Resu
         ))
         .await
         .map_err(|e| anyhow::anyhow!(migrate::describe(&e)))?;
-    let exists: bool = admin
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-            &[&database],
-        )
-        .await?
-        .get(0);
+    let exists: bool =
+        admin.query_one("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", &[&database]).await?.get(0);
     if !exists {
         admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} OWNER {OWNER_ROLE}",
-                migrate::quote_ident(database)
-            ))
+            .batch_execute(&format!("CREATE DATABASE {} OWNER {OWNER_ROLE}", migrate::quote_ident(database)))
             .await
             .map_err(|e| anyhow::anyhow!(migrate::describe(&e)))?;
     }
@@ -87,23 +76,14 @@ pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Resu
 /// The config that serves `database` of `cluster` (listeners on port 0).
 pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
     Ok(Config {
-        proxy: ProxyConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..ProxyConfig::default()
-        },
-        admin: AdminConfig {
-            listen: "127.0.0.1:0".parse()?,
-            token: random_secret(32),
-        },
+        proxy: ProxyConfig { listen: "127.0.0.1:0".parse()?, ..ProxyConfig::default() },
+        admin: AdminConfig { listen: "127.0.0.1:0".parse()?, token: random_secret(32) },
         upstream: UpstreamConfig {
             url: cluster.url(APP_ROLE, database),
             readonly_url: Some(cluster.url(APP_READONLY_ROLE, database)),
             connect_timeout_secs: 5,
         },
-        control: ControlConfig {
-            url: cluster.url(OWNER_ROLE, database),
-            pool_size: 4,
-        },
+        control: ControlConfig { url: cluster.url(OWNER_ROLE, database), pool_size: 4 },
         tls: TlsConfig::default(),
         log: LogConfig::default(),
     })
@@ -117,8 +97,7 @@ pub fn random_secret(len: usize) -> String {
 /// Runs `pgtenant dev` until Ctrl-C or SIGTERM.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let data_dir = options.data_dir.clone();
-    let mut cluster =
-        tokio::task::spawn_blocking(move || Cluster::start(data_dir.as_deref())).await??;
+    let mut cluster = tokio::task::spawn_blocking(move || Cluster::start(data_dir.as_deref())).await??;
     let result = serve_demo(&cluster, &options).await;
     tokio::task::spawn_blocking(move || cluster.stop()).await?;
     if options.data_dir.is_none() {
@@ -139,9 +118,7 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
     let mut logins = Vec::new();
     for (username, tenant, access) in DEMO_LOGINS {
         let password = random_secret(20);
-        catalog
-            .upsert_login(username, tenant, &password, *access)
-            .await?;
+        catalog.upsert_login(username, tenant, &password, *access).await?;
         logins.push((*username, *tenant, *access, password));
     }
 
@@ -149,10 +126,7 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
     let proxy = server.proxy_addr;
     println!("\npgtenant dev is ready.\n");
     println!("  proxy   postgres://{proxy}/{DATABASE}");
-    println!(
-        "  admin   http://{}   (token: {})\n",
-        server.admin_addr, config.admin.token
-    );
+    println!("  admin   http://{}   (token: {})\n", server.admin_addr, config.admin.token);
     println!("Demo logins — paste one:");
     for (username, tenant, access, password) in &logins {
         println!(

@@ -27,10 +27,7 @@ where
 {
     let login = state.catalog.find_login(username).await.map_err(|e| {
         tracing::error!(error = %e, "catalog lookup failed");
-        ClientError::fatal(
-            sqlstate::CANNOT_CONNECT_NOW,
-            "pgtenant cannot reach its catalog; try again later",
-        )
+        ClientError::fatal(sqlstate::CANNOT_CONNECT_NOW, "pgtenant cannot reach its catalog; try again later")
     })?;
     let verifier = login
         .as_ref()
@@ -50,8 +47,8 @@ where
         ));
     }
     let client_first = sasl_initial_data(rest).ok_or_else(|| malformed("SASLInitialResponse"))?;
-    let (exchange, server_first) = Exchange::start(verifier, client_first)
-        .map_err(|e| ClientError::protocol_violation(e.to_string()))?;
+    let (exchange, server_first) =
+        Exchange::start(verifier, client_first).map_err(|e| ClientError::protocol_violation(e.to_string()))?;
     backend::authentication_sasl_continue(&mut out, server_first.as_bytes());
     write(client, &mut out).await?;
 
@@ -59,9 +56,7 @@ where
     let client_final = std::str::from_utf8(&response).map_err(|_| malformed("SASLResponse"))?;
     let server_final = match exchange.finish(client_final) {
         Ok(server_final) => server_final,
-        Err(scram::ScramError::Malformed(what)) => {
-            return Err(ClientError::protocol_violation(what))
-        }
+        Err(scram::ScramError::Malformed(what)) => return Err(ClientError::protocol_violation(what)),
         Err(_) => return Err(ClientError::password_failed(username)),
     };
     let Some(login) = login else {
@@ -86,20 +81,14 @@ fn sasl_initial_data(rest: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
 }
 
-async fn write<C: AsyncWrite + Unpin>(
-    client: &mut C,
-    out: &mut BytesMut,
-) -> Result<(), ClientError> {
+async fn write<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Result<(), ClientError> {
     client.write_all(out).await.map_err(|_| gone())?;
     out.clear();
     Ok(())
 }
 
 fn gone() -> ClientError {
-    ClientError::fatal(
-        sqlstate::CONNECTION_FAILURE,
-        "client connection lost during authentication",
-    )
+    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "client connection lost during authentication")
 }
 
 /// Reads one 'p' message and returns its body.
@@ -121,11 +110,7 @@ async fn read_password_message<C: AsyncRead + Unpin>(
                 return Ok(frame);
             }
             Ok(_) => {}
-            Err(_) => {
-                return Err(ClientError::protocol_violation(
-                    "invalid authentication message",
-                ))
-            }
+            Err(_) => return Err(ClientError::protocol_violation("invalid authentication message")),
         }
         if client.read_buf(inbuf).await.map_err(|_| gone())? == 0 {
             return Err(gone());

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use super::policy::{channel_prefix, ClientPolicy};
 use super::relay::{Relay, RelayEnd};
 use super::{auth, params, ProxyState};
 use crate::cancel::CancelKey;
@@ -25,20 +26,13 @@ use crate::upstream::{self, UpstreamError};
 pub async fn serve_client(mut socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
     let _ = socket.set_nodelay(true);
     let mut inbuf = BytesMut::with_capacity(1024);
-    let startup = tokio::time::timeout(
-        state.startup_timeout,
-        read_startup(&mut socket, &mut inbuf, &state),
-    )
-    .await;
+    let startup = tokio::time::timeout(state.startup_timeout, read_startup(&mut socket, &mut inbuf, &state)).await;
     let startup = match startup {
         Ok(Ok(Some(startup))) => startup,
         Ok(Ok(None)) => return,
         Ok(Err(error)) => return refuse(&mut socket, &error).await,
         Err(_) => {
-            let error = ClientError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                "startup and authentication timed out",
-            );
+            let error = ClientError::fatal(sqlstate::CONNECTION_FAILURE, "startup and authentication timed out");
             return refuse(&mut socket, &error).await;
         }
     };
@@ -85,9 +79,7 @@ async fn read_startup(
         match startup::parse(&packet).map_err(|e| ClientError::protocol_violation(e.to_string()))? {
             InitialPacket::SslRequest | InitialPacket::GssEncRequest if !inbuf.is_empty() => {
                 // Bytes sent before our answer would be read as if encrypted.
-                return Err(ClientError::protocol_violation(
-                    "received unencrypted data after encryption request",
-                ));
+                return Err(ClientError::protocol_violation("received unencrypted data after encryption request"));
             }
             InitialPacket::SslRequest if !answered_ssl => {
                 answered_ssl = true;
@@ -98,22 +90,10 @@ async fn read_startup(
                 socket.write_all(b"N").await.map_err(|_| gone())?;
             }
             InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
-                return Err(ClientError::protocol_violation(
-                    "duplicate encryption request",
-                ));
+                return Err(ClientError::protocol_violation("duplicate encryption request"));
             }
-            InitialPacket::Cancel {
-                process_id,
-                secret_key,
-            } => {
-                forward_cancel(
-                    state,
-                    CancelKey {
-                        process_id,
-                        secret_key,
-                    },
-                )
-                .await;
+            InitialPacket::Cancel { process_id, secret_key } => {
+                forward_cancel(state, CancelKey { process_id, secret_key }).await;
                 return Ok(None);
             }
             InitialPacket::Startup(message) => return Ok(Some(message)),
@@ -122,10 +102,7 @@ async fn read_startup(
 }
 
 fn gone() -> ClientError {
-    ClientError::fatal(
-        sqlstate::CONNECTION_FAILURE,
-        "client connection lost during startup",
-    )
+    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "client connection lost during startup")
 }
 
 async fn forward_cancel(state: &ProxyState, key: CancelKey) {
@@ -154,13 +131,15 @@ async fn run_session(
             return Err(error);
         }
     };
-    let Established {
-        server,
-        to_client,
-        to_server,
-        cancel,
-        login,
-    } = established;
+    let Established { server, to_client, to_server, cancel, login, server_pid } = established;
+    let policy = ClientPolicy::new(
+        Arc::clone(&state.guard),
+        state.marker_prefix.clone(),
+        channel_prefix(&login.context.tenant_id),
+        to_server.clone(),
+        server_pid,
+        cancel.key().process_id,
+    );
     let mut session = state.sessions.register(
         cancel.key().process_id,
         SessionIdentity {
@@ -168,10 +147,7 @@ async fn run_session(
             tenant_id: login.context.tenant_id.clone(),
             tenant_slug: login.tenant_slug.clone(),
             client_addr: peer,
-            application_name: startup
-                .param("application_name")
-                .unwrap_or_default()
-                .to_owned(),
+            application_name: startup.param("application_name").unwrap_or_default().to_owned(),
             connected_at: SystemTime::now(),
         },
     );
@@ -182,6 +158,7 @@ async fn run_session(
         to_server,
         context::SET_CONTEXT_READY_COUNT,
         state.max_message_bytes,
+        policy,
     );
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
@@ -206,6 +183,8 @@ struct Established {
     to_server: BytesMut,
     cancel: crate::cancel::CancelHandle,
     login: LoginRecord,
+    /// The server backend's process id.
+    server_pid: i32,
 }
 
 /// Authenticates, opens the server session, and prepares the first bytes
@@ -217,12 +196,8 @@ async fn establish(
     state: &ProxyState,
 ) -> Result<Established, ClientError> {
     let mut to_client = BytesMut::with_capacity(512);
-    let unsupported: Vec<&str> = startup
-        .params
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| k.starts_with("_pq_."))
-        .collect();
+    let unsupported: Vec<&str> =
+        startup.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
     if startup.minor_version > 0 || !unsupported.is_empty() {
         backend::negotiate_protocol_version(&mut to_client, &unsupported);
         socket.write_all(&to_client).await.map_err(|_| gone())?;
@@ -234,10 +209,7 @@ async fn establish(
             "no PostgreSQL user name specified in startup packet",
         ));
     };
-    if startup
-        .param("replication")
-        .is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0"))
-    {
+    if startup.param("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
         return Err(ClientError::fatal(
             sqlstate::INVALID_AUTHORIZATION,
             "replication connections are not accepted by pgtenant",
@@ -248,10 +220,7 @@ async fn establish(
     let login = auth::authenticate(socket, inbuf, state, user).await?;
     tracing::Span::current().record("tenant", login.tenant_slug.as_str());
 
-    let database = startup
-        .param("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(user);
+    let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user);
     if database != state.database {
         return Err(ClientError::fatal(
             sqlstate::INVALID_CATALOG_NAME,
@@ -259,10 +228,7 @@ async fn establish(
         ));
     }
     if !login.enabled {
-        return Err(ClientError::fatal(
-            sqlstate::INVALID_AUTHORIZATION,
-            format!("login \"{user}\" is disabled"),
-        ));
+        return Err(ClientError::fatal(sqlstate::INVALID_AUTHORIZATION, format!("login \"{user}\" is disabled")));
     }
     if !login.tenant_active {
         return Err(ClientError::fatal(
@@ -277,32 +243,21 @@ async fn establish(
         )
     })?;
 
-    let server = upstream::connect(target, &upstream_params)
-        .await
-        .map_err(|e| match e {
-            UpstreamError::Refused(fields)
-                if fields.code.starts_with("22") || fields.code.starts_with("42") =>
-            {
-                // The server judged a client setting; its words are about the client's input.
-                ClientError::fatal(leak_code(&fields.code), fields.message)
-            }
-            other => {
-                tracing::error!(error = %other, "upstream connection failed");
-                ClientError::fatal(
-                    sqlstate::CONNECTION_FAILURE,
-                    "pgtenant cannot reach the upstream database",
-                )
-            }
-        })?;
+    let server = upstream::connect(target, &upstream_params).await.map_err(|e| match e {
+        UpstreamError::Refused(fields) if fields.code.starts_with("22") || fields.code.starts_with("42") => {
+            // The server judged a client setting; its words are about the client's input.
+            ClientError::fatal(leak_code(&fields.code), fields.message)
+        }
+        other => {
+            tracing::error!(error = %other, "upstream connection failed");
+            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
+        }
+    })?;
 
     let cancel = state.cancels.issue();
     cancel.set_target(Some(server.cancel.clone()));
     for (name, value) in &server.parameters {
-        let value = if name == "session_authorization" {
-            user
-        } else {
-            value.as_str()
-        };
+        let value = if name == "session_authorization" { user } else { value.as_str() };
         backend::parameter_status(&mut to_client, name, value);
     }
     let key = cancel.key();
@@ -312,13 +267,8 @@ async fn establish(
     let mut to_server = BytesMut::with_capacity(256);
     context::encode_set_context(&mut to_server, &login.context, &state.tenant_setting);
     tracing::info!(access = %login.access, "session started");
-    Ok(Established {
-        server: server.stream,
-        to_client,
-        to_server,
-        cancel,
-        login,
-    })
+    let server_pid = server.cancel.process_id;
+    Ok(Established { server: server.stream, to_client, to_server, cancel, login, server_pid })
 }
 
 /// Maps an upstream SQLSTATE to a static one we may pass on.

@@ -36,11 +36,7 @@ pub async fn run(
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tokio::spawn(async move {
                 let mut out = BytesMut::new();
-                ClientError::fatal(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    "sorry, too many clients already",
-                )
-                .encode(&mut out);
+                ClientError::fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already").encode(&mut out);
                 let _ = socket.write_all(&out).await;
             });
             continue;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod listener;
 pub mod params;
+pub mod policy;
 pub mod relay;
 pub mod scram;
 
@@ -29,6 +30,10 @@ pub struct ProxyState {
     pub readonly: Option<UpstreamTarget>,
     pub cancels: Arc<CancelRegistry>,
     pub sessions: Arc<SessionRegistry>,
+    /// The statement guard shared by every session.
+    pub guard: Arc<crate::guard::Guard>,
+    /// Random per process: names the marker statements that stand in for refused ones.
+    pub marker_prefix: String,
     /// Key for the decoy verifiers of unknown users; random per process.
     pub decoy_secret: [u8; 32],
 }

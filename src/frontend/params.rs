@@ -13,8 +13,7 @@ const CONSUMED: &[&str] = &["user", "database", "replication", "options"];
 const RESERVED: &[&str] = &["role", "session_authorization"];
 
 /// The message of every refusal that protects the tenant context.
-pub const CONTEXT_MANAGED: &str =
-    "the tenant context is managed by pgtenant and cannot be changed by the client";
+pub const CONTEXT_MANAGED: &str = "the tenant context is managed by pgtenant and cannot be changed by the client";
 
 /// Turns the client's startup parameters into the settings sent upstream.
 pub fn upstream_params(
@@ -45,10 +44,7 @@ fn check_setting(name: &str, tenant_setting: &str) -> Result<(), ClientError> {
         || lower == tenant_setting.to_ascii_lowercase()
         || lower.starts_with("pgtenant.")
     {
-        return Err(ClientError::fatal(
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            CONTEXT_MANAGED,
-        ));
+        return Err(ClientError::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, CONTEXT_MANAGED));
     }
     let valid = !name.is_empty()
         && name.split('.').count() <= 2
@@ -58,10 +54,7 @@ fn check_setting(name: &str, tenant_setting: &str) -> Result<(), ClientError> {
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
     if !valid {
-        return Err(ClientError::fatal(
-            "42704",
-            format!("unrecognized configuration parameter \"{name}\""),
-        ));
+        return Err(ClientError::fatal("42704", format!("unrecognized configuration parameter \"{name}\"")));
     }
     Ok(())
 }
@@ -89,12 +82,8 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError
     if !word.is_empty() {
         words.push(word);
     }
-    let invalid = |w: &str| {
-        ClientError::fatal(
-            "42601",
-            format!("invalid command-line argument for server process: {w}"),
-        )
-    };
+    let invalid =
+        |w: &str| ClientError::fatal("42601", format!("invalid command-line argument for server process: {w}"));
     let mut settings = Vec::new();
     let mut iter = words.iter();
     while let Some(w) = iter.next() {
@@ -119,52 +108,28 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn ordinary_settings_pass_and_own_keys_are_dropped() {
         let out = upstream_params(
-            &p(&[
-                ("user", "u"),
-                ("database", "d"),
-                ("application_name", "psql"),
-                ("DateStyle", "ISO"),
-            ]),
+            &p(&[("user", "u"), ("database", "d"), ("application_name", "psql"), ("DateStyle", "ISO")]),
             "app.tenant_id",
         )
         .unwrap();
-        assert_eq!(
-            out,
-            p(&[("application_name", "psql"), ("DateStyle", "ISO")])
-        );
+        assert_eq!(out, p(&[("application_name", "psql"), ("DateStyle", "ISO")]));
     }
 
     #[test]
     fn options_become_settings() {
         let out = upstream_params(
-            &p(&[(
-                "options",
-                "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB",
-            )]),
+            &p(&[("options", "-c search_path=a,b --statement-timeout=5s -cwork_mem=1MB")]),
             "app.tenant_id",
         )
         .unwrap();
-        assert_eq!(
-            out,
-            p(&[
-                ("search_path", "a,b"),
-                ("statement_timeout", "5s"),
-                ("work_mem", "1MB")
-            ])
-        );
-        assert_eq!(
-            parse_options(r"-c application_name=a\ b").unwrap(),
-            p(&[("application_name", "a b")])
-        );
+        assert_eq!(out, p(&[("search_path", "a,b"), ("statement_timeout", "5s"), ("work_mem", "1MB")]));
+        assert_eq!(parse_options(r"-c application_name=a\ b").unwrap(), p(&[("application_name", "a b")]));
     }
 
     #[test]

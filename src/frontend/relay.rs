@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::policy::ClientPolicy;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::parse_error_fields;
 use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
@@ -78,6 +79,7 @@ pub struct Relay<C, S> {
     to_client_ends_ready: bool,
     status: TxnStatus,
     max_message_bytes: usize,
+    policy: ClientPolicy,
 }
 
 #[derive(Default)]
@@ -102,6 +104,7 @@ where
         to_server: BytesMut,
         own_ready_pending: u32,
         max_message_bytes: usize,
+        policy: ClientPolicy,
     ) -> Self {
         Relay {
             client,
@@ -118,6 +121,7 @@ where
             to_client_ends_ready: false,
             status: TxnStatus::Idle,
             max_message_bytes,
+            policy,
         }
     }
 
@@ -131,11 +135,8 @@ where
         let end = self.relay(session).await;
         if matches!(end, RelayEnd::Fatal(_)) {
             // Best effort: let the client read the error before the socket closes.
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                self.client.write_all(&self.to_client),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), self.client.write_all(&self.to_client)).await;
         }
         if !matches!(end, RelayEnd::ServerGone) {
             // Terminate makes the backend roll back and exit at once, rather than
@@ -185,10 +186,13 @@ where
                 if let Err(end) = self.take_server_frames() {
                     return end;
                 }
-                if self.own_ready_pending == 0
-                    && self.server_frame_left == 0
-                    && self.to_client_ends_ready
-                {
+                // A ReadyForQuery may have released client messages held for a reset.
+                if !self.policy.holding() && !self.client_in.is_empty() {
+                    if let Err(end) = self.take_client_frames() {
+                        return end;
+                    }
+                }
+                if self.own_ready_pending == 0 && self.server_frame_left == 0 && self.to_client_ends_ready {
                     entry.set_state(match self.status {
                         TxnStatus::Idle => SessionState::Idle,
                         TxnStatus::InTransaction => SessionState::IdleInTransaction,
@@ -230,18 +234,15 @@ where
                 Poll::Pending => {}
             }
         }
-        if progress.client_data
-            || progress.server_data
-            || progress.client_closed
-            || progress.server_closed
-        {
+        if progress.client_data || progress.server_data || progress.client_closed || progress.server_closed {
             Poll::Ready(Ok(progress))
         } else {
             Poll::Pending
         }
     }
 
-    /// Moves complete (or streamable) client frames to the server's queue.
+    /// Moves client frames to the server's queue: the few the policy reads
+    /// whole, the rest streamed through unread.
     fn take_client_frames(&mut self) -> Result<(), RelayEnd> {
         loop {
             if self.client_frame_left > 0 {
@@ -253,6 +254,9 @@ where
                     return Ok(());
                 }
             }
+            if self.policy.holding() {
+                return Ok(());
+            }
             let header = match peek_header(&self.client_in, self.max_message_bytes) {
                 Ok(Some(header)) => header,
                 Ok(None) => return Ok(()),
@@ -260,6 +264,16 @@ where
             };
             if header.tag == b'X' {
                 return Err(RelayEnd::ClientTerminated);
+            }
+            if ClientPolicy::inspects(header.tag) {
+                if self.client_in.len() < header.frame_len {
+                    return Ok(());
+                }
+                let frame = self.client_in.split_to(header.frame_len);
+                if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server) {
+                    return Err(self.fatal(error));
+                }
+                continue;
             }
             self.client_frame_left = header.frame_len;
         }
@@ -291,18 +305,13 @@ where
                     )));
                 }
             };
-            let whole =
-                matches!(header.tag, b'Z') || (header.tag == b'E' && self.own_ready_pending > 0);
+            let whole = matches!(header.tag, b'Z') || (header.tag == b'E' && self.own_ready_pending > 0);
             if whole && self.server_in.len() < header.frame_len {
                 return Ok(());
             }
             match header.tag {
                 b'Z' => {
-                    let status = self
-                        .server_in
-                        .get(HEADER_LEN)
-                        .copied()
-                        .and_then(TxnStatus::from_byte);
+                    let status = self.server_in.get(HEADER_LEN).copied().and_then(TxnStatus::from_byte);
                     let Some(status) = status else {
                         return Err(self.fatal(ClientError::fatal(
                             sqlstate::CONNECTION_FAILURE,
@@ -313,6 +322,29 @@ where
                     if self.own_ready_pending > 0 {
                         self.own_ready_pending -= 1;
                         self.server_in.advance(header.frame_len);
+                        continue;
+                    }
+                    if let Some(exchange) = self.policy.client_ready(status == TxnStatus::Failed) {
+                        self.to_server.extend_from_slice(&exchange);
+                        self.own_ready_pending += 1;
+                    }
+                }
+                b'A' => {
+                    let rewritten = self.policy.notification(&self.server_in[..header.frame_len]);
+                    self.server_in.advance(header.frame_len);
+                    if let Some(frame) = rewritten {
+                        self.to_client.extend_from_slice(&frame);
+                        self.last_server_tag = b'A';
+                        self.to_client_ends_ready = false;
+                    }
+                    continue;
+                }
+                b'E' if self.own_ready_pending == 0 && self.policy.reads_server_errors() => {
+                    if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
+                        self.server_in.advance(header.frame_len);
+                        self.to_client.extend_from_slice(&replacement);
+                        self.last_server_tag = b'E';
+                        self.to_client_ends_ready = false;
                         continue;
                     }
                 }
@@ -347,20 +379,15 @@ where
     fn server_closed_notice(&mut self) {
         let server_said_why = self.last_server_tag == b'E';
         if !server_said_why && (self.server_frame_left == 0 || self.server_frame_dropped) {
-            ClientError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                "the upstream server closed the connection unexpectedly",
-            )
-            .encode(&mut self.to_client);
+            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection unexpectedly")
+                .encode(&mut self.to_client);
         }
     }
 }
 
 fn client_frame_error(e: FrameError) -> ClientError {
     match e {
-        FrameError::BadLength(len) => {
-            ClientError::protocol_violation(format!("invalid message length {len}"))
-        }
+        FrameError::BadLength(len) => ClientError::protocol_violation(format!("invalid message length {len}")),
         FrameError::TooLarge { tag, frame_len } => ClientError::protocol_violation(format!(
             "message of type {:?} is {frame_len} bytes, more than this server accepts",
             tag as char
@@ -369,11 +396,7 @@ fn client_frame_error(e: FrameError) -> ClientError {
 }
 
 /// Writes as much of `buf` as the socket takes now.
-fn poll_drain<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> io::Result<()> {
+fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut BytesMut) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }

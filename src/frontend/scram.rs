@@ -47,12 +47,7 @@ impl Verifier {
         let mut server_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut stored_key);
         rand::thread_rng().fill_bytes(&mut server_key);
-        Verifier {
-            iterations: 4096,
-            salt: salt[..16].to_vec(),
-            stored_key,
-            server_key,
-        }
+        Verifier { iterations: 4096, salt: salt[..16].to_vec(), stored_key, server_key }
     }
 }
 
@@ -81,17 +76,13 @@ pub struct Exchange {
 impl Exchange {
     /// Reads client-first-message; returns the state and server-first-message.
     pub fn start(verifier: Verifier, client_first: &str) -> Result<(Exchange, String), ScramError> {
-        let (flag, rest) = client_first
-            .split_once(',')
-            .ok_or(ScramError::Malformed("no gs2 header"))?;
+        let (flag, rest) = client_first.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
         match flag {
             "n" | "y" => {}
             f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
             _ => return Err(ScramError::Malformed("bad channel binding flag")),
         }
-        let (authzid, bare) = rest
-            .split_once(',')
-            .ok_or(ScramError::Malformed("no authzid field"))?;
+        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("no authzid field"))?;
         if !authzid.is_empty() && !authzid.starts_with("a=") {
             return Err(ScramError::Malformed("bad authzid"));
         }
@@ -108,11 +99,7 @@ impl Exchange {
         let mut server_nonce = [0u8; 18];
         rand::thread_rng().fill_bytes(&mut server_nonce);
         let nonce = format!("{client_nonce}{}", B64.encode(server_nonce));
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            B64.encode(&verifier.salt),
-            verifier.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", B64.encode(&verifier.salt), verifier.iterations);
         let gs2_header = format!("{flag},{authzid},");
         let exchange = Exchange {
             verifier,
@@ -126,30 +113,16 @@ impl Exchange {
 
     /// Checks client-final-message; returns server-final-message on success.
     pub fn finish(self, client_final: &str) -> Result<String, ScramError> {
-        let (without_proof, proof) = client_final
-            .rsplit_once(",p=")
-            .ok_or(ScramError::Malformed("no proof"))?;
+        let (without_proof, proof) = client_final.rsplit_once(",p=").ok_or(ScramError::Malformed("no proof"))?;
         let mut attrs = without_proof.split(',');
-        let binding = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("c="))
-            .ok_or(ScramError::Malformed("no channel binding"))?;
-        let nonce = attrs
-            .next()
-            .and_then(|a| a.strip_prefix("r="))
-            .ok_or(ScramError::Malformed("no nonce"))?;
-        let binding = B64
-            .decode(binding)
-            .map_err(|_| ScramError::Malformed("channel binding not base64"))?;
-        let proof = B64
-            .decode(proof)
-            .map_err(|_| ScramError::Malformed("proof not base64"))?;
+        let binding =
+            attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or(ScramError::Malformed("no channel binding"))?;
+        let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(ScramError::Malformed("no nonce"))?;
+        let binding = B64.decode(binding).map_err(|_| ScramError::Malformed("channel binding not base64"))?;
+        let proof = B64.decode(proof).map_err(|_| ScramError::Malformed("proof not base64"))?;
 
         // Compute before judging, so every failure costs the same work.
-        let auth_message = format!(
-            "{},{},{}",
-            self.client_first_bare, self.server_first, without_proof
-        );
+        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
         let client_signature = hmac(&self.verifier.stored_key, &[auth_message.as_bytes()]);
         let mut client_key = [0u8; 32];
         for (i, byte) in client_key.iter_mut().enumerate() {
@@ -187,10 +160,8 @@ mod tests {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
     fn run(stored_password: &str, typed_password: &str) -> Result<(), ScramError> {
-        let verifier = Verifier::parse(&postgres_protocol::password::scram_sha_256(
-            stored_password.as_bytes(),
-        ))
-        .unwrap();
+        let verifier =
+            Verifier::parse(&postgres_protocol::password::scram_sha_256(stored_password.as_bytes())).unwrap();
         let mut client = ScramSha256::new(typed_password.as_bytes(), ChannelBinding::unsupported());
         let first = std::str::from_utf8(client.message()).unwrap().to_owned();
         let (exchange, server_first) = Exchange::start(verifier, &first)?;
@@ -208,10 +179,7 @@ mod tests {
 
     #[test]
     fn wrong_password_fails() {
-        assert_eq!(
-            run("correct horse", "battery staple"),
-            Err(ScramError::InvalidProof)
-        );
+        assert_eq!(run("correct horse", "battery staple"), Err(ScramError::InvalidProof));
     }
 
     #[test]
@@ -221,10 +189,7 @@ mod tests {
         let b = Verifier::decoy("mallory", &secret);
         assert_eq!(a.salt, b.salt);
         let (exchange, _) = Exchange::start(a, "n,,n=,r=abc").unwrap();
-        assert_eq!(
-            exchange.finish("c=biws,r=nope,p=AAAA"),
-            Err(ScramError::NonceMismatch)
-        );
+        assert_eq!(exchange.finish("c=biws,r=nope,p=AAAA"), Err(ScramError::NonceMismatch));
     }
 
     #[test]

@@ -55,7 +55,8 @@ const FUNCTION_PREFIXES: &[(&str, Danger)] = &[
 ];
 
 /// Relations refused wherever named: they show other sessions of the role.
-const RELATIONS: &[&str] = &["pg_stat_activity", "pg_locks", "pg_stat_statements", "pg_largeobject", "pg_largeobject_metadata"];
+const RELATIONS: &[&str] =
+    &["pg_stat_activity", "pg_locks", "pg_stat_statements", "pg_largeobject", "pg_largeobject_metadata"];
 
 /// The danger of calling `name` (lower case), if any.
 pub fn function_danger(name: &str) -> Option<Danger> {

@@ -70,7 +70,12 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
                 NodeEnum::NotifyStmt(s) => (ChannelCommand::Notify, s.conditionname.clone(), s.payload.clone()),
                 _ => unreachable!("matched above"),
             };
-            inspection.channel_statements.push(ChannelStatement { range: start..end.min(sql.len()), kind, channel, payload });
+            inspection.channel_statements.push(ChannelStatement {
+                range: start..end.min(sql.len()),
+                kind,
+                channel,
+                payload,
+            });
         }
     }
     if let Some(error) = walk_tokens(sql) {
@@ -89,13 +94,19 @@ fn parse_message(e: &pg_query::Error) -> String {
 fn denied(danger: Danger, name: &str) -> ClientError {
     let message = match danger {
         Danger::Context => CONTEXT_MANAGED.to_string(),
-        Danger::DynamicSql => format!("{name} is not allowed through pgtenant: it runs SQL that pgtenant cannot inspect"),
+        Danger::DynamicSql => {
+            format!("{name} is not allowed through pgtenant: it runs SQL that pgtenant cannot inspect")
+        }
         Danger::OtherSessions => format!("{name} is not allowed through pgtenant: it reaches other sessions"),
-        Danger::LargeObjects => format!("{name} is not allowed through pgtenant: large objects are shared across tenants"),
-        Danger::ServerFiles => format!("{name} is not allowed through pgtenant: it reads server files or runs programs"),
-        Danger::Notify => format!(
-            "{name} is not allowed through pgtenant: use NOTIFY, whose channels pgtenant scopes to the tenant"
-        ),
+        Danger::LargeObjects => {
+            format!("{name} is not allowed through pgtenant: large objects are shared across tenants")
+        }
+        Danger::ServerFiles => {
+            format!("{name} is not allowed through pgtenant: it reads server files or runs programs")
+        }
+        Danger::Notify => {
+            format!("{name} is not allowed through pgtenant: use NOTIFY, whose channels pgtenant scopes to the tenant")
+        }
     };
     ClientError::error(sqlstate::INSUFFICIENT_PRIVILEGE, message)
 }
@@ -140,13 +151,17 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
 
 fn explain_analyzes(explain: &protobuf::ExplainStmt) -> bool {
     explain.options.iter().any(|option| match option.node.as_ref() {
-        Some(NodeEnum::DefElem(def)) if def.defname.eq_ignore_ascii_case("analyze") => match def.arg.as_ref().and_then(|a| a.node.as_ref()) {
-            None => true,
-            Some(NodeEnum::Boolean(b)) => b.boolval,
-            Some(NodeEnum::String(s)) => !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no"),
-            Some(NodeEnum::Integer(i)) => i.ival != 0,
-            Some(_) => true,
-        },
+        Some(NodeEnum::DefElem(def)) if def.defname.eq_ignore_ascii_case("analyze") => {
+            match def.arg.as_ref().and_then(|a| a.node.as_ref()) {
+                None => true,
+                Some(NodeEnum::Boolean(b)) => b.boolval,
+                Some(NodeEnum::String(s)) => {
+                    !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no")
+                }
+                Some(NodeEnum::Integer(i)) => i.ival != 0,
+                Some(_) => true,
+            }
+        }
         _ => false,
     })
 }
@@ -158,10 +173,8 @@ fn walk_tokens(sql: &str) -> Option<ClientError> {
         Ok(tokens) => tokens,
         Err(e) => return Some(ClientError::error("42601", parse_message(&e))),
     };
-    let significant: Vec<&protobuf::ScanToken> = tokens
-        .iter()
-        .filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32)
-        .collect();
+    let significant: Vec<&protobuf::ScanToken> =
+        tokens.iter().filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32).collect();
     for (i, token) in significant.iter().enumerate() {
         if token.token == Token::Uescape as i32 {
             return Some(ClientError::error(

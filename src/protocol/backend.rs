@@ -83,12 +83,7 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
 /// An ErrorResponse or NoticeResponse with the fields every client shows.
 pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
     write_message(buf, b'E', |b| {
-        for (field, value) in [
-            (b'S', severity),
-            (b'V', severity),
-            (b'C', code),
-            (b'M', message),
-        ] {
+        for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
             b.put_u8(field);
             put_cstr(b, value);
         }

@@ -32,15 +32,9 @@ pub fn peek_header(buf: &[u8], max_frame_len: usize) -> Result<Option<FrameHeade
     }
     let frame_len = declared as usize + 1;
     if frame_len > max_frame_len {
-        return Err(FrameError::TooLarge {
-            tag: buf[0],
-            frame_len,
-        });
+        return Err(FrameError::TooLarge { tag: buf[0], frame_len });
     }
-    Ok(Some(FrameHeader {
-        tag: buf[0],
-        frame_len,
-    }))
+    Ok(Some(FrameHeader { tag: buf[0], frame_len }))
 }
 
 /// Reads a NUL-terminated string at the start of `buf`; returns it and the rest.
@@ -62,28 +56,13 @@ mod tests {
     #[test]
     fn header_counts_the_tag() {
         let h = peek_header(b"Q\0\0\0\x09abcd\0", 100).unwrap().unwrap();
-        assert_eq!(
-            h,
-            FrameHeader {
-                tag: b'Q',
-                frame_len: 10
-            }
-        );
+        assert_eq!(h, FrameHeader { tag: b'Q', frame_len: 10 });
     }
 
     #[test]
     fn negative_and_oversized_lengths_are_refused() {
-        assert_eq!(
-            peek_header(b"Q\xff\xff\xff\xff", 100),
-            Err(FrameError::BadLength(-1))
-        );
-        assert_eq!(
-            peek_header(b"Q\0\0\x10\0", 100),
-            Err(FrameError::TooLarge {
-                tag: b'Q',
-                frame_len: 4097
-            })
-        );
+        assert_eq!(peek_header(b"Q\xff\xff\xff\xff", 100), Err(FrameError::BadLength(-1)));
+        assert_eq!(peek_header(b"Q\0\0\x10\0", 100), Err(FrameError::TooLarge { tag: b'Q', frame_len: 4097 }));
     }
 
     #[test]

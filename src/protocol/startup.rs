@@ -30,10 +30,7 @@ pub struct StartupMessage {
 impl StartupMessage {
     /// The value of parameter `name`, if the client sent it.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -84,10 +81,7 @@ pub fn parse(packet: &[u8]) -> Result<InitialPacket, StartupError> {
             if major as i32 != PROTOCOL_MAJOR_3 {
                 return Err(StartupError::UnsupportedProtocol(major, minor));
             }
-            Ok(InitialPacket::Startup(StartupMessage {
-                minor_version: minor,
-                params: parse_params(body)?,
-            }))
+            Ok(InitialPacket::Startup(StartupMessage { minor_version: minor, params: parse_params(body)? }))
         }
     }
 }
@@ -112,10 +106,7 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
 }
 
 fn split_cstr(buf: &[u8]) -> Result<(&str, &[u8]), StartupError> {
-    let end = buf
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or(StartupError::BadLayout)?;
+    let end = buf.iter().position(|b| *b == 0).ok_or(StartupError::BadLayout)?;
     let text = std::str::from_utf8(&buf[..end]).map_err(|_| StartupError::NotUtf8)?;
     Ok((text, &buf[end + 1..]))
 }
@@ -135,9 +126,7 @@ mod tests {
     #[test]
     fn startup_parameters_in_order() {
         let p = packet(196_608, b"user\0alice\0database\0app\0\0");
-        let InitialPacket::Startup(msg) = parse(&p).unwrap() else {
-            panic!("not startup")
-        };
+        let InitialPacket::Startup(msg) = parse(&p).unwrap() else { panic!("not startup") };
         assert_eq!(msg.param("user"), Some("alice"));
         assert_eq!(msg.param("database"), Some("app"));
         assert_eq!(msg.minor_version, 0);
@@ -145,44 +134,23 @@ mod tests {
 
     #[test]
     fn special_requests() {
-        assert_eq!(
-            parse(&packet(SSL_REQUEST, b"")).unwrap(),
-            InitialPacket::SslRequest
-        );
-        assert_eq!(
-            parse(&packet(GSSENC_REQUEST, b"")).unwrap(),
-            InitialPacket::GssEncRequest
-        );
+        assert_eq!(parse(&packet(SSL_REQUEST, b"")).unwrap(), InitialPacket::SslRequest);
+        assert_eq!(parse(&packet(GSSENC_REQUEST, b"")).unwrap(), InitialPacket::GssEncRequest);
         let mut key = Vec::new();
         key.extend_from_slice(&7i32.to_be_bytes());
         key.extend_from_slice(&(-9i32).to_be_bytes());
         assert_eq!(
             parse(&packet(CANCEL_REQUEST, &key)).unwrap(),
-            InitialPacket::Cancel {
-                process_id: 7,
-                secret_key: -9
-            }
+            InitialPacket::Cancel { process_id: 7, secret_key: -9 }
         );
     }
 
     #[test]
     fn malformed_packets_are_errors() {
-        assert_eq!(
-            parse(&packet(196_608, b"user\0alice")),
-            Err(StartupError::BadLayout)
-        );
-        assert_eq!(
-            parse(&packet(196_608, b"user\0\0x\0")),
-            Err(StartupError::BadLayout)
-        );
-        assert_eq!(
-            parse(&packet(131_072, b"\0")),
-            Err(StartupError::UnsupportedProtocol(2, 0))
-        );
-        assert_eq!(
-            parse(&packet(196_608, b"u\xff\0v\0\0")),
-            Err(StartupError::NotUtf8)
-        );
+        assert_eq!(parse(&packet(196_608, b"user\0alice")), Err(StartupError::BadLayout));
+        assert_eq!(parse(&packet(196_608, b"user\0\0x\0")), Err(StartupError::BadLayout));
+        assert_eq!(parse(&packet(131_072, b"\0")), Err(StartupError::UnsupportedProtocol(2, 0)));
+        assert_eq!(parse(&packet(196_608, b"u\xff\0v\0\0")), Err(StartupError::NotUtf8));
         assert_eq!(declared_len(&[0, 0, 0, 3]), Err(StartupError::BadLength));
         assert_eq!(declared_len(&[0, 1, 0, 0]), Err(StartupError::BadLength));
     }

@@ -44,15 +44,8 @@ pub struct Catalog {
 impl Catalog {
     /// Builds the pool; connections are opened lazily.
     pub fn new(url: &str, size: usize) -> Result<Catalog, CatalogError> {
-        let pg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| CatalogError::Config(e.to_string()))?;
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let pg = tokio_postgres::Config::from_str(url).map_err(|e| CatalogError::Config(e.to_string()))?;
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(size)
             .runtime(Runtime::Tokio1)
@@ -82,14 +75,10 @@ impl Catalog {
         Ok(Some(LoginRecord {
             username: username.to_owned(),
             verifier: row.get(0),
-            access: Access::parse(&access).ok_or_else(|| {
-                CatalogError::Invalid(format!("login {username} has access {access:?}"))
-            })?,
+            access: Access::parse(&access)
+                .ok_or_else(|| CatalogError::Invalid(format!("login {username} has access {access:?}")))?,
             enabled: row.get(2),
-            context: TenantContext {
-                tenant_id: row.get(3),
-                visible_tenants: row.get(6),
-            },
+            context: TenantContext { tenant_id: row.get(3), visible_tenants: row.get(6) },
             tenant_slug: row.get(4),
             tenant_active: row.get(5),
         }))
@@ -116,9 +105,7 @@ impl Catalog {
             )
             .await?;
         if changed == 0 {
-            return Err(CatalogError::Invalid(format!(
-                "no tenant with slug {tenant_slug}"
-            )));
+            return Err(CatalogError::Invalid(format!("no tenant with slug {tenant_slug}")));
         }
         Ok(())
     }

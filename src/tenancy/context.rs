@@ -22,10 +22,7 @@ pub const SET_CONTEXT_READY_COUNT: u32 = 1;
 /// Appends the context exchange for `context` to `buf`.
 pub fn encode_set_context(buf: &mut BytesMut, context: &TenantContext, tenant_setting: &str) {
     frontend::parse_unnamed(buf, SET_CONTEXT_SQL);
-    frontend::bind_unnamed_text(
-        buf,
-        &[&context.tenant_id, &context.visible_tenants, tenant_setting],
-    );
+    frontend::bind_unnamed_text(buf, &[&context.tenant_id, &context.visible_tenants, tenant_setting]);
     frontend::execute_unnamed(buf);
     frontend::sync(buf);
 }

@@ -65,18 +65,11 @@ pub enum UpstreamError {
 impl UpstreamTarget {
     /// Reads host, port, user, password and database from a `postgres://` URL.
     pub fn from_url(url: &str, connect_timeout: Duration) -> Result<UpstreamTarget, UpstreamError> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| UpstreamError::Config(e.to_string()))?;
-        let user = config
-            .get_user()
-            .ok_or_else(|| UpstreamError::Config("no user".into()))?
-            .to_owned();
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| UpstreamError::Config(e.to_string()))?;
+        let user = config.get_user().ok_or_else(|| UpstreamError::Config("no user".into()))?.to_owned();
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let address = match config.get_hosts().first() {
-            Some(Host::Tcp(host)) => UpstreamAddress::Tcp {
-                host: host.clone(),
-                port,
-            },
+            Some(Host::Tcp(host)) => UpstreamAddress::Tcp { host: host.clone(), port },
             Some(Host::Unix(dir)) => UpstreamAddress::Unix(dir.join(format!(".s.PGSQL.{port}"))),
             None => return Err(UpstreamError::Config("no host".into())),
         };
@@ -90,21 +83,14 @@ impl UpstreamTarget {
     }
 
     async fn open_stream(&self) -> Result<ServerStream, UpstreamError> {
-        let io_err = |source| UpstreamError::Io {
-            address: self.address.to_string(),
-            source,
-        };
+        let io_err = |source| UpstreamError::Io { address: self.address.to_string(), source };
         let stream = match &self.address {
             UpstreamAddress::Tcp { host, port } => {
-                let tcp = TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(io_err)?;
+                let tcp = TcpStream::connect((host.as_str(), *port)).await.map_err(io_err)?;
                 tcp.set_nodelay(true).map_err(io_err)?;
                 ServerStream::Tcp(tcp)
             }
-            UpstreamAddress::Unix(path) => {
-                ServerStream::Unix(UnixStream::connect(path).await.map_err(io_err)?)
-            }
+            UpstreamAddress::Unix(path) => ServerStream::Unix(UnixStream::connect(path).await.map_err(io_err)?),
         };
         Ok(stream)
     }
@@ -129,10 +115,7 @@ pub struct ServerConnection {
 
 /// Connects to `target` and logs in, passing `params` (already filtered) in the
 /// startup packet. Returns once the server is ready for queries.
-pub async fn connect(
-    target: &UpstreamTarget,
-    params: &[(String, String)],
-) -> Result<ServerConnection, UpstreamError> {
+pub async fn connect(target: &UpstreamTarget, params: &[(String, String)]) -> Result<ServerConnection, UpstreamError> {
     tokio::time::timeout(target.connect_timeout, connect_inner(target, params))
         .await
         .map_err(|_| UpstreamError::Timeout(target.address.to_string()))?
@@ -143,17 +126,12 @@ async fn connect_inner(
     params: &[(String, String)],
 ) -> Result<ServerConnection, UpstreamError> {
     let mut stream = target.open_stream().await?;
-    let io_err = |source| UpstreamError::Io {
-        address: target.address.to_string(),
-        source,
-    };
+    let io_err = |source| UpstreamError::Io { address: target.address.to_string(), source };
 
     let mut out = BytesMut::with_capacity(256);
-    let mut startup: Vec<(&str, &str)> =
-        vec![("user", &target.user), ("database", &target.database)];
+    let mut startup: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.database)];
     startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    pg_frontend::startup_message(startup, &mut out)
-        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    pg_frontend::startup_message(startup, &mut out).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
     stream.write_all(&out).await.map_err(io_err)?;
 
     let mut inbuf = BytesMut::with_capacity(4096);
@@ -161,9 +139,7 @@ async fn connect_inner(
     let mut parameters = Vec::new();
     let mut backend_key = None;
     loop {
-        let (tag, body) = read_message(&mut stream, &mut inbuf)
-            .await
-            .map_err(io_err)??;
+        let (tag, body) = read_message(&mut stream, &mut inbuf).await.map_err(io_err)??;
         match tag {
             b'R' => {
                 let reply = authenticate(target, &body, &mut scram)?;
@@ -172,8 +148,7 @@ async fn connect_inner(
                 }
             }
             b'S' => {
-                let (name, rest) =
-                    read_cstr(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
+                let (name, rest) = read_cstr(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
                 let (value, _) = read_cstr(rest).ok_or_else(|| protocol("bad ParameterStatus"))?;
                 parameters.push((name.to_owned(), value.to_owned()));
             }
@@ -184,23 +159,14 @@ async fn connect_inner(
             b'N' => {}
             b'E' => return Err(UpstreamError::Refused(parse_error_fields(&body))),
             b'Z' => break,
-            other => {
-                return Err(protocol(&format!(
-                    "unexpected message {:?} during startup",
-                    other as char
-                )))
-            }
+            other => return Err(protocol(&format!("unexpected message {:?} during startup", other as char))),
         }
     }
     let (process_id, secret_key) = backend_key.ok_or_else(|| protocol("no BackendKeyData"))?;
     Ok(ServerConnection {
         stream,
         parameters,
-        cancel: CancelTarget {
-            address: target.address.clone(),
-            process_id,
-            secret_key,
-        },
+        cancel: CancelTarget { address: target.address.clone(), process_id, secret_key },
     })
 }
 
@@ -215,12 +181,8 @@ fn authenticate(
     }
     let kind = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
     let data = &body[4..];
-    let password = || {
-        target
-            .password
-            .as_deref()
-            .ok_or_else(|| protocol("upstream asks for a password; none is in the URL"))
-    };
+    let password =
+        || target.password.as_deref().ok_or_else(|| protocol("upstream asks for a password; none is in the URL"));
     let mut out = BytesMut::new();
     let encode_err = |e: io::Error| UpstreamError::Protocol(e.to_string());
     match kind {
@@ -228,41 +190,26 @@ fn authenticate(
         3 => pg_frontend::password_message(password()?, &mut out).map_err(encode_err)?,
         5 if data.len() == 4 => {
             let salt = [data[0], data[1], data[2], data[3]];
-            let hash = postgres_protocol::authentication::md5_hash(
-                target.user.as_bytes(),
-                password()?,
-                salt,
-            );
+            let hash = postgres_protocol::authentication::md5_hash(target.user.as_bytes(), password()?, salt);
             pg_frontend::password_message(hash.as_bytes(), &mut out).map_err(encode_err)?;
         }
         10 => {
-            let offers_scram = data
-                .split(|b| *b == 0)
-                .any(|m| m == SCRAM_SHA_256.as_bytes());
+            let offers_scram = data.split(|b| *b == 0).any(|m| m == SCRAM_SHA_256.as_bytes());
             if !offers_scram {
                 return Err(UpstreamError::UnsupportedAuth(kind));
             }
             let client = ScramSha256::new(password()?, ChannelBinding::unsupported());
-            pg_frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut out)
-                .map_err(encode_err)?;
+            pg_frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut out).map_err(encode_err)?;
             *scram = Some(client);
         }
         11 => {
-            let client = scram
-                .as_mut()
-                .ok_or_else(|| protocol("SASLContinue before SASL"))?;
-            client
-                .update(data)
-                .map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
+            let client = scram.as_mut().ok_or_else(|| protocol("SASLContinue before SASL"))?;
+            client.update(data).map_err(|e| UpstreamError::Protocol(format!("SCRAM: {e}")))?;
             pg_frontend::sasl_response(client.message(), &mut out).map_err(encode_err)?;
         }
         12 => {
-            let client = scram
-                .as_mut()
-                .ok_or_else(|| protocol("SASLFinal before SASL"))?;
-            client
-                .finish(data)
-                .map_err(|e| UpstreamError::Protocol(format!("SCRAM server signature: {e}")))?;
+            let client = scram.as_mut().ok_or_else(|| protocol("SASLFinal before SASL"))?;
+            client.finish(data).map_err(|e| UpstreamError::Protocol(format!("SCRAM server signature: {e}")))?;
             return Ok(None);
         }
         other => return Err(UpstreamError::UnsupportedAuth(other)),
@@ -287,17 +234,10 @@ async fn read_message(
                 return Ok(Ok((header.tag, frame)));
             }
             Ok(_) => {}
-            Err(e) => {
-                return Ok(Err(UpstreamError::Protocol(format!(
-                    "bad frame from upstream: {e:?}"
-                ))))
-            }
+            Err(e) => return Ok(Err(UpstreamError::Protocol(format!("bad frame from upstream: {e:?}")))),
         }
         if stream.read_buf(buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "upstream closed the connection",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed the connection"));
         }
     }
 }

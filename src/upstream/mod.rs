@@ -6,7 +6,6 @@ pub mod role_check;
 pub mod stream;
 
 pub use connect::{
-    connect, send_cancel, CancelTarget, ServerConnection, UpstreamAddress, UpstreamError,
-    UpstreamTarget,
+    connect, send_cancel, CancelTarget, ServerConnection, UpstreamAddress, UpstreamError, UpstreamTarget,
 };
 pub use stream::ServerStream;

@@ -23,7 +23,9 @@ pub async fn check_session_role(url_key: &str, url: &str) -> anyhow::Result<()> 
             &[],
         )
         .await
-        .map_err(|e| anyhow::anyhow!("{url_key}: cannot inspect the role ({}); has `pgtenant migrate` run?", describe(&e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!("{url_key}: cannot inspect the role ({}); has `pgtenant migrate` run?", describe(&e))
+        })?;
     let role: String = row.get(0);
     if row.get::<_, bool>(1) {
         bail!("{url_key}: role {role} is a superuser; tenant sessions need a role that row-level security binds");

@@ -19,27 +19,15 @@ async fn wrong_password_and_unknown_user_get_the_same_error() {
     let unknown = env.refused("nobody_here", PASSWORD).await;
     assert_eq!(sqlstate(&wrong), "28P01");
     assert_eq!(sqlstate(&unknown), "28P01");
-    assert_eq!(
-        message(&wrong),
-        "password authentication failed for user \"hsbc_admin\""
-    );
-    assert_eq!(
-        message(&unknown),
-        "password authentication failed for user \"nobody_here\""
-    );
-    assert_eq!(
-        wrong.as_db_error().unwrap().severity(),
-        unknown.as_db_error().unwrap().severity(),
-    );
+    assert_eq!(message(&wrong), "password authentication failed for user \"hsbc_admin\"");
+    assert_eq!(message(&unknown), "password authentication failed for user \"nobody_here\"");
+    assert_eq!(wrong.as_db_error().unwrap().severity(), unknown.as_db_error().unwrap().severity(),);
 }
 
 #[tokio::test]
 async fn another_database_name_is_refused() {
     let env = TestEnv::start().await;
-    let url = format!(
-        "postgres://hsbc_admin:{PASSWORD}@{}/postgres",
-        env.server.proxy_addr
-    );
+    let url = format!("postgres://hsbc_admin:{PASSWORD}@{}/postgres", env.server.proxy_addr);
     let err = refusal(&env, &url).await;
     assert_eq!(sqlstate(&err), "3D000");
     assert_eq!(message(&err), "database \"postgres\" does not exist");
@@ -49,18 +37,12 @@ async fn another_database_name_is_refused() {
 async fn disabled_login_and_suspended_tenant_are_refused() {
     let env = TestEnv::start().await;
     let direct = env.superuser().await;
-    direct
-        .batch_execute("UPDATE pgtenant.logins SET enabled = false WHERE username = 'hk_teller'")
-        .await
-        .unwrap();
+    direct.batch_execute("UPDATE pgtenant.logins SET enabled = false WHERE username = 'hk_teller'").await.unwrap();
     let err = env.refused("hk_teller", PASSWORD).await;
     assert_eq!(sqlstate(&err), "28000");
     assert_eq!(message(&err), "login \"hk_teller\" is disabled");
 
-    direct
-        .batch_execute("UPDATE pgtenant.tenants SET status = 'suspended' WHERE slug = 'barclays'")
-        .await
-        .unwrap();
+    direct.batch_execute("UPDATE pgtenant.tenants SET status = 'suspended' WHERE slug = 'barclays'").await.unwrap();
     let err = env.refused("barclays_ops", PASSWORD).await;
     assert_eq!(sqlstate(&err), "28000");
     assert_eq!(message(&err), "tenant \"barclays\" is suspended");
@@ -75,11 +57,7 @@ async fn readonly_login_is_refused_without_a_readonly_upstream() {
     let env = TestEnv::start_with(|config| config.upstream.readonly_url = None).await;
     let err = env.refused("london_auditor", PASSWORD).await;
     assert_eq!(sqlstate(&err), "28000");
-    assert!(
-        message(&err).contains("upstream.readonly_url"),
-        "{}",
-        message(&err)
-    );
+    assert!(message(&err).contains("upstream.readonly_url"), "{}", message(&err));
     env.connect("hk_teller").await;
 }
 
@@ -96,11 +74,7 @@ async fn startup_settings_reach_the_server_but_not_the_context() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "ledger-ui");
-    assert_eq!(
-        row.get::<_, String>(1),
-        "pg_catalog,public",
-        "as PostgreSQL keeps a startup value"
-    );
+    assert_eq!(row.get::<_, String>(1), "pg_catalog,public", "as PostgreSQL keeps a startup value");
     assert_eq!(row.get::<_, String>(2), "7s");
 
     for options in [
@@ -113,16 +87,10 @@ async fn startup_settings_reach_the_server_but_not_the_context() {
         assert_eq!(sqlstate(&err), "42501", "{options}");
         assert!(message(&err).contains("tenant context is managed by pgtenant"));
     }
-    let url = format!(
-        "{}?options=-c%20no_such_setting%3D1",
-        env.url("hk_teller", PASSWORD)
-    );
+    let url = format!("{}?options=-c%20no_such_setting%3D1", env.url("hk_teller", PASSWORD));
     let err = refusal(&env, &url).await;
     assert_eq!(sqlstate(&err), "42704");
-    assert_eq!(
-        message(&err),
-        "unrecognized configuration parameter \"no_such_setting\""
-    );
+    assert_eq!(message(&err), "unrecognized configuration parameter \"no_such_setting\"");
 }
 
 #[tokio::test]
@@ -132,10 +100,7 @@ async fn oversized_message_is_a_protocol_violation() {
     let big = format!("SELECT '{}'", "x".repeat(8000));
     let err = client.simple_query(&big).await.unwrap_err();
     assert_eq!(sqlstate(&err), "08P01");
-    assert!(
-        client.is_closed() || client.simple_query("SELECT 1").await.is_err(),
-        "the connection closes"
-    );
+    assert!(client.is_closed() || client.simple_query("SELECT 1").await.is_err(), "the connection closes");
     // Others are untouched.
     let other = env.connect("hk_teller").await;
     assert_eq!(account_ids(&other).await, vec![3, 4]);

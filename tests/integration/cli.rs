@@ -22,23 +22,14 @@ fn pgtenant(args: &[&str], env: &[(&str, String)]) -> Command {
 }
 
 async fn output(mut command: Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("run pgtenant")
+    tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run pgtenant")
 }
 
 fn config_env(env: &TestEnv, upstream_user: &str) -> Vec<(&'static str, String)> {
     vec![
         ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef0123".to_string()),
-        (
-            "PGTENANT_UPSTREAM__URL",
-            env.cluster.url(upstream_user, &env.database),
-        ),
-        (
-            "PGTENANT_CONTROL__URL",
-            env.cluster.url("pgtenant_owner", &env.database),
-        ),
+        ("PGTENANT_UPSTREAM__URL", env.cluster.url(upstream_user, &env.database)),
+        ("PGTENANT_CONTROL__URL", env.cluster.url("pgtenant_owner", &env.database)),
         ("PGTENANT_PROXY__LISTEN", "127.0.0.1:0".to_string()),
         ("PGTENANT_ADMIN__LISTEN", "127.0.0.1:0".to_string()),
     ]
@@ -77,19 +68,13 @@ async fn invalid_config_exits_2_with_one_line_naming_the_key() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{subcommand} {env:?}: {stderr}");
             assert_eq!(stderr.lines().count(), 1, "{stderr}");
-            assert!(
-                stderr.starts_with(&format!("pgtenant: {expected}")),
-                "{stderr}"
-            );
+            assert!(stderr.starts_with(&format!("pgtenant: {expected}")), "{stderr}");
         }
     }
     let out = output(pgtenant(&["serve", "--bogus"], &[])).await;
     assert_eq!(out.status.code(), Some(2));
     let out = output(pgtenant(&["--version"], &[])).await;
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("pgtenant {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("pgtenant {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[tokio::test]
@@ -97,24 +82,12 @@ async fn migrate_is_idempotent() {
     let env = TestEnv::start().await;
     let admin = connect_url(&env.cluster.url(SUPERUSER, "postgres")).await;
     let fresh = format!("{}_fresh", env.database);
-    admin
-        .batch_execute(&format!("CREATE DATABASE {fresh} OWNER pgtenant_owner"))
-        .await
-        .unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {fresh} OWNER pgtenant_owner")).await.unwrap();
     let vars = vec![
         ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef0123".to_string()),
-        (
-            "PGTENANT_UPSTREAM__URL",
-            env.cluster.url("pgtenant_app", &fresh),
-        ),
-        (
-            "PGTENANT_UPSTREAM__READONLY_URL",
-            env.cluster.url("pgtenant_app_ro", &fresh),
-        ),
-        (
-            "PGTENANT_CONTROL__URL",
-            env.cluster.url("pgtenant_owner", &fresh),
-        ),
+        ("PGTENANT_UPSTREAM__URL", env.cluster.url("pgtenant_app", &fresh)),
+        ("PGTENANT_UPSTREAM__READONLY_URL", env.cluster.url("pgtenant_app_ro", &fresh)),
+        ("PGTENANT_CONTROL__URL", env.cluster.url("pgtenant_owner", &fresh)),
     ];
     let schema_digest = || async {
         let client = connect_url(&env.cluster.url(SUPERUSER, &fresh)).await;
@@ -127,31 +100,16 @@ async fn migrate_is_idempotent() {
             )
             .await
             .unwrap();
-        (
-            row.get::<_, String>(0),
-            row.get::<_, String>(1),
-            row.get::<_, i64>(2),
-        )
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, i64>(2))
     };
 
     let first = output(pgtenant(&["migrate"], &vars)).await;
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(String::from_utf8_lossy(&first.stdout).contains("applied migration 0001"));
     let before = schema_digest().await;
     let second = output(pgtenant(&["migrate"], &vars)).await;
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&second.stdout).trim(),
-        "pgtenant migrate: already up to date"
-    );
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(String::from_utf8_lossy(&second.stdout).trim(), "pgtenant migrate: already up to date");
     assert_eq!(schema_digest().await, before);
     assert_eq!(before.2, pgtenant::migrate::MIGRATIONS.len() as i64);
 }
@@ -164,10 +122,7 @@ async fn serve_refuses_an_upstream_role_rls_would_not_bind() {
     for (user, expected) in [
         (SUPERUSER, "is a superuser"),
         ("bypass_app", "has BYPASSRLS"),
-        (
-            "pgtenant_owner",
-            "owns (or belongs to the owner of) a tenant table",
-        ),
+        ("pgtenant_owner", "owns (or belongs to the owner of) a tenant table"),
     ] {
         let out = output(pgtenant(&["serve"], &config_env(&env, user))).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -223,10 +178,7 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
     let base = std::path::Path::new(&socket_dir).parent().unwrap();
     assert!(!base.exists(), "{} must be removed", base.display());

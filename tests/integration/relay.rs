@@ -12,27 +12,17 @@ use crate::common::*;
 async fn extended_protocol_with_parameters_and_a_reused_statement() {
     let env = TestEnv::start().await;
     let hsbc = env.connect("hsbc_admin").await;
-    let statement = hsbc
-        .prepare("SELECT holder FROM accounts WHERE id = $1")
-        .await
-        .unwrap();
+    let statement = hsbc.prepare("SELECT holder FROM accounts WHERE id = $1").await.unwrap();
     let mut seen = Vec::new();
     for id in 1i64..=9 {
         let rows = hsbc.query(&statement, &[&id]).await.unwrap();
         seen.push(rows.len());
     }
-    assert_eq!(
-        seen,
-        vec![1, 1, 1, 1, 1, 1, 0, 0, 0],
-        "one statement, nine executions, barclays rows invisible"
-    );
+    assert_eq!(seen, vec![1, 1, 1, 1, 1, 1, 0, 0, 0], "one statement, nine executions, barclays rows invisible");
     let holder: String = hsbc.query_one(&statement, &[&3i64]).await.unwrap().get(0);
     assert_eq!(holder, "Kowloon Trading Ltd");
     let typed: (i32, String) = {
-        let row = hsbc
-            .query_one("SELECT $1::int + 1, $2::text || '!'", &[&41i32, &"hi"])
-            .await
-            .unwrap();
+        let row = hsbc.query_one("SELECT $1::int + 1, $2::text || '!'", &[&41i32, &"hi"]).await.unwrap();
         (row.get(0), row.get(1))
     };
     assert_eq!(typed, (42, "hi!".to_string()));
@@ -42,10 +32,7 @@ async fn extended_protocol_with_parameters_and_a_reused_statement() {
 async fn simple_query_with_several_statements() {
     let env = TestEnv::start().await;
     let hk = env.connect("hk_teller").await;
-    let messages = hk
-        .simple_query("SELECT 1 AS one; SELECT count(*) FROM accounts; SELECT 'x'")
-        .await
-        .unwrap();
+    let messages = hk.simple_query("SELECT 1 AS one; SELECT count(*) FROM accounts; SELECT 'x'").await.unwrap();
     let values: Vec<String> = messages
         .iter()
         .filter_map(|m| match m {
@@ -60,19 +47,10 @@ async fn simple_query_with_several_statements() {
 async fn copy_out_returns_own_rows_only() {
     let env = TestEnv::start().await;
     let barclays = env.connect("barclays_ops").await;
-    let stream = barclays
-        .copy_out("COPY accounts (id, holder) TO STDOUT")
-        .await
-        .unwrap();
+    let stream = barclays.copy_out("COPY accounts (id, holder) TO STDOUT").await.unwrap();
     let chunks: Vec<Bytes> = stream.map(|chunk| chunk.unwrap()).collect().await;
-    let text: String = chunks
-        .iter()
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
-    assert_eq!(
-        text,
-        "7\tBarclays Treasury\n8\tManchester Motors\n9\tLeeds Textiles\n"
-    );
+    let text: String = chunks.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    assert_eq!(text, "7\tBarclays Treasury\n8\tManchester Motors\n9\tLeeds Textiles\n");
 }
 
 #[tokio::test]
@@ -85,34 +63,22 @@ async fn copy_in_refused_on_rls_table_and_works_on_a_plain_one() {
         .unwrap();
     let hk = env.connect("hk_teller").await;
 
-    let err = match hk
-        .copy_in::<_, Bytes>("COPY accounts (iban, holder, currency) FROM STDIN")
-        .await
-    {
+    let err = match hk.copy_in::<_, Bytes>("COPY accounts (iban, holder, currency) FROM STDIN").await {
         Ok(_) => panic!("COPY FROM into an RLS table must be refused"),
         Err(e) => e,
     };
     assert_eq!(sqlstate(&err), "0A000");
-    assert_eq!(
-        message(&err),
-        "COPY FROM not supported with row-level security"
-    );
+    assert_eq!(message(&err), "COPY FROM not supported with row-level security");
 
     // tokio-postgres cannot reuse a connection after a refused COPY FROM (it does
     // the same against PostgreSQL directly), so the plain COPY uses another one.
     let hk = env.connect("hk_teller").await;
     let sink = hk.copy_in("COPY imports (line) FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
-    sink.send(Bytes::from_static(b"first\nsecond\n"))
-        .await
-        .unwrap();
+    sink.send(Bytes::from_static(b"first\nsecond\n")).await.unwrap();
     sink.send(Bytes::from_static(b"third\n")).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 3);
-    let n: i64 = direct
-        .query_one("SELECT count(*) FROM imports", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = direct.query_one("SELECT count(*) FROM imports", &[]).await.unwrap().get(0);
     assert_eq!(n, 3);
 }
 
@@ -121,35 +87,17 @@ async fn error_mid_transaction_then_rollback() {
     let env = TestEnv::start().await;
     let hk = env.connect("hk_teller").await;
     hk.batch_execute("BEGIN").await.unwrap();
-    hk.execute(
-        "INSERT INTO accounts (iban, holder, currency) VALUES ('TX-ROLLED-BACK', 'x', 'HKD')",
-        &[],
-    )
-    .await
-    .unwrap();
+    hk.execute("INSERT INTO accounts (iban, holder, currency) VALUES ('TX-ROLLED-BACK', 'x', 'HKD')", &[])
+        .await
+        .unwrap();
     let err = hk.query("SELECT 1 / 0", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "22012");
     let err = hk.query("SELECT 1", &[]).await.unwrap_err();
-    assert_eq!(
-        sqlstate(&err),
-        "25P02",
-        "the transaction is aborted until ROLLBACK"
-    );
+    assert_eq!(sqlstate(&err), "25P02", "the transaction is aborted until ROLLBACK");
     hk.batch_execute("ROLLBACK").await.unwrap();
-    let n: i64 = hk
-        .query_one(
-            "SELECT count(*) FROM accounts WHERE iban = 'TX-ROLLED-BACK'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = hk.query_one("SELECT count(*) FROM accounts WHERE iban = 'TX-ROLLED-BACK'", &[]).await.unwrap().get(0);
     assert_eq!(n, 0);
-    let tenant: String = hk
-        .query_one("SELECT pgtenant.current_tenant()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let tenant: String = hk.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
     assert_eq!(tenant, HSBC_HK, "the context survives the rollback");
 }
 
@@ -158,8 +106,7 @@ async fn cancel_request_stops_a_running_query() {
     let env = TestEnv::start().await;
     let hk = env.connect("hk_teller").await;
     let token = hk.cancel_token();
-    let sleeper =
-        tokio::spawn(async move { hk.simple_query("SELECT pg_sleep(60) /* cancel-me */").await });
+    let sleeper = tokio::spawn(async move { hk.simple_query("SELECT pg_sleep(60) /* cancel-me */").await });
     let direct = env.superuser().await;
     eventually("the query to run", || async {
         let n: i64 = direct
@@ -180,25 +127,17 @@ async fn cancel_request_stops_a_running_query() {
 async fn client_gone_mid_transaction_leaves_nothing_open_upstream() {
     let env = TestEnv::start().await;
     let (doomed, connection) = env.connect_abortable("hk_teller").await;
-    doomed
-        .batch_execute("BEGIN; UPDATE accounts SET balance = 1 WHERE id = 3")
-        .await
-        .unwrap();
+    doomed.batch_execute("BEGIN; UPDATE accounts SET balance = 1 WHERE id = 3").await.unwrap();
     // The socket closes without a Terminate message, as when a client crashes.
     connection.abort();
     let _ = connection.await;
 
     let hk = env.connect("hk_teller").await;
     // Blocks on the row lock until the abandoned transaction is rolled back.
-    hk.batch_execute("SET lock_timeout = '20s'; UPDATE accounts SET balance = 2 WHERE id = 3")
-        .await
-        .unwrap();
+    hk.batch_execute("SET lock_timeout = '20s'; UPDATE accounts SET balance = 2 WHERE id = 3").await.unwrap();
     let direct = env.superuser().await;
-    let balance: String = direct
-        .query_one("SELECT balance::text FROM accounts WHERE id = 3", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let balance: String =
+        direct.query_one("SELECT balance::text FROM accounts WHERE id = 3", &[]).await.unwrap().get(0);
     assert_eq!(balance, "2.00");
     let open: i64 = direct
         .query_one(
@@ -214,10 +153,7 @@ async fn client_gone_mid_transaction_leaves_nothing_open_upstream() {
 #[tokio::test]
 async fn notices_and_notifications_reach_the_client() {
     let env = TestEnv::start().await;
-    let (listener, mut connection) =
-        tokio_postgres::connect(&env.url("hk_teller", PASSWORD), NoTls)
-            .await
-            .unwrap();
+    let (listener, mut connection) = tokio_postgres::connect(&env.url("hk_teller", PASSWORD), NoTls).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -225,10 +161,7 @@ async fn notices_and_notifications_reach_the_client() {
             let _ = tx.send(message);
         }
     });
-    listener
-        .batch_execute("DROP TABLE IF EXISTS no_such_table")
-        .await
-        .unwrap();
+    listener.batch_execute("DROP TABLE IF EXISTS no_such_table").await.unwrap();
     match rx.recv().await.unwrap() {
         AsyncMessage::Notice(notice) => {
             assert!(notice.message().contains("does not exist, skipping"))
@@ -237,10 +170,7 @@ async fn notices_and_notifications_reach_the_client() {
     }
     listener.batch_execute("LISTEN ledger").await.unwrap();
     let sender = env.connect("hk_teller").await;
-    sender
-        .batch_execute("NOTIFY ledger, 'posted'")
-        .await
-        .unwrap();
+    sender.batch_execute("NOTIFY ledger, 'posted'").await.unwrap();
     match rx.recv().await.unwrap() {
         AsyncMessage::Notification(n) => {
             assert_eq!(n.channel(), "ledger");
@@ -254,24 +184,18 @@ async fn notices_and_notifications_reach_the_client() {
 async fn ordinary_settings_work_as_on_postgres() {
     let env = TestEnv::start().await;
     let hk = env.connect("hk_teller").await;
-    hk.batch_execute("SET search_path = pg_catalog, public; SET statement_timeout = '5s'; SET application_name = 'teller-app'")
-        .await
-        .unwrap();
+    hk.batch_execute(
+        "SET search_path = pg_catalog, public; SET statement_timeout = '5s'; SET application_name = 'teller-app'",
+    )
+    .await
+    .unwrap();
     let row = hk
         .query_one("SELECT current_setting('search_path'), current_setting('statement_timeout'), current_setting('application_name')", &[])
         .await
         .unwrap();
     assert_eq!(
-        (
-            row.get::<_, String>(0),
-            row.get::<_, String>(1),
-            row.get::<_, String>(2)
-        ),
-        (
-            "pg_catalog, public".into(),
-            "5s".into(),
-            "teller-app".into()
-        )
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2)),
+        ("pg_catalog, public".into(), "5s".into(), "teller-app".into())
     );
     assert_eq!(account_ids(&hk).await, vec![3, 4]);
 }
@@ -283,39 +207,17 @@ async fn a_session_ended_from_outside_gets_a_fatal_error() {
     let hk = env.connect("hk_teller").await;
     let barclays = env.connect("barclays_ops").await;
     let sessions = env.server.state.sessions.list();
-    let users: Vec<&str> = sessions
-        .iter()
-        .map(|s| s.identity.username.as_str())
-        .collect();
+    let users: Vec<&str> = sessions.iter().map(|s| s.identity.username.as_str()).collect();
     assert_eq!(users.len(), 2);
     assert!(users.contains(&"hk_teller") && users.contains(&"barclays_ops"));
-    let hk_session = sessions
-        .iter()
-        .find(|s| s.identity.username == "hk_teller")
-        .unwrap();
+    let hk_session = sessions.iter().find(|s| s.identity.username == "hk_teller").unwrap();
     assert_eq!(hk_session.identity.tenant_id, HSBC_HK);
 
-    let reason = ClientError::fatal(
-        sqlstate::ADMIN_SHUTDOWN,
-        "terminating connection due to administrator command",
-    );
-    assert_eq!(
-        env.server
-            .state
-            .sessions
-            .terminate_where(|s| s.tenant_slug == "hsbc-hk", reason),
-        1
-    );
+    let reason = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
+    assert_eq!(env.server.state.sessions.terminate_where(|s| s.tenant_slug == "hsbc-hk", reason), 1);
     let err = hk.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(sqlstate(&err), "57P01");
-    assert_eq!(
-        message(&err),
-        "terminating connection due to administrator command"
-    );
+    assert_eq!(message(&err), "terminating connection due to administrator command");
     assert!(hk.is_closed());
-    assert_eq!(
-        account_ids(&barclays).await,
-        vec![7, 8, 9],
-        "other sessions go on"
-    );
+    assert_eq!(account_ids(&barclays).await, vec![7, 8, 9], "other sessions go on");
 }

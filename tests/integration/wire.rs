@@ -28,16 +28,9 @@ fn packet(code: i32, body: &[u8]) -> Vec<u8> {
 
 /// The SQLSTATE of the first ErrorResponse in `reply`.
 fn error_code(reply: &[u8]) -> String {
-    assert_eq!(
-        reply.first(),
-        Some(&b'E'),
-        "expected an ErrorResponse, got {reply:?}"
-    );
+    assert_eq!(reply.first(), Some(&b'E'), "expected an ErrorResponse, got {reply:?}");
     let text = String::from_utf8_lossy(&reply[5..]);
-    text.split('\0')
-        .find_map(|f| f.strip_prefix('C'))
-        .expect("a code field")
-        .to_owned()
+    text.split('\0').find_map(|f| f.strip_prefix('C')).expect("a code field").to_owned()
 }
 
 #[tokio::test]
@@ -52,10 +45,7 @@ async fn ssl_and_gss_requests_are_answered_n() {
     socket.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"N");
     // Then an ordinary startup goes on in the clear.
-    socket
-        .write_all(&packet(196_608, b"user\0hk_teller\0database\0x\0\0"))
-        .await
-        .unwrap();
+    socket.write_all(&packet(196_608, b"user\0hk_teller\0database\0x\0\0")).await.unwrap();
     let mut tag = [0u8; 1];
     socket.read_exact(&mut tag).await.unwrap();
     assert_eq!(&tag, b"R", "authentication request follows");
@@ -75,10 +65,7 @@ async fn malformed_startup_packets_get_08p01_and_a_closed_connection() {
         assert_eq!(error_code(&reply), "08P01", "{bad:?}");
     }
     // The proxy still serves everyone else.
-    assert_eq!(
-        account_ids(&env.connect("hk_teller").await).await,
-        vec![3, 4]
-    );
+    assert_eq!(account_ids(&env.connect("hk_teller").await).await, vec![3, 4]);
 }
 
 #[tokio::test]
@@ -86,11 +73,7 @@ async fn missing_user_and_replication_are_refused() {
     let env = TestEnv::start().await;
     let reply = exchange(&env, &packet(196_608, b"database\0app\0\0")).await;
     assert_eq!(error_code(&reply), "28000");
-    let reply = exchange(
-        &env,
-        &packet(196_608, b"user\0hk_teller\0replication\0database\0\0"),
-    )
-    .await;
+    let reply = exchange(&env, &packet(196_608, b"user\0hk_teller\0replication\0database\0\0")).await;
     assert_eq!(error_code(&reply), "28000");
 }
 
@@ -98,20 +81,13 @@ async fn missing_user_and_replication_are_refused() {
 async fn newer_protocol_minor_version_is_negotiated_down() {
     let env = TestEnv::start().await;
     let mut socket = TcpStream::connect(env.server.proxy_addr).await.unwrap();
-    socket
-        .write_all(&packet(0x0003_0002, b"user\0hk_teller\0_pq_.test\0x\0\0"))
-        .await
-        .unwrap();
+    socket.write_all(&packet(0x0003_0002, b"user\0hk_teller\0_pq_.test\0x\0\0")).await.unwrap();
     let mut reply = vec![0u8; 5];
     socket.read_exact(&mut reply).await.unwrap();
     assert_eq!(reply[0], b'v');
     let len = i32::from_be_bytes([reply[1], reply[2], reply[3], reply[4]]) as usize;
     let mut body = vec![0u8; len - 4];
     socket.read_exact(&mut body).await.unwrap();
-    assert_eq!(
-        &body[..8],
-        &[0, 3, 0, 0, 0, 0, 0, 1],
-        "3.0 and one unrecognised option"
-    );
+    assert_eq!(&body[..8], &[0, 3, 0, 0, 0, 0, 0, 1], "3.0 and one unrecognised option");
     assert_eq!(&body[8..], b"_pq_.test\0");
 }

@@ -32,18 +32,11 @@ pub async fn cluster() -> &'static Cluster {
                 .await
                 .expect("cluster task")
                 .expect("start the throwaway PostgreSQL");
-            let config = pgtenant::dev::prepare_database(&cluster, TEMPLATE)
-                .await
-                .expect("prepare template");
-            pgtenant::migrate::load_demo(&config.control.url)
-                .await
-                .expect("load demo");
+            let config = pgtenant::dev::prepare_database(&cluster, TEMPLATE).await.expect("prepare template");
+            pgtenant::migrate::load_demo(&config.control.url).await.expect("load demo");
             let catalog = Catalog::new(&config.control.url, 1).expect("catalog");
             for (username, tenant, access) in pgtenant::dev::DEMO_LOGINS {
-                catalog
-                    .upsert_login(username, tenant, PASSWORD, *access)
-                    .await
-                    .expect("demo login");
+                catalog.upsert_login(username, tenant, PASSWORD, *access).await.expect("demo login");
             }
             cluster
         })
@@ -68,52 +61,31 @@ impl TestEnv {
     /// Like [`TestEnv::start`], with a chance to change the config first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestEnv {
         let cluster = cluster().await;
-        let database = format!(
-            "test_{}_{}",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::Relaxed)
-        );
+        let database = format!("test_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
         let admin = connect_url(&cluster.url(SUPERUSER, "postgres")).await;
         admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {database} TEMPLATE {TEMPLATE} OWNER pgtenant_owner"
-            ))
+            .batch_execute(&format!("CREATE DATABASE {database} TEMPLATE {TEMPLATE} OWNER pgtenant_owner"))
             .await
             .expect("create test database");
         let mut config = pgtenant::dev::config_for(cluster, &database).expect("config");
         adjust(&mut config);
         let server = Server::start(&config).await.expect("start pgtenant");
-        TestEnv {
-            cluster,
-            database,
-            config,
-            server,
-        }
+        TestEnv { cluster, database, config, server }
     }
 
     /// A `postgres://` URL for a login through the proxy.
     pub fn url(&self, user: &str, password: &str) -> String {
-        format!(
-            "postgres://{user}:{password}@{}/{}",
-            self.server.proxy_addr, self.database
-        )
+        format!("postgres://{user}:{password}@{}/{}", self.server.proxy_addr, self.database)
     }
 
     /// Connects through the proxy as a demo login.
     pub async fn connect(&self, user: &str) -> Client {
-        self.try_connect(user, PASSWORD)
-            .await
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+        self.try_connect(user, PASSWORD).await.unwrap_or_else(|e| panic!("connect as {user}: {e}"))
     }
 
     /// Connects through the proxy; the error is the proxy's answer.
-    pub async fn try_connect(
-        &self,
-        user: &str,
-        password: &str,
-    ) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) =
-            tokio_postgres::connect(&self.url(user, password), NoTls).await?;
+    pub async fn try_connect(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(&self.url(user, password), NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
     }
@@ -129,9 +101,7 @@ impl TestEnv {
     /// Connects through the proxy and returns the connection task's handle too,
     /// so a test can drop the socket without a Terminate message.
     pub async fn connect_abortable(&self, user: &str) -> (Client, tokio::task::JoinHandle<()>) {
-        let (client, connection) = tokio_postgres::connect(&self.url(user, PASSWORD), NoTls)
-            .await
-            .expect("connect");
+        let (client, connection) = tokio_postgres::connect(&self.url(user, PASSWORD), NoTls).await.expect("connect");
         let handle = tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -145,36 +115,25 @@ impl TestEnv {
 }
 
 pub async fn connect_url(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
     tokio::spawn(connection);
     client
 }
 
 /// The SQLSTATE of a server error (panics on other errors).
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .unwrap_or_else(|| panic!("not a server error: {e:?}"))
-        .code()
-        .code()
-        .to_owned()
+    e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e:?}")).code().code().to_owned()
 }
 
 /// The message of a server error.
 pub fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .unwrap_or_else(|| panic!("not a server error: {e:?}"))
-        .message()
-        .to_owned()
+    e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e:?}")).message().to_owned()
 }
 
 /// Sorted account ids a client sees.
 pub async fn account_ids(client: &Client) -> Vec<i64> {
-    let rows = client
-        .query("SELECT id FROM accounts ORDER BY id", &[])
-        .await
-        .expect("select accounts");
+    let rows = client.query("SELECT id FROM accounts ORDER BY id", &[]).await.expect("select accounts");
     rows.iter().map(|r| r.get(0)).collect()
 }
 

@@ -1,0 +1,288 @@
+//! What the relay does to the few client messages it must read: the guard's
+//! verdict applied in stream order, tenant-scoped notification channels, and
+//! the tenant context re-established after RESET ALL / DISCARD ALL.
+//!
+//! A refused message is not answered by pgtenant directly, which could
+//! reorder replies in a pipeline and would not abort the client's
+//! transaction as PostgreSQL does. It is replaced by a marker statement that
+//! fails on the server at the same place in the stream; the server's error
+//! for the marker is then swapped for pgtenant's own.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::ClientError;
+use crate::guard::{self, Guard};
+use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
+use crate::protocol::frame::{read_cstr, HEADER_LEN};
+
+/// At most this many refusals wait for their marker's error.
+const MAX_PENDING_DENIALS: usize = 64;
+
+/// Per-session state of the message policy.
+pub struct ClientPolicy {
+    guard: Arc<Guard>,
+    /// Per-process random prefix of marker identifiers.
+    marker_prefix: String,
+    next_marker: u64,
+    pending_denials: VecDeque<(u64, ClientError)>,
+    /// Prefix of this tenant's notification channels on the server.
+    channel_prefix: String,
+    /// The context exchange to replay after a reset.
+    context_exchange: BytesMut,
+    /// The context was (or may have been) wiped by the client's last statements.
+    context_dirty: bool,
+    /// An extended-protocol reset waits for its Sync.
+    reset_awaits_sync: bool,
+    /// Client messages that each end with one ReadyForQuery, sent and unanswered.
+    client_syncs_in_flight: u32,
+    /// Stop forwarding client messages until the in-flight ones are answered.
+    hold: bool,
+    /// The server backend's pid, shown to the client as `client_pid` in notifications.
+    server_pid: i32,
+    client_pid: i32,
+}
+
+impl ClientPolicy {
+    pub fn new(
+        guard: Arc<Guard>,
+        marker_prefix: String,
+        channel_prefix: String,
+        context_exchange: BytesMut,
+        server_pid: i32,
+        client_pid: i32,
+    ) -> Self {
+        ClientPolicy {
+            guard,
+            marker_prefix,
+            next_marker: 1,
+            pending_denials: VecDeque::new(),
+            channel_prefix,
+            context_exchange,
+            context_dirty: false,
+            reset_awaits_sync: false,
+            client_syncs_in_flight: 0,
+            hold: false,
+            server_pid,
+            client_pid,
+        }
+    }
+
+    /// True while client messages must wait (a context reset is pending).
+    pub fn holding(&self) -> bool {
+        self.hold
+    }
+
+    /// True when `tag` is a client message this policy reads whole.
+    pub fn inspects(tag: u8) -> bool {
+        matches!(tag, b'Q' | b'P' | b'F' | b'S')
+    }
+
+    /// Applies the policy to one whole client frame, appending what the server
+    /// should receive instead to `to_server`.
+    pub fn client_frame(&mut self, frame: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
+        match frame[0] {
+            b'Q' => self.query(frame, to_server)?,
+            b'P' => self.parse(frame, to_server)?,
+            b'F' => {
+                self.refuse(
+                    ClientError::error(
+                        crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
+                        "the FunctionCall protocol message is not allowed through pgtenant",
+                    ),
+                    to_server,
+                );
+                self.client_syncs_in_flight += 1;
+            }
+            b'S' => {
+                to_server.extend_from_slice(frame);
+                self.client_syncs_in_flight += 1;
+                if self.reset_awaits_sync || self.context_dirty {
+                    self.reset_awaits_sync = false;
+                    self.context_dirty = true;
+                    self.hold = true;
+                }
+            }
+            _ => to_server.extend_from_slice(frame),
+        }
+        Ok(())
+    }
+
+    fn query(&mut self, frame: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
+        let body = message_body(frame)?;
+        let sql =
+            body.strip_suffix(&[0]).ok_or_else(|| ClientError::protocol_violation("Query string is not terminated"))?;
+        self.client_syncs_in_flight += 1;
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return self.opaque(frame, sql, to_server);
+        };
+        let verdict = self.guard.check(sql);
+        if let Some(denial) = &verdict.denial {
+            self.refuse(denial.clone(), to_server);
+            return Ok(());
+        }
+        if verdict.channel_statements.is_empty() {
+            to_server.extend_from_slice(frame);
+        } else {
+            let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
+            write_message(to_server, b'Q', |b| put_cstr(b, &rewritten));
+        }
+        if verdict.resets_context || self.context_dirty {
+            self.context_dirty = true;
+            self.hold = true;
+        }
+        Ok(())
+    }
+
+    /// A query that is not UTF-8 passes only if the pre-scan finds nothing risky.
+    fn opaque(&mut self, frame: &[u8], sql: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
+        if guard::prescan::needs_parse(&String::from_utf8_lossy(sql)) {
+            self.refuse(ClientError::error("22021", "pgtenant can only inspect statements sent as UTF-8"), to_server);
+        } else {
+            to_server.extend_from_slice(frame);
+        }
+        Ok(())
+    }
+
+    fn parse(&mut self, frame: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
+        let body = message_body(frame)?;
+        let bad = || ClientError::protocol_violation("malformed Parse message");
+        let (name, rest) = read_cstr(body).ok_or_else(bad)?;
+        let query_end = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+        let types = &rest[query_end + 1..];
+        let Ok(sql) = std::str::from_utf8(&rest[..query_end]) else {
+            let lossy = String::from_utf8_lossy(&rest[..query_end]).into_owned();
+            if guard::prescan::needs_parse(&lossy) {
+                self.refuse_parse(
+                    name,
+                    ClientError::error("22021", "pgtenant can only inspect statements sent as UTF-8"),
+                    to_server,
+                );
+            } else {
+                to_server.extend_from_slice(frame);
+            }
+            return Ok(());
+        };
+        let verdict = self.guard.check(sql);
+        if let Some(denial) = &verdict.denial {
+            self.refuse_parse(name, denial.clone(), to_server);
+            return Ok(());
+        }
+        if verdict.channel_statements.is_empty() {
+            to_server.extend_from_slice(frame);
+        } else {
+            let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
+            write_message(to_server, b'P', |b| {
+                put_cstr(b, name);
+                put_cstr(b, &rewritten);
+                b.put_slice(types);
+            });
+        }
+        if verdict.resets_context {
+            self.reset_awaits_sync = true;
+        }
+        Ok(())
+    }
+
+    /// Sends a marker query in place of a refused Query or FunctionCall.
+    fn refuse(&mut self, denial: ClientError, to_server: &mut BytesMut) {
+        let marker = self.push_denial(denial);
+        write_message(to_server, b'Q', |b| put_cstr(b, &format!("SELECT {marker}")));
+    }
+
+    /// Sends a Parse of a marker statement in place of a refused Parse.
+    fn refuse_parse(&mut self, name: &str, denial: ClientError, to_server: &mut BytesMut) {
+        let marker = self.push_denial(denial);
+        write_message(to_server, b'P', |b| {
+            put_cstr(b, name);
+            put_cstr(b, &format!("SELECT {marker}"));
+            b.put_i16(0);
+        });
+    }
+
+    fn push_denial(&mut self, denial: ClientError) -> String {
+        let id = self.next_marker;
+        self.next_marker += 1;
+        if self.pending_denials.len() >= MAX_PENDING_DENIALS {
+            self.pending_denials.pop_front();
+        }
+        self.pending_denials.push_back((id, denial));
+        format!("{}{id}", self.marker_prefix)
+    }
+
+    /// True when server ErrorResponses must be read whole (a marker may answer).
+    pub fn reads_server_errors(&self) -> bool {
+        !self.pending_denials.is_empty()
+    }
+
+    /// Replaces the server's error for a marker with pgtenant's refusal.
+    /// `None` means forward the frame unchanged.
+    pub fn server_error(&mut self, frame: &[u8]) -> Option<BytesMut> {
+        let fields = parse_error_fields(frame.get(HEADER_LEN..)?);
+        let at = fields.message.find(&self.marker_prefix)?;
+        let digits: String =
+            fields.message[at + self.marker_prefix.len()..].chars().take_while(char::is_ascii_digit).collect();
+        let id: u64 = digits.parse().ok()?;
+        // Refusals queued before this one were skipped by the server (an
+        // earlier error in the same pipeline): PostgreSQL would not have
+        // reported them either.
+        while let Some((queued, denial)) = self.pending_denials.pop_front() {
+            if queued == id {
+                let mut out = BytesMut::new();
+                denial.encode(&mut out);
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    /// Accounts for one ReadyForQuery answering the client. Returns the
+    /// context exchange to send now, if a reset wiped the context.
+    pub fn client_ready(&mut self, failed_transaction: bool) -> Option<BytesMut> {
+        self.client_syncs_in_flight = self.client_syncs_in_flight.saturating_sub(1);
+        if !self.hold || self.client_syncs_in_flight > 0 {
+            return None;
+        }
+        self.hold = false;
+        if !self.context_dirty || failed_transaction {
+            // In a failed transaction the exchange would fail; the next batch
+            // holds again and the context is restored once it can be.
+            return None;
+        }
+        self.context_dirty = false;
+        Some(self.context_exchange.clone())
+    }
+
+    /// Rewrites a NotificationResponse from the tenant's scoped channel to the
+    /// name the client listened on; `None` drops a notification of any other channel.
+    pub fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
+        let body = frame.get(HEADER_LEN..)?;
+        let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+        let (channel, rest) = read_cstr(&body[4..])?;
+        let (payload, _) = read_cstr(rest)?;
+        let channel = channel.strip_prefix(&self.channel_prefix)?;
+        let pid = if pid == self.server_pid { self.client_pid } else { pid };
+        let mut out = BytesMut::with_capacity(frame.len());
+        write_message(&mut out, b'A', |b| {
+            b.put_i32(pid);
+            put_cstr(b, channel);
+            put_cstr(b, payload);
+        });
+        Some(out)
+    }
+}
+
+fn message_body(frame: &[u8]) -> Result<&[u8], ClientError> {
+    frame.get(HEADER_LEN..).ok_or_else(|| ClientError::protocol_violation("truncated message"))
+}
+
+/// The channel prefix of a tenant: derived by hash, so tenants whose ids share
+/// a prefix still get distinct channels.
+pub fn channel_prefix(tenant_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(tenant_id.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("t{hex}.")
+}
