@@ -17,8 +17,13 @@ pub struct Migration {
 }
 
 /// Every migration, in the order they apply.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "catalog", sql: include_str!("../sql/0001_catalog.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "catalog", sql: include_str!("../sql/0001_catalog.sql") },
+    Migration { version: 2, name: "protected_context", sql: include_str!("../sql/0002_protected_context.sql") },
+];
+
+/// Cluster-level hardening a superuser applies (see the file's header).
+pub const CLUSTER_HARDENING_SQL: &str = include_str!("../sql/hardening/cluster.sql");
 
 /// The fintech demo of `pgtenant dev`.
 pub const DEMO_SQL: &str = include_str!("../sql/demo/fintech.sql");
@@ -132,6 +137,15 @@ pub async fn load_demo(control_url: &str) -> anyhow::Result<bool> {
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .context("loading the demo failed")?;
     Ok(true)
+}
+
+/// Applies [`CLUSTER_HARDENING_SQL`] through a superuser connection to the
+/// pgtenant database, granting the revoked functions back to `owner`.
+pub async fn apply_cluster_hardening(superuser: &Client, owner: &str) -> anyhow::Result<()> {
+    let sql = CLUSTER_HARDENING_SQL
+        .replace(":'owner'", &format!("'{}'", owner.replace('\'', "''")))
+        .replace(":\"owner\"", &quote_ident(owner));
+    superuser.batch_execute(&sql).await.map_err(|e| anyhow::anyhow!(describe(&e))).context("cluster hardening failed")
 }
 
 /// Opens a plain connection and drives it in the background.

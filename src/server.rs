@@ -37,12 +37,15 @@ impl Server {
         };
         let mut decoy_secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut decoy_secret);
+        let catalog = Catalog::new(&config.control.url, config.control.pool_size).context("control.url")?;
+        let context_key = catalog.context_key().await.context("cannot load the context key through control.url")?;
         let state = Arc::new(ProxyState {
             tenant_setting: config.proxy.tenant_setting.clone(),
             database: config.served_database(),
             max_message_bytes: config.proxy.max_message_bytes,
             startup_timeout: Duration::from_secs(config.proxy.startup_timeout_secs),
-            catalog: Catalog::new(&config.control.url, config.control.pool_size).context("control.url")?,
+            catalog,
+            context_key,
             readwrite,
             readonly,
             cancels: Arc::new(CancelRegistry::default()),

@@ -70,6 +70,8 @@ pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Resu
     }
     let config = config_for(cluster, database)?;
     migrate::migrate_config(&config).await?;
+    let superuser = migrate::connect(&cluster.url(SUPERUSER, database)).await?;
+    migrate::apply_cluster_hardening(&superuser, OWNER_ROLE).await?;
     Ok(config)
 }
 

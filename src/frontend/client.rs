@@ -265,7 +265,13 @@ async fn establish(
     backend::ready_for_query(&mut to_client, b'I');
 
     let mut to_server = BytesMut::with_capacity(256);
-    context::encode_set_context(&mut to_server, &login.context, &state.tenant_setting);
+    context::encode_set_context(
+        &mut to_server,
+        &state.context_key,
+        &login.context,
+        server.cancel.process_id,
+        &state.tenant_setting,
+    );
     tracing::info!(access = %login.access, "session started");
     let server_pid = server.cancel.process_id;
     Ok(Established { server: server.stream, to_client, to_server, cancel, login, server_pid })

@@ -20,6 +20,8 @@ pub enum Danger {
 /// Functions refused by exact (lower-case) name.
 const FUNCTIONS: &[(&str, Danger)] = &[
     ("set_config", Danger::Context),
+    ("set_context", Danger::Context),
+    ("context_payload", Danger::Context),
     ("dblink", Danger::DynamicSql),
     ("dblink_exec", Danger::DynamicSql),
     ("dblink_open", Danger::DynamicSql),

@@ -78,7 +78,10 @@ impl Catalog {
             access: Access::parse(&access)
                 .ok_or_else(|| CatalogError::Invalid(format!("login {username} has access {access:?}")))?,
             enabled: row.get(2),
-            context: TenantContext { tenant_id: row.get(3), visible_tenants: row.get(6) },
+            context: TenantContext {
+                tenant_id: row.get(3),
+                visible_tenants: row.get::<_, String>(6).trim_matches(|c| c == '{' || c == '}').to_owned(),
+            },
             tenant_slug: row.get(4),
             tenant_active: row.get(5),
         }))
@@ -108,6 +111,14 @@ impl Catalog {
             return Err(CatalogError::Invalid(format!("no tenant with slug {tenant_slug}")));
         }
         Ok(())
+    }
+
+    /// The key pgtenant signs tenant contexts with (see sql/0002).
+    pub async fn context_key(&self) -> Result<Vec<u8>, CatalogError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt("SELECT key FROM pgtenant.context_key WHERE id = 1", &[]).await?;
+        row.map(|r| r.get(0))
+            .ok_or_else(|| CatalogError::Invalid("no context key in the catalog; run `pgtenant migrate`".into()))
     }
 
     /// Succeeds when the catalog answers a query.

@@ -42,6 +42,6 @@ impl fmt::Display for Access {
 pub struct TenantContext {
     /// The tenant's uuid, in text form.
     pub tenant_id: String,
-    /// The tenant and all its descendants, as a PostgreSQL uuid[] literal.
+    /// The tenant and all its descendants, comma-separated.
     pub visible_tenants: String,
 }
