@@ -95,15 +95,3 @@ $$;
 REVOKE EXECUTE ON FUNCTION pgtenant.context_payload(), pgtenant.set_context(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgtenant.context_payload() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION pgtenant.set_context(text, text) TO pgtenant_readwrite, pgtenant_readonly;
-
--- Database-level hardening the owner can do: no temporary objects for other
--- roles (a temp table can shadow a real one or carry data across tenants on
--- a reused server session), and no objects in public.
-DO $$
-BEGIN
-    EXECUTE pg_catalog.format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', pg_catalog.current_database());
-    REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-EXCEPTION WHEN insufficient_privilege THEN
-    RAISE WARNING 'pgtenant: could not revoke TEMPORARY/CREATE from PUBLIC: %', SQLERRM;
-END
-$$;

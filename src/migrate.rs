@@ -22,6 +22,9 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "protected_context", sql: include_str!("../sql/0002_protected_context.sql") },
 ];
 
+/// Database-level hardening `migrate` applies on every run.
+pub const DATABASE_HARDENING_SQL: &str = include_str!("../sql/hardening/database.sql");
+
 /// Cluster-level hardening a superuser applies (see the file's header).
 pub const CLUSTER_HARDENING_SQL: &str = include_str!("../sql/hardening/cluster.sql");
 
@@ -101,6 +104,11 @@ async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::R
         tracing::info!(version = migration.version, name = migration.name, "migration applied");
         report.applied.push(migration.version);
     }
+    client
+        .batch_execute(DATABASE_HARDENING_SQL)
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))
+        .context("database hardening failed")?;
     for (user, access) in session_users {
         let group = match access {
             Access::Readwrite => "pgtenant_readwrite",

@@ -305,7 +305,11 @@ where
                     )));
                 }
             };
-            let whole = matches!(header.tag, b'Z') || (header.tag == b'E' && self.own_ready_pending > 0);
+            let whole = match header.tag {
+                b'Z' | b'A' => true,
+                b'E' => self.own_ready_pending > 0 || self.policy.reads_server_errors(),
+                _ => false,
+            };
             if whole && self.server_in.len() < header.frame_len {
                 return Ok(());
             }
@@ -324,10 +328,18 @@ where
                         self.server_in.advance(header.frame_len);
                         continue;
                     }
-                    if let Some(exchange) = self.policy.client_ready(status == TxnStatus::Failed) {
+                    // This ReadyForQuery goes to the client; a context exchange
+                    // it releases is queued for the server behind it.
+                    let released = self.policy.client_ready(status == TxnStatus::Failed);
+                    self.server_frame_dropped = false;
+                    self.server_frame_left = header.frame_len;
+                    self.last_server_tag = b'Z';
+                    self.to_client_ends_ready = true;
+                    if let Some(exchange) = released {
                         self.to_server.extend_from_slice(&exchange);
                         self.own_ready_pending += 1;
                     }
+                    continue;
                 }
                 b'A' => {
                     let rewritten = self.policy.notification(&self.server_in[..header.frame_len]);

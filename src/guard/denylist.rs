@@ -97,3 +97,21 @@ mod tests {
         assert!(!relation_refused("accounts"));
     }
 }
+
+#[cfg(test)]
+mod prescan_coverage {
+    use super::*;
+    use crate::guard::prescan::needs_parse;
+
+    #[test]
+    fn every_refused_name_sends_its_statement_to_the_parser() {
+        for (name, _) in FUNCTIONS.iter().chain(FUNCTION_PREFIXES) {
+            assert!(needs_parse(&format!("SELECT {name}(1)")), "{name}");
+            assert!(needs_parse(&format!("SELECT \"{}\"(1)", name.to_uppercase())), "{name}");
+        }
+        for name in RELATIONS {
+            assert!(needs_parse(&format!("SELECT * FROM {name}")), "{name}");
+        }
+        assert!(needs_parse("SELECT query_to_xml('x', true, true, '')"));
+    }
+}

@@ -12,6 +12,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 /// `set` is handled separately: see [`needs_parse`].
 const RISKY: &[&str] = &[
     "set_config",
+    "set_context",
+    "context_payload",
     "role",
     "authorization",
     "do",
@@ -122,6 +124,7 @@ mod tests {
             "DISCARD ALL",
             "reset all",
             "(SET x = 1)",
+            "SELECT pgtenant.set_context('x', 'y')",
         ] {
             assert!(needs_parse(sql), "{sql}");
         }

@@ -7,5 +7,6 @@ mod cli;
 mod config_example;
 mod psql;
 mod relay;
+mod security;
 mod tenancy;
 mod wire;

@@ -2,6 +2,8 @@
 //! the binary exits), a migrated template database with the fintech demo,
 //! and per test a database copied from it with pgtenant serving it in-process.
 
+pub mod raw;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -67,6 +69,9 @@ impl TestEnv {
             .batch_execute(&format!("CREATE DATABASE {database} TEMPLATE {TEMPLATE} OWNER pgtenant_owner"))
             .await
             .expect("create test database");
+        // Database privileges are not copied from the template.
+        let owner_client = connect_url(&cluster.url("pgtenant_owner", &database)).await;
+        owner_client.batch_execute(pgtenant::migrate::DATABASE_HARDENING_SQL).await.expect("database hardening");
         let mut config = pgtenant::dev::config_for(cluster, &database).expect("config");
         adjust(&mut config);
         let server = Server::start(&config).await.expect("start pgtenant");

@@ -1,0 +1,552 @@
+//! Attack tests: a hostile tenant client tries to see or change another
+//! tenant's data, its own tenant context, the catalog, or other sessions.
+//! Each test is one attempt; each asserts the refusal (SQLSTATE and words)
+//! and that no row of another tenant reached the client.
+
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::common::raw::{self, first_column};
+use crate::common::*;
+
+const CONTEXT: &str = "tenant context is managed by pgtenant";
+
+/// The hsbc-hk login still sees exactly its own rows and context.
+async fn assert_isolated(hk: &Client) {
+    assert_eq!(account_ids(hk).await, vec![3, 4], "hsbc-hk sees its own accounts only");
+    let row = hk
+        .query_one(
+            "SELECT pgtenant.current_tenant()::text, current_setting('app.tenant_id'), \
+                    (SELECT count(*) FROM transactions WHERE tenant_id <> pgtenant.current_tenant())",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), HSBC_HK);
+    assert_eq!(row.get::<_, String>(1), HSBC_HK);
+    assert_eq!(row.get::<_, i64>(2), 0);
+}
+
+/// Sends `sql` as a simple query from hk_teller; expects `code` with `words`
+/// in the message, then checks isolation.
+async fn refused(sql: &str, code: &str, words: &str) {
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    let err = match hk.simple_query(sql).await {
+        Ok(rows) => panic!("{sql} must be refused, returned {} messages", rows.len()),
+        Err(e) => e,
+    };
+    assert_eq!(sqlstate(&err), code, "{sql}: {}", message(&err));
+    assert!(message(&err).contains(words), "{sql}: {}", message(&err));
+    assert_isolated(&hk).await;
+}
+
+fn b() -> &'static str {
+    BARCLAYS
+}
+
+// ---- changing the context with SQL (guard, L3) ------------------------------
+
+#[tokio::test]
+async fn set_tenant_setting() {
+    refused(&format!("SET app.tenant_id = '{}'", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_tenant_setting_other_spelling() {
+    refused(&format!("SET \"app\".\"tenant_id\" TO '{}'", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_local_inside_transaction() {
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    hk.batch_execute("BEGIN").await.unwrap();
+    let err = hk.batch_execute(&format!("SET LOCAL app.tenant_id = '{}'", b())).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    assert!(message(&err).contains(CONTEXT));
+    let err = hk.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02", "the refusal aborts the transaction as PostgreSQL would");
+    hk.batch_execute("ROLLBACK").await.unwrap();
+    assert_isolated(&hk).await;
+}
+
+#[tokio::test]
+async fn reset_tenant_setting() {
+    refused("RESET app.tenant_id", "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_pgtenant_context_directly() {
+    refused("SET pgtenant.context = 'v1.1.2.x.y.z'", "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_config_in_select_list() {
+    refused(
+        &format!("SELECT set_config('app.tenant_id', '{}', false), (SELECT count(*) FROM accounts)", b()),
+        "42501",
+        CONTEXT,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn set_config_hidden_in_where_clause() {
+    refused(
+        &format!("SELECT id FROM accounts WHERE length(pg_catalog.set_config('app.tenant_id', '{}', false)) > 0", b()),
+        "42501",
+        CONTEXT,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn set_config_quoted_identifier() {
+    refused(&format!("SELECT \"set_config\"('app.tenant_id', '{}', false)", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_config_unicode_escaped_identifier() {
+    refused(&format!("SELECT U&\"\\0073et_config\"('app.tenant_id', '{}', false)", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_config_inside_prepare() {
+    refused(&format!("PREPARE p AS SELECT set_config('app.tenant_id', '{}', false)", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_config_inside_copy_query() {
+    refused(&format!("COPY (SELECT set_config('app.tenant_id', '{}', false)) TO STDOUT", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_config_inside_cursor_with_hold() {
+    refused(
+        &format!("DECLARE c CURSOR WITH HOLD FOR SELECT set_config('app.tenant_id', '{}', false)", b()),
+        "42501",
+        CONTEXT,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn set_config_inside_array_and_values() {
+    refused(&format!("VALUES (ARRAY[set_config('app.tenant_id', '{}', false)])", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn multi_statement_harmless_then_attack() {
+    refused(&format!("SELECT 1; SET app.tenant_id = '{}'; SELECT * FROM accounts", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn extended_protocol_parse_of_an_attack() {
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    let err = hk.prepare(&format!("SELECT set_config('app.tenant_id', '{}', false)", b())).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    assert!(message(&err).contains(CONTEXT));
+    let err = hk.query("SELECT pg_catalog.set_config($1, $2, false)", &[&"app.tenant_id", &b()]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    assert_isolated(&hk).await;
+}
+
+#[tokio::test]
+async fn set_role_to_the_owner() {
+    refused("SET ROLE pgtenant_owner", "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn reset_role() {
+    refused("RESET ROLE", "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_session_authorization() {
+    refused("SET SESSION AUTHORIZATION postgres", "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn do_block_with_dynamic_sql() {
+    refused(
+        &format!("DO $$ BEGIN EXECUTE 'SE' || 'T app.tenant_id = ''{}'''; END $$", b()),
+        "42501",
+        "runs SQL that pgtenant cannot inspect",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn create_function_wrapping_set_config() {
+    refused(
+        "CREATE FUNCTION f(t text) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$",
+        "42501",
+        "runs SQL that pgtenant cannot inspect",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn query_to_xml_with_set_config_in_a_string() {
+    refused(
+        &format!("SELECT query_to_xml('select set_config(''app.tenant_id'', ''{}'', false)', true, true, '')", b()),
+        "42501",
+        "",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn alter_role_set_tenant_setting() {
+    refused(&format!("ALTER ROLE CURRENT_USER SET app.tenant_id = '{}'", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn calling_pgtenant_set_context_with_a_forged_token() {
+    refused("SELECT pgtenant.set_context('v1.1.2.3.4.5', 'app.tenant_id')", "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn unparsable_statement_fails_closed() {
+    refused("SELECT 1 FROM accounts WHERE (", "42601", "syntax error").await;
+}
+
+// ---- startup packet and raw protocol (L2) -----------------------------------
+
+#[tokio::test]
+async fn startup_options_setting_the_context() {
+    let env = TestEnv::start().await;
+    let options = format!("-c app.tenant_id={}", b());
+    let err = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[("options", &options)])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code().as_deref(), Some("42501"));
+    assert!(err.field(b'M').unwrap().contains(CONTEXT));
+}
+
+#[tokio::test]
+async fn startup_raw_key_for_pgtenant_context() {
+    let env = TestEnv::start().await;
+    let err = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[("pgtenant.context", "x")])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code().as_deref(), Some("42501"));
+}
+
+#[tokio::test]
+async fn function_call_message_to_set_config_by_oid() {
+    let env = TestEnv::start().await;
+    let mut session = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    let oid: u32 = {
+        let rows = session.query("SELECT 'pg_catalog.set_config'::regproc::oid").await;
+        first_column(&rows)[0].parse().unwrap()
+    };
+    session.send(&raw::function_call(oid, &["app.tenant_id", b(), "false"])).await;
+    let replies = session.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("an ErrorResponse");
+    assert_eq!(error.code().as_deref(), Some("42501"));
+    assert!(error.field(b'M').unwrap().contains("FunctionCall"));
+    let ids = first_column(&session.query("SELECT id FROM accounts ORDER BY id").await);
+    assert_eq!(ids, vec!["3", "4"]);
+}
+
+#[tokio::test]
+async fn forged_cancel_key_cancels_nothing() {
+    let env = TestEnv::start().await;
+    let direct = env.superuser().await;
+    let mut victim = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    // The superuser holds a row lock the victim's query will wait for.
+    direct.batch_execute("BEGIN; SELECT * FROM accounts WHERE id = 3 FOR UPDATE").await.unwrap();
+    victim
+        .send(&{
+            let mut out = bytes::BytesMut::new();
+            postgres_protocol::message::frontend::query("UPDATE accounts SET balance = balance WHERE id = 3", &mut out)
+                .unwrap();
+            out
+        })
+        .await;
+    eventually("the victim to wait on the lock", || async {
+        let n: i64 = direct
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n == 1
+    })
+    .await;
+    let (pid, secret) = victim.key;
+    for forged in [secret.wrapping_add(1), !secret, 0] {
+        let mut packet = Vec::new();
+        packet.extend_from_slice(&16i32.to_be_bytes());
+        packet.extend_from_slice(&80_877_102i32.to_be_bytes());
+        packet.extend_from_slice(&pid.to_be_bytes());
+        packet.extend_from_slice(&forged.to_be_bytes());
+        let mut socket = tokio::net::TcpStream::connect(env.server.proxy_addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &packet).await.unwrap();
+        let mut rest = Vec::new();
+        // The proxy closes the socket once it has handled the request.
+        tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+    direct.batch_execute("COMMIT").await.unwrap();
+    let replies = victim.until_ready().await;
+    assert!(replies.iter().all(|m| m.tag != b'E'), "the victim's query was not cancelled: {replies:?}");
+}
+
+// ---- the database does not trust the setting (L1) ---------------------------
+
+/// A session as the tenant role straight to PostgreSQL: what a client could
+/// do if every proxy-side check were bypassed.
+async fn guard_bypassed(env: &TestEnv) -> Client {
+    connect_url(&env.cluster.url("pgtenant_app", &env.database)).await
+}
+
+#[tokio::test]
+async fn forged_context_token_sees_nothing() {
+    let env = TestEnv::start().await;
+    let app = guard_bypassed(&env).await;
+    let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let forged = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
+    let err = app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await;
+    // Privileges may refuse the SET (cluster hardening); if not, the value is worthless.
+    if err.is_ok() {
+        assert!(account_ids(&app).await.is_empty());
+    }
+    app.batch_execute(&format!("SET app.tenant_id = '{}'", b())).await.unwrap();
+    assert!(account_ids(&app).await.is_empty(), "the plain setting alone grants nothing");
+    let tenant: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
+    assert_eq!(tenant, None);
+}
+
+#[tokio::test]
+async fn genuine_token_from_another_backend_sees_nothing() {
+    let env = TestEnv::start().await;
+    let barclays = env.connect("barclays_ops").await;
+    // A tenant can read its own token; it is bound to its backend.
+    let token: String = barclays.query_one("SELECT current_setting('pgtenant.context')", &[]).await.unwrap().get(0);
+    let app = guard_bypassed(&env).await;
+    let result = app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id')", &[&token]).await;
+    let err = result.expect_err("a token from another backend is refused");
+    assert_eq!(sqlstate(&err), "42501");
+    assert_eq!(message(&err), "invalid tenant context");
+    assert!(account_ids(&app).await.is_empty());
+}
+
+#[tokio::test]
+async fn tampered_token_on_its_own_backend_sees_nothing() {
+    let env = TestEnv::start().await;
+    let app = guard_bypassed(&env).await;
+    let hk = env.connect("hk_teller").await;
+    let token: String = hk.query_one("SELECT current_setting('pgtenant.context')", &[]).await.unwrap().get(0);
+    // Same backend pid as `app`, tenant swapped, MAC kept.
+    let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = pid.to_string();
+    parts[3] = b().to_string();
+    parts[4] = b().to_string();
+    let err = app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id')", &[&parts.join(".")]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    assert!(account_ids(&app).await.is_empty());
+}
+
+#[tokio::test]
+async fn no_context_means_no_rows_and_no_inserts() {
+    let env = TestEnv::start().await;
+    let app = guard_bypassed(&env).await;
+    assert!(account_ids(&app).await.is_empty());
+    let err = app
+        .execute("INSERT INTO accounts (iban, holder, currency) VALUES ('NOCTX', 'x', 'GBP')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "a row without a visible tenant is refused");
+}
+
+#[tokio::test]
+async fn reset_all_and_discard_all_keep_the_context() {
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    hk.batch_execute("SET search_path = pg_catalog, public; SET application_name = 'mine'").await.unwrap();
+    hk.batch_execute("RESET ALL").await.unwrap();
+    let app_name: String = hk.query_one("SHOW application_name", &[]).await.unwrap().get(0);
+    assert_eq!(app_name, "", "the client's own settings are reset");
+    assert_isolated(&hk).await;
+    hk.batch_execute("DISCARD ALL").await.unwrap();
+    assert_isolated(&hk).await;
+    hk.batch_execute("BEGIN; RESET ALL; COMMIT").await.unwrap();
+    assert_isolated(&hk).await;
+}
+
+#[tokio::test]
+async fn reset_all_pipelined_with_a_query_leaks_nothing() {
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    let messages = hk.simple_query("RESET ALL; SELECT id FROM accounts").await.unwrap();
+    let foreign = messages.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => !matches!(r.get(0), Some("3") | Some("4")),
+        _ => false,
+    });
+    assert!(!foreign, "no row of another tenant in the same batch as the reset");
+    assert_isolated(&hk).await;
+}
+
+// ---- the catalog (least privilege) ------------------------------------------
+
+#[tokio::test]
+async fn read_login_verifiers() {
+    refused("SELECT username, verifier FROM pgtenant.logins", "42501", "permission denied").await;
+}
+
+#[tokio::test]
+async fn read_tenant_catalog() {
+    refused("SELECT * FROM pgtenant.tenants", "42501", "permission denied").await;
+}
+
+#[tokio::test]
+async fn read_the_context_key() {
+    refused("SELECT key FROM pgtenant.context_key", "42501", "permission denied").await;
+}
+
+#[tokio::test]
+async fn read_role_passwords() {
+    refused("SELECT rolname, rolpassword FROM pg_authid", "42501", "permission denied").await;
+}
+
+// ---- other sessions and side channels ---------------------------------------
+
+#[tokio::test]
+async fn read_other_sessions_query_text() {
+    refused("SELECT query FROM pg_stat_activity", "42501", "reaches other sessions").await;
+}
+
+#[tokio::test]
+async fn read_activity_through_the_function() {
+    refused("SELECT * FROM pg_stat_get_activity(NULL)", "42501", "reaches other sessions").await;
+}
+
+#[tokio::test]
+async fn cancel_another_tenants_backend() {
+    refused("SELECT pg_cancel_backend(pid) FROM generate_series(1, 1) pid", "42501", "reaches other sessions").await;
+}
+
+#[tokio::test]
+async fn terminate_another_tenants_backend() {
+    refused("SELECT pg_terminate_backend(1)", "42501", "reaches other sessions").await;
+}
+
+#[tokio::test]
+async fn advisory_locks_across_tenants() {
+    refused("SELECT pg_advisory_lock(42)", "42501", "reaches other sessions").await;
+}
+
+#[tokio::test]
+async fn large_object_create_and_read() {
+    refused("SELECT lo_from_bytea(0, 'secret')", "42501", "large objects").await;
+}
+
+#[tokio::test]
+async fn large_object_read_by_oid() {
+    refused("SELECT lo_get(16384)", "42501", "large objects").await;
+}
+
+#[tokio::test]
+async fn pg_read_file() {
+    refused("SELECT pg_read_file('/etc/passwd')", "42501", "server files").await;
+}
+
+#[tokio::test]
+async fn copy_to_program() {
+    refused("COPY accounts TO PROGRAM 'cat > /tmp/x'", "42501", "file or program").await;
+}
+
+#[tokio::test]
+async fn copy_from_server_file() {
+    refused("COPY accounts FROM '/etc/passwd'", "42501", "file or program").await;
+}
+
+#[tokio::test]
+async fn explain_analyze_counts_other_tenants_rows() {
+    refused("EXPLAIN ANALYZE SELECT * FROM accounts", "42501", "other tenants' rows").await;
+}
+
+#[tokio::test]
+async fn pg_notify_function() {
+    refused("SELECT pg_notify('ledger', 'x')", "42501", "use NOTIFY").await;
+}
+
+#[tokio::test]
+async fn temporary_table_to_shadow_or_carry_data() {
+    refused("CREATE TEMP TABLE accounts (id bigint)", "42501", "permission denied").await;
+}
+
+#[tokio::test]
+async fn create_objects_in_public() {
+    refused("CREATE TABLE public.trap (id int)", "42501", "permission denied").await;
+}
+
+#[tokio::test]
+async fn notify_never_reaches_another_tenant() {
+    let env = TestEnv::start().await;
+    let (listener, mut connection) = tokio_postgres::connect(&env.url("barclays_ops", PASSWORD), NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            let _ = tx.send(message);
+        }
+    });
+    listener.batch_execute("LISTEN ledger").await.unwrap();
+    let hk = env.connect("hk_teller").await;
+    hk.batch_execute("NOTIFY ledger, 'from hsbc-hk'").await.unwrap();
+    // Barclays' own notification, sent after: if hk's crossed over, it would come first.
+    let barclays = env.connect("barclays_ops").await;
+    barclays.batch_execute("NOTIFY ledger, 'from barclays'").await.unwrap();
+    match rx.recv().await.unwrap() {
+        AsyncMessage::Notification(n) => {
+            assert_eq!(n.channel(), "ledger");
+            assert_eq!(n.payload(), "from barclays");
+        }
+        other => panic!("expected a notification, got {other:?}"),
+    }
+    assert_isolated(&hk).await;
+}
+
+#[tokio::test]
+async fn with_hold_cursor_does_not_cross_clients() {
+    let env = TestEnv::start().await;
+    let barclays = env.connect("barclays_ops").await;
+    barclays.batch_execute("DECLARE secrets CURSOR WITH HOLD FOR SELECT * FROM accounts").await.unwrap();
+    let hk = env.connect("hk_teller").await;
+    let err = hk.simple_query("FETCH ALL FROM secrets").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "34000");
+    assert_isolated(&hk).await;
+}
+
+// ---- writes ---------------------------------------------------------------
+
+#[tokio::test]
+async fn readonly_login_cannot_truncate_or_copy_in() {
+    let env = TestEnv::start().await;
+    let london = env.connect("london_auditor").await;
+    for sql in ["TRUNCATE accounts", "DELETE FROM accounts", "UPDATE transactions SET amount = 0"] {
+        let err = london.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}");
+    }
+    assert_eq!(account_ids(&london).await, vec![5, 6]);
+}
+
+#[tokio::test]
+async fn insert_into_another_tenant_through_a_cte() {
+    refused(
+        &format!(
+            "WITH moved AS (UPDATE accounts SET tenant_id = '{}' WHERE id = 3 RETURNING id) SELECT * FROM moved",
+            b()
+        ),
+        "42501",
+        "row-level security",
+    )
+    .await;
+}
