@@ -8,6 +8,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod frontend;
+pub mod metrics;
 pub mod migrate;
 pub mod protocol;
 pub mod server;

@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration, in the order they apply.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "catalog",
-    sql: include_str!("../sql/0001_catalog.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "catalog",
+        sql: include_str!("../sql/0001_catalog.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "catalog_events",
+        sql: include_str!("../sql/0003_catalog_events.sql"),
+    },
+];
 
 /// The fintech demo of `pgtenant dev`.
 pub const DEMO_SQL: &str = include_str!("../sql/demo/fintech.sql");

@@ -23,6 +23,7 @@ use crate::upstream::{self, UpstreamError};
 
 /// Serves one accepted client connection until it ends.
 pub async fn serve_client(mut socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+    let _open = crate::metrics::ClientConnectionGauge::open();
     let _ = socket.set_nodelay(true);
     let mut inbuf = BytesMut::with_capacity(1024);
     let startup = tokio::time::timeout(
@@ -150,6 +151,7 @@ async fn run_session(
     let established = match result {
         Ok(established) => established,
         Err(error) => {
+            crate::metrics::connection_refused(&error);
             refuse(&mut socket, &error).await;
             return Err(error);
         }
@@ -167,6 +169,8 @@ async fn run_session(
             username: login.username.clone(),
             tenant_id: login.context.tenant_id.clone(),
             tenant_slug: login.tenant_slug.clone(),
+            access: login.access,
+            visible_tenants: login.context.visible_tenants.clone(),
             client_addr: peer,
             application_name: startup
                 .param("application_name")
@@ -312,6 +316,7 @@ async fn establish(
     let mut to_server = BytesMut::with_capacity(256);
     context::encode_set_context(&mut to_server, &login.context, &state.tenant_setting);
     tracing::info!(access = %login.access, "session started");
+    crate::metrics::session_started();
     Ok(Established {
         server: server.stream,
         to_client,

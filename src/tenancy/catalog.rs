@@ -123,6 +123,11 @@ impl Catalog {
         Ok(())
     }
 
+    /// A pooled connection, for the admin reads and writes beside this file.
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, CatalogError> {
+        Ok(self.pool.get().await?)
+    }
+
     /// Succeeds when the catalog answers a query.
     pub async fn ping(&self) -> Result<(), CatalogError> {
         let client = self.pool.get().await?;
