@@ -18,6 +18,8 @@ use crate::sessions::{SessionIdentity, SessionRegistry};
 
 /// The NOTIFY channel of catalog changes.
 pub const CHANNEL: &str = "pgtenant_catalog";
+/// The listener connection's application_name (unless control.url sets one).
+pub const APPLICATION_NAME: &str = "pgtenant catalog listener";
 
 /// How long a connect or a re-check may take before the connection is deemed lost.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,10 +70,14 @@ async fn listen(
     sessions: &SessionRegistry,
     backoff: &mut Duration,
 ) -> Result<(), EventsError> {
-    let (client, mut connection) =
-        tokio::time::timeout(CALL_TIMEOUT, tokio_postgres::connect(control_url, NoTls))
-            .await
-            .map_err(|_| EventsError::Timeout)??;
+    let mut config: tokio_postgres::Config = control_url.parse()?;
+    if config.get_application_name().is_none() {
+        // Lets an operator tell this connection apart in pg_stat_activity.
+        config.application_name(APPLICATION_NAME);
+    }
+    let (client, mut connection) = tokio::time::timeout(CALL_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| EventsError::Timeout)??;
     let wake = Arc::new(Notify::new());
     let driver_wake = Arc::clone(&wake);
     // The connection must be polled for the client's queries to progress;
