@@ -4,8 +4,10 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::problem::Problem;
 
@@ -20,10 +22,29 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_problem(&rejection)),
+        // Through a Value first: serde's derived structs would also take a
+        // JSON array as a struct in field order, and that is not our API.
+        let value = match Json::<Value>::from_request(req, state).await {
+            Ok(Json(value)) => value,
+            Err(rejection) => return Err(json_problem(&rejection)),
+        };
+        if !value.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the request body must be a JSON object",
+            ));
         }
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let detail = if path == "." {
+                    e.into_inner().to_string()
+                } else {
+                    format!("{path}: {}", e.into_inner())
+                };
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+            })
     }
 }
 

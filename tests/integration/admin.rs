@@ -637,7 +637,7 @@ async fn a_tenant_tree_built_over_http_is_enforced_by_the_proxy() {
     ] {
         direct
             .execute(
-                "INSERT INTO accounts (id, tenant_id, iban, holder, currency) VALUES ($1, $2::text::uuid, 'X' || $1::text, 'Holder', 'GBP')",
+                "INSERT INTO accounts (id, tenant_id, iban, holder, currency) VALUES ($1::int8, $2::text::uuid, 'X' || $1::int8, 'Holder', 'GBP')",
                 &[&id, &tenant["id"].as_str().unwrap()],
             )
             .await
