@@ -1107,3 +1107,19 @@ async fn changes_through_one_process_reach_another() {
     let _ = a.child.wait().await;
     let _ = b.child.wait().await;
 }
+
+#[tokio::test]
+async fn readyz_is_503_while_the_upstream_is_unreachable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let env = TestEnv::start_with(|config| {
+        config.upstream.url = format!("postgres://pgtenant_app@127.0.0.1:{port}/nowhere");
+    })
+    .await;
+    let reply = request(env.server.admin_addr, "GET", "/readyz", &[], b"").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.text(), "upstream unreachable\n");
+    let reply = request(env.server.admin_addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(reply.status, 200, "alive, though not ready");
+}
