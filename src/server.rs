@@ -72,7 +72,12 @@ impl Server {
             config.proxy.max_client_connections,
             watcher.clone(),
         )));
-        let router = crate::admin::router(Arc::clone(&state));
+        tasks.push(tokio::spawn(crate::tenancy::events::run(
+            config.control.url.clone(),
+            Arc::clone(&state.sessions),
+            watcher.clone(),
+        )));
+        let router = crate::admin::router(Arc::clone(&state), &config.admin.token);
         let mut admin_watcher = watcher.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use crate::error::ClientError;
+use crate::tenancy::Access;
 
 /// What a session is doing, as the relay last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -43,6 +44,10 @@ pub struct SessionIdentity {
     pub username: String,
     pub tenant_id: String,
     pub tenant_slug: String,
+    /// The login's access level: which upstream role serves the session.
+    pub access: Access,
+    /// The tenant's visible set the session was given, as a uuid[] literal.
+    pub visible_tenants: String,
     pub client_addr: SocketAddr,
     pub application_name: String,
     pub connected_at: SystemTime,
@@ -177,6 +182,8 @@ mod tests {
             username: user.into(),
             tenant_id: "t".into(),
             tenant_slug: "t".into(),
+            access: Access::Readwrite,
+            visible_tenants: "{}".into(),
             client_addr: "127.0.0.1:1".parse().unwrap(),
             application_name: String::new(),
             connected_at: SystemTime::now(),

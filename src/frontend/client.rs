@@ -24,6 +24,7 @@ use crate::upstream::{self, UpstreamError};
 
 /// Serves one accepted client connection until it ends.
 pub async fn serve_client(mut socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+    let _open = crate::metrics::ClientConnectionGauge::open();
     let _ = socket.set_nodelay(true);
     let mut inbuf = BytesMut::with_capacity(1024);
     let startup = tokio::time::timeout(state.startup_timeout, read_startup(&mut socket, &mut inbuf, &state)).await;
@@ -127,6 +128,7 @@ async fn run_session(
     let established = match result {
         Ok(established) => established,
         Err(error) => {
+            crate::metrics::connection_refused(&error);
             refuse(&mut socket, &error).await;
             return Err(error);
         }
@@ -146,6 +148,8 @@ async fn run_session(
             username: login.username.clone(),
             tenant_id: login.context.tenant_id.clone(),
             tenant_slug: login.tenant_slug.clone(),
+            access: login.access,
+            visible_tenants: login.context.visible_tenants.clone(),
             client_addr: peer,
             application_name: startup.param("application_name").unwrap_or_default().to_owned(),
             connected_at: SystemTime::now(),
@@ -273,6 +277,7 @@ async fn establish(
         &state.tenant_setting,
     );
     tracing::info!(access = %login.access, "session started");
+    crate::metrics::session_started();
     let server_pid = server.cancel.process_id;
     Ok(Established { server: server.stream, to_client, to_server, cancel, login, server_pid })
 }

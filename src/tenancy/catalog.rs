@@ -121,6 +121,11 @@ impl Catalog {
             .ok_or_else(|| CatalogError::Invalid("no context key in the catalog; run `pgtenant migrate`".into()))
     }
 
+    /// A pooled connection, for the admin reads and writes beside this file.
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, CatalogError> {
+        Ok(self.pool.get().await?)
+    }
+
     /// Succeeds when the catalog answers a query.
     pub async fn ping(&self) -> Result<(), CatalogError> {
         let client = self.pool.get().await?;

@@ -3,11 +3,16 @@
 
 pub mod catalog;
 pub mod context;
+pub mod events;
+pub mod logins;
+pub mod store;
+pub mod tenants;
+pub mod validate;
 
 use std::fmt;
 
 /// What a login may do; decides which upstream role its sessions use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     Readwrite,

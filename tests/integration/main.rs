@@ -2,6 +2,7 @@
 
 mod common;
 
+mod admin;
 mod auth;
 mod cli;
 mod config_example;

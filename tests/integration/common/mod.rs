@@ -2,6 +2,7 @@
 //! the binary exits), a migrated template database with the fintech demo,
 //! and per test a database copied from it with pgtenant serving it in-process.
 
+pub mod http;
 pub mod raw;
 
 use std::sync::atomic::{AtomicU32, Ordering};

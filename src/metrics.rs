@@ -1,0 +1,80 @@
+//! Metric names, their descriptions, and the process-wide Prometheus
+//! recorder that `GET /metrics` renders.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::error::{sqlstate, ClientError};
+
+/// Gauge: client TCP connections open now (authenticated or not).
+pub const CLIENT_CONNECTIONS: &str = "pgtenant_client_connections";
+/// Counter: sessions that passed authentication and reached the relay.
+pub const SESSIONS_STARTED: &str = "pgtenant_sessions_started_total";
+/// Counter: failed logins (unknown user or wrong password: 28P01).
+pub const AUTH_FAILURES: &str = "pgtenant_auth_failures_total";
+/// Counter: connections refused after or during startup, by SQLSTATE.
+pub const CONNECTIONS_REFUSED: &str = "pgtenant_connections_refused_total";
+/// Gauge: sessions open now, by access level (set when /metrics is read).
+pub const SESSIONS_OPEN: &str = "pgtenant_sessions_open";
+/// Counter: admin API requests, by method and status.
+pub const ADMIN_REQUESTS: &str = "pgtenant_admin_requests_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder once per process (tests start many servers in one
+/// process) and returns its handle; `None` when another recorder was there first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = match PrometheusBuilder::new().install_recorder() {
+                Ok(handle) => handle,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    return None;
+                }
+            };
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_gauge!(CLIENT_CONNECTIONS, "Client TCP connections open now");
+    metrics::describe_counter!(SESSIONS_STARTED, "Sessions that passed authentication");
+    metrics::describe_counter!(AUTH_FAILURES, "Failed logins: unknown user or wrong password (28P01)");
+    metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections refused during startup, by SQLSTATE");
+    metrics::describe_gauge!(SESSIONS_OPEN, "Sessions open now, by access level");
+    metrics::describe_counter!(ADMIN_REQUESTS, "Admin API requests, by method and status");
+}
+
+/// Counts one open client connection until dropped.
+pub struct ClientConnectionGauge(());
+
+impl ClientConnectionGauge {
+    /// Counts a connection as open.
+    pub fn open() -> ClientConnectionGauge {
+        metrics::gauge!(CLIENT_CONNECTIONS).increment(1.0);
+        ClientConnectionGauge(())
+    }
+}
+
+impl Drop for ClientConnectionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(CLIENT_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Counts a session that reached the relay.
+pub fn session_started() {
+    metrics::counter!(SESSIONS_STARTED).increment(1);
+}
+
+/// Counts a refused connection, and an authentication failure when it is one.
+pub fn connection_refused(error: &ClientError) {
+    if error.code == sqlstate::INVALID_PASSWORD {
+        metrics::counter!(AUTH_FAILURES).increment(1);
+    }
+    metrics::counter!(CONNECTIONS_REFUSED, "sqlstate" => error.code).increment(1);
+}

@@ -1,0 +1,183 @@
+//! Catalog changes made through any pgtenant process reach this one: a
+//! dedicated control.url connection LISTENs on `pgtenant_catalog` (fed by the
+//! triggers of sql/0003) and, on every wake-up, re-checks the open sessions
+//! against the catalog, ending those whose login is gone, disabled or
+//! changed, whose tenant is suspended, or whose visible set shrank. The same
+//! re-check runs after every (re)connect and periodically, so a notification
+//! lost during an outage cannot leave a session alive.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::error::{sqlstate, ClientError};
+use crate::sessions::{SessionIdentity, SessionRegistry};
+
+/// The NOTIFY channel of catalog changes.
+pub const CHANNEL: &str = "pgtenant_catalog";
+/// The listener connection's application_name (unless control.url sets one).
+pub const APPLICATION_NAME: &str = "pgtenant catalog listener";
+
+/// How long a connect or a re-check may take before the connection is deemed lost.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A re-check without a notification, in case the connection died silently.
+const PERIODIC_RECHECK: Duration = Duration::from_secs(15);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why the listener lost its connection.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("control database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("control database did not answer in time")]
+    Timeout,
+    #[error("control database connection closed")]
+    Closed,
+}
+
+/// Listens for catalog changes until `shutdown` turns true, reconnecting
+/// with backoff; never returns early and never panics.
+pub async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let outcome = tokio::select! {
+            outcome = listen(&control_url, &sessions, &mut backoff) => outcome,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, retry_in = ?backoff, "catalog listener disconnected");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection's life: LISTEN, a full re-check, then a re-check per
+/// wake-up. Returns when the connection fails.
+async fn listen(control_url: &str, sessions: &SessionRegistry, backoff: &mut Duration) -> Result<(), EventsError> {
+    let mut config: tokio_postgres::Config = control_url.parse()?;
+    if config.get_application_name().is_none() {
+        // Lets an operator tell this connection apart in pg_stat_activity.
+        config.application_name(APPLICATION_NAME);
+    }
+    let (client, mut connection) =
+        tokio::time::timeout(CALL_TIMEOUT, config.connect(NoTls)).await.map_err(|_| EventsError::Timeout)??;
+    let wake = Arc::new(Notify::new());
+    let driver_wake = Arc::clone(&wake);
+    // The connection must be polled for the client's queries to progress;
+    // notifications arrive through the same poll.
+    let mut driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(note))) => {
+                    tracing::debug!(payload = note.payload(), "catalog changed");
+                    driver_wake.notify_one();
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return EventsError::Postgres(e),
+                None => return EventsError::Closed,
+            }
+        }
+    });
+    let result = async {
+        timed(client.batch_execute(&format!("LISTEN {CHANNEL}"))).await?;
+        // After LISTEN, so that no change can fall between the check and the listening.
+        recheck_timed(&client, sessions).await?;
+        *backoff = BACKOFF_START;
+        tracing::info!("catalog listener connected");
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(PERIODIC_RECHECK) => {}
+                lost = &mut driver => {
+                    return Err(lost.unwrap_or(EventsError::Closed));
+                }
+            }
+            recheck_timed(&client, sessions).await?;
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+async fn timed<T>(call: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, EventsError> {
+    Ok(tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| EventsError::Timeout)??)
+}
+
+async fn recheck_timed(client: &Client, sessions: &SessionRegistry) -> Result<(), EventsError> {
+    let ended = timed(recheck(client, sessions)).await?;
+    if ended > 0 {
+        tracing::info!(ended, "sessions ended after a catalog change");
+    }
+    Ok(())
+}
+
+/// Ends every live session the catalog no longer allows as it was
+/// authorised; returns how many.
+pub async fn recheck(client: &Client, sessions: &SessionRegistry) -> Result<usize, tokio_postgres::Error> {
+    let live = sessions.list();
+    if live.is_empty() {
+        return Ok(0);
+    }
+    // Many sessions share one login: check each distinct authorisation once.
+    let keys: BTreeSet<(String, String, &'static str, String)> =
+        live.iter().map(|s| authorisation(&s.identity)).collect();
+    let (mut usernames, mut tenants, mut accesses, mut visibles) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (username, tenant, access, visible) in &keys {
+        usernames.push(username.as_str());
+        tenants.push(tenant.as_str());
+        accesses.push(*access);
+        visibles.push(visible.as_str());
+    }
+    let rows = client
+        .query(
+            r#"SELECT username, tenant_id, access, visible, reason FROM (
+               SELECT k.username, k.tenant_id, k.access, k.visible,
+                      CASE WHEN l.username IS NULL THEN format('login "%s" was deleted', k.username)
+                           WHEN NOT l.enabled THEN format('login "%s" was disabled', k.username)
+                           WHEN t.status <> 'active' THEN format('tenant "%s" was suspended', t.slug)
+                           WHEN l.tenant_id::text <> k.tenant_id OR l.access <> k.access
+                                THEN format('login "%s" was changed', k.username)
+                           WHEN NOT (string_to_array(k.visible, ',')::uuid[] <@ pgtenant.tenant_subtree(t.id))
+                                THEN format('the tenant hierarchy of "%s" changed', t.slug)
+                      END AS reason
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                          AS k(username, tenant_id, access, visible)
+                 LEFT JOIN pgtenant.logins l ON l.username = k.username
+                 LEFT JOIN pgtenant.tenants t ON t.id = l.tenant_id
+             ) checked WHERE reason IS NOT NULL"#,
+            &[&usernames, &tenants, &accesses, &visibles],
+        )
+        .await?;
+    let mut ended = 0;
+    for row in rows {
+        let doomed: (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let reason: String = row.get(4);
+        ended += sessions.terminate_where(
+            |identity| {
+                let (username, tenant, access, visible) = authorisation(identity);
+                (username, tenant, access.to_owned(), visible) == doomed
+            },
+            ended_because(&reason),
+        );
+    }
+    Ok(ended)
+}
+
+fn authorisation(identity: &SessionIdentity) -> (String, String, &'static str, String) {
+    (identity.username.clone(), identity.tenant_id.clone(), identity.access.as_str(), identity.visible_tenants.clone())
+}
+
+/// The FATAL a session gets when the catalog withdraws it, as PostgreSQL's
+/// pg_terminate_backend does (57P01), with the reason.
+pub fn ended_because(reason: &str) -> ClientError {
+    ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, format!("terminating connection: {reason}"))
+}

@@ -1,0 +1,235 @@
+//! Tenant reads and writes of the admin API, on the catalog's pool.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+
+use super::catalog::Catalog;
+use super::store::{db_failure, rfc3339, StoreError};
+use super::validate::{self, Invalid};
+
+/// Whether a tenant's logins may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    /// Logins connect as usual.
+    Active,
+    /// New connections are refused (28000) and open sessions end.
+    Suspended,
+}
+
+impl TenantStatus {
+    /// The catalog's text for this status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+    }
+}
+
+/// A tenant as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Tenant {
+    /// The tenant's uuid; rows carry it in their tenant column.
+    #[schema(example = "a0000000-0000-4000-8000-000000000001")]
+    pub id: String,
+    /// Unique short name, `[a-z0-9][a-z0-9-]{0,62}`.
+    #[schema(example = "hsbc")]
+    pub slug: String,
+    /// Display name.
+    #[schema(example = "HSBC Holdings")]
+    pub name: String,
+    /// The parent tenant's id; null for a root.
+    pub parent_id: Option<String>,
+    /// `active` or `suspended`.
+    pub status: TenantStatus,
+    /// How the tenant's rows are kept apart: `shared` (row-level security).
+    #[schema(example = "shared")]
+    pub isolation: String,
+    /// RFC 3339, UTC.
+    #[schema(example = "2025-01-01T12:00:00.000000Z")]
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    #[schema(example = "2025-01-01T12:00:00.000000Z")]
+    pub updated_at: String,
+}
+
+/// A tenant to create.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub slug: String,
+    pub name: String,
+    /// Parent by slug or id.
+    pub parent: Option<String>,
+    /// Keeps an existing uuid when adopting a database's tenant.
+    pub id: Option<String>,
+}
+
+/// Changes to a tenant; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantChanges {
+    pub name: Option<String>,
+    /// `Some(None)` makes the tenant a root.
+    pub parent: Option<Option<String>>,
+    pub status: Option<TenantStatus>,
+}
+
+const COLUMNS: &str = concat!(
+    "id::text, slug, name, parent_id::text, status, isolation, ",
+    rfc3339!("created_at"),
+    ", ",
+    rfc3339!("updated_at")
+);
+
+fn tenant_from_row(row: &Row) -> Tenant {
+    let status: String = row.get(4);
+    Tenant {
+        id: row.get(0),
+        slug: row.get(1),
+        name: row.get(2),
+        parent_id: row.get(3),
+        status: if status == "suspended" { TenantStatus::Suspended } else { TenantStatus::Active },
+        isolation: row.get(5),
+        created_at: row.get(6),
+        updated_at: row.get(7),
+    }
+}
+
+/// Maps a failed tenant write onto what the caller did wrong.
+fn write_error(e: tokio_postgres::Error) -> StoreError {
+    match db_failure(&e) {
+        Some((code, constraint)) if *code == SqlState::UNIQUE_VIOLATION => match constraint {
+            Some("tenants_pkey") => StoreError::Conflict("a tenant with this id exists".into()),
+            _ => StoreError::Conflict("a tenant with this slug exists".into()),
+        },
+        // The parent trigger raises without a constraint; the row CHECK forbids self-parenting.
+        Some((code, None | Some("tenants_check"))) if *code == SqlState::CHECK_VIOLATION => {
+            StoreError::Conflict("the new parent would make the tenant its own ancestor".into())
+        }
+        Some((code, Some(constraint))) if *code == SqlState::CHECK_VIOLATION => {
+            StoreError::Invalid(Invalid::new("tenant", format!("violates {constraint}")))
+        }
+        Some((code, _)) if *code == SqlState::FOREIGN_KEY_VIOLATION => {
+            StoreError::Conflict("the tenant has child tenants; delete or move them first".into())
+        }
+        _ => e.into(),
+    }
+}
+
+impl Catalog {
+    /// The id of the tenant named by `key` (its id or its slug), if any.
+    pub async fn tenant_id(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.find_tenant(key).await?.map(|t| t.id))
+    }
+
+    /// The tenant named by `key` (its id or its slug), if any.
+    pub async fn find_tenant(&self, key: &str) -> Result<Option<Tenant>, StoreError> {
+        let client = self.client().await?;
+        let row = if validate::is_uuid(key) {
+            let sql = format!("SELECT {COLUMNS} FROM pgtenant.tenants WHERE id = $1::text::uuid");
+            client.query_opt(&sql, &[&key]).await?
+        } else {
+            let sql = format!("SELECT {COLUMNS} FROM pgtenant.tenants WHERE slug = $1");
+            client.query_opt(&sql, &[&key]).await?
+        };
+        Ok(row.as_ref().map(tenant_from_row))
+    }
+
+    /// The tenant named by `key`, or NotFound.
+    pub async fn get_tenant(&self, key: &str) -> Result<Tenant, StoreError> {
+        self.find_tenant(key).await?.ok_or_else(|| StoreError::NotFound(format!("no tenant {key:?}")))
+    }
+
+    /// Tenants ordered by slug; only the children of `parent` when given.
+    pub async fn list_tenants(&self, parent: Option<&str>) -> Result<Vec<Tenant>, StoreError> {
+        let parent_id = match parent {
+            Some(key) => Some(self.get_tenant(key).await?.id),
+            None => None,
+        };
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM pgtenant.tenants \
+              WHERE $1::text IS NULL OR parent_id = $1::text::uuid ORDER BY slug"
+        );
+        let rows = client.query(&sql, &[&parent_id]).await?;
+        Ok(rows.iter().map(tenant_from_row).collect())
+    }
+
+    /// Creates a tenant; the parent must exist.
+    pub async fn create_tenant(&self, new: &NewTenant) -> Result<Tenant, StoreError> {
+        validate::slug(&new.slug)?;
+        validate::name(&new.name)?;
+        if let Some(id) = &new.id {
+            if !validate::is_uuid(id) {
+                return Err(Invalid::new("id", "must be a uuid").into());
+            }
+        }
+        let parent_id = match &new.parent {
+            Some(key) => Some(self.parent_id(key).await?),
+            None => None,
+        };
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO pgtenant.tenants (id, slug, name, parent_id) \
+             VALUES (coalesce($1::text::uuid, gen_random_uuid()), $2, $3, $4::text::uuid) \
+             RETURNING {COLUMNS}"
+        );
+        let row = client.query_one(&sql, &[&new.id, &new.slug, &new.name, &parent_id]).await.map_err(write_error)?;
+        Ok(tenant_from_row(&row))
+    }
+
+    /// Applies `changes` to the tenant named by `key`.
+    pub async fn update_tenant(&self, key: &str, changes: &TenantChanges) -> Result<Tenant, StoreError> {
+        if let Some(name) = &changes.name {
+            validate::name(name)?;
+        }
+        let id = self.get_tenant(key).await?.id;
+        let new_parent = match &changes.parent {
+            Some(Some(parent)) => Some(Some(self.parent_id(parent).await?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE pgtenant.tenants \
+                SET name = coalesce($2, name), \
+                    parent_id = CASE WHEN $3 THEN $4::text::uuid ELSE parent_id END, \
+                    status = coalesce($5, status) \
+              WHERE id = $1::text::uuid RETURNING {COLUMNS}"
+        );
+        let row = client
+            .query_opt(
+                &sql,
+                &[
+                    &id,
+                    &changes.name,
+                    &new_parent.is_some(),
+                    &new_parent.flatten(),
+                    &changes.status.map(TenantStatus::as_str),
+                ],
+            )
+            .await
+            .map_err(write_error)?;
+        row.as_ref().map(tenant_from_row).ok_or_else(|| StoreError::NotFound(format!("no tenant {key:?}")))
+    }
+
+    /// Deletes the tenant named by `key` (its logins go with it); returns it as it was.
+    pub async fn delete_tenant(&self, key: &str) -> Result<Tenant, StoreError> {
+        let tenant = self.get_tenant(key).await?;
+        let client = self.client().await?;
+        let deleted = client
+            .execute("DELETE FROM pgtenant.tenants WHERE id = $1::text::uuid", &[&tenant.id])
+            .await
+            .map_err(write_error)?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound(format!("no tenant {key:?}")));
+        }
+        Ok(tenant)
+    }
+
+    /// The id of a tenant named as a parent; a missing one is the caller's mistake (422).
+    async fn parent_id(&self, key: &str) -> Result<String, StoreError> {
+        self.tenant_id(key).await?.ok_or_else(|| Invalid::new("parent", format!("no tenant {key:?}")).into())
+    }
+}
