@@ -38,6 +38,11 @@ pub struct ProxyConfig {
     /// Seconds a client has to finish startup and authentication.
     #[serde(deserialize_with = "from_str_or_native")]
     pub startup_timeout_secs: u64,
+    /// The statement guard (layer L3). Turning it off is for measuring its
+    /// cost only: the database-side layers still hold, but refusals lose
+    /// their clear messages and the compatibility setting loses its protection.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub statement_guard: bool,
 }
 
 impl Default for ProxyConfig {
@@ -49,6 +54,7 @@ impl Default for ProxyConfig {
             max_client_connections: 10_000,
             max_message_bytes: 64 * 1024 * 1024,
             startup_timeout_secs: 15,
+            statement_guard: true,
         }
     }
 }

@@ -51,7 +51,12 @@ impl Server {
             cancels: Arc::new(CancelRegistry::default()),
             sessions: Arc::new(SessionRegistry::default()),
             decoy_secret,
-            guard: Arc::new(crate::guard::Guard::new(&config.proxy.tenant_setting)),
+            guard: Arc::new(if config.proxy.statement_guard {
+                crate::guard::Guard::new(&config.proxy.tenant_setting)
+            } else {
+                tracing::warn!("proxy.statement_guard is off: for measuring its cost only");
+                crate::guard::Guard::disabled(&config.proxy.tenant_setting)
+            }),
             marker_prefix: format!("pgtenant_refused_{:016x}_", rand::random::<u64>()),
         });
 

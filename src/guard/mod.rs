@@ -22,6 +22,7 @@ const CACHE_MAX_STATEMENT: usize = 4096;
 
 /// The guard of one proxy process.
 pub struct Guard {
+    enabled: bool,
     tenant_setting: String,
     allow: Arc<Inspection>,
     cache: Mutex<HashMap<Box<str>, Arc<Inspection>>>,
@@ -31,15 +32,21 @@ impl Guard {
     /// A guard protecting `tenant_setting` besides pgtenant's own settings.
     pub fn new(tenant_setting: &str) -> Guard {
         Guard {
+            enabled: true,
             tenant_setting: tenant_setting.to_ascii_lowercase(),
             allow: Arc::new(Inspection::default()),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
+    /// A guard that allows everything (`proxy.statement_guard = false`).
+    pub fn disabled(tenant_setting: &str) -> Guard {
+        Guard { enabled: false, ..Guard::new(tenant_setting) }
+    }
+
     /// Judges one query string (all its statements).
     pub fn check(&self, sql: &str) -> Arc<Inspection> {
-        if !prescan::needs_parse(sql) {
+        if !self.enabled || !prescan::needs_parse(sql) {
             return Arc::clone(&self.allow);
         }
         if sql.len() > CACHE_MAX_STATEMENT {
