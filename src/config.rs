@@ -104,6 +104,10 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     #[serde(deserialize_with = "from_str_or_native")]
     pub required: bool,
+    /// Offer cleartext password authentication (for clients without SCRAM)
+    /// on TLS connections; plain connections always use SCRAM-SHA-256.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub cleartext_password: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,8 +215,8 @@ impl Config {
             }
             _ => {}
         }
-        if self.tls.cert.is_some() {
-            return Err(ConfigError::new("tls.cert", "TLS is not supported by this build yet"));
+        if self.tls.cleartext_password && self.tls.cert.is_none() {
+            return Err(ConfigError::new("tls.cleartext_password", "needs tls.cert and tls.key"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::frontend::tls::TlsSetup;
 use crate::frontend::{listener, ProxyState};
 use crate::sessions::SessionRegistry;
 use crate::tenancy::catalog::Catalog;
@@ -39,7 +40,15 @@ impl Server {
         rand::thread_rng().fill_bytes(&mut decoy_secret);
         let catalog = Catalog::new(&config.control.url, config.control.pool_size).context("control.url")?;
         let context_key = catalog.context_key().await.context("cannot load the context key through control.url")?;
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsSetup::load(cert, key, config.tls.required, config.tls.cleartext_password)?)
+            }
+            _ => None,
+        };
         let state = Arc::new(ProxyState {
+            tls,
+            auth_throttle: Default::default(),
             tenant_setting: config.proxy.tenant_setting.clone(),
             database: config.served_database(),
             max_message_bytes: config.proxy.max_message_bytes,

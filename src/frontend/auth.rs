@@ -1,5 +1,7 @@
 //! Authenticating a client login with SCRAM-SHA-256 against the catalog.
 
+use std::net::IpAddr;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -13,14 +15,18 @@ use crate::tenancy::catalog::LoginRecord;
 /// Authentication messages are small; anything bigger is an attack or a bug.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
-/// Runs the SCRAM exchange for `username`. On success the client has
-/// received AuthenticationOk and the login record is returned. Unknown users
-/// go through the same exchange with a decoy verifier and get the same error.
+/// Authenticates `username`: SCRAM-SHA-256 (and -PLUS when `binding`, the
+/// TLS end-point hash, is given), or a cleartext password on TLS connections
+/// when `tls.cleartext_password` is on. On success the client has received
+/// AuthenticationOk. Unknown users go through the same exchange with a decoy
+/// verifier and get the same error; failures from one address are slowed.
 pub async fn authenticate<C>(
     client: &mut C,
     inbuf: &mut BytesMut,
     state: &ProxyState,
     username: &str,
+    binding: Option<&[u8; 32]>,
+    peer: IpAddr,
 ) -> Result<LoginRecord, ClientError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -34,38 +40,92 @@ where
         .and_then(|l| Verifier::parse(&l.verifier))
         .unwrap_or_else(|| Verifier::decoy(username, &state.decoy_secret));
 
+    let cleartext = binding.is_some() && state.tls.as_ref().is_some_and(|tls| tls.cleartext_password);
     let mut out = BytesMut::with_capacity(256);
-    backend::authentication_sasl(&mut out, &[scram::MECHANISM]);
-    write(client, &mut out).await?;
-
-    let initial = read_password_message(client, inbuf).await?;
-    let (mechanism, rest) = read_cstr(&initial).ok_or_else(|| malformed("SASLInitialResponse"))?;
-    if mechanism != scram::MECHANISM {
-        return Err(ClientError::fatal(
-            sqlstate::PROTOCOL_VIOLATION,
-            "client selected an invalid SASL authentication mechanism",
-        ));
-    }
-    let client_first = sasl_initial_data(rest).ok_or_else(|| malformed("SASLInitialResponse"))?;
-    let (exchange, server_first) =
-        Exchange::start(verifier, client_first).map_err(|e| ClientError::protocol_violation(e.to_string()))?;
-    backend::authentication_sasl_continue(&mut out, server_first.as_bytes());
-    write(client, &mut out).await?;
-
-    let response = read_password_message(client, inbuf).await?;
-    let client_final = std::str::from_utf8(&response).map_err(|_| malformed("SASLResponse"))?;
-    let server_final = match exchange.finish(client_final) {
-        Ok(server_final) => server_final,
-        Err(scram::ScramError::Malformed(what)) => return Err(ClientError::protocol_violation(what)),
-        Err(_) => return Err(ClientError::password_failed(username)),
+    let proven = if cleartext {
+        cleartext_exchange(client, inbuf, &verifier, &mut out).await?
+    } else {
+        scram_exchange(client, inbuf, verifier, binding, &mut out).await?
     };
-    let Some(login) = login else {
+    let (Some(login), Some(server_final)) = (login, proven) else {
+        tokio::time::sleep(state.auth_throttle.failure(peer)).await;
         return Err(ClientError::password_failed(username));
     };
-    backend::authentication_sasl_final(&mut out, server_final.as_bytes());
+    state.auth_throttle.success(peer);
+    if let Some(server_final) = server_final {
+        backend::authentication_sasl_final(&mut out, server_final.as_bytes());
+    }
     backend::authentication_ok(&mut out);
     write(client, &mut out).await?;
     Ok(login)
+}
+
+/// `Some(server-final-message)` (SCRAM) or `Some(None)` (cleartext) when the
+/// client proved the password.
+type Proof = Option<Option<String>>;
+
+async fn scram_exchange<C>(
+    client: &mut C,
+    inbuf: &mut BytesMut,
+    verifier: Verifier,
+    binding: Option<&[u8; 32]>,
+    out: &mut BytesMut,
+) -> Result<Proof, ClientError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    if binding.is_some() {
+        backend::authentication_sasl(out, &[scram::MECHANISM_PLUS, scram::MECHANISM]);
+    } else {
+        backend::authentication_sasl(out, &[scram::MECHANISM]);
+    }
+    write(client, out).await?;
+
+    let initial = read_password_message(client, inbuf).await?;
+    let (mechanism, rest) = read_cstr(&initial).ok_or_else(|| malformed("SASLInitialResponse"))?;
+    let plus = match mechanism {
+        scram::MECHANISM => false,
+        scram::MECHANISM_PLUS if binding.is_some() => true,
+        _ => {
+            return Err(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "client selected an invalid SASL authentication mechanism",
+            ))
+        }
+    };
+    let client_first = sasl_initial_data(rest).ok_or_else(|| malformed("SASLInitialResponse"))?;
+    let binding_data = binding.map(|b| &b[..]);
+    let (exchange, server_first) = Exchange::start(verifier, client_first, plus, binding_data)
+        .map_err(|e| ClientError::protocol_violation(e.to_string()))?;
+    backend::authentication_sasl_continue(out, server_first.as_bytes());
+    write(client, out).await?;
+
+    let response = read_password_message(client, inbuf).await?;
+    let client_final = std::str::from_utf8(&response).map_err(|_| malformed("SASLResponse"))?;
+    match exchange.finish(client_final) {
+        Ok(server_final) => Ok(Some(Some(server_final))),
+        Err(scram::ScramError::Malformed(what)) => Err(ClientError::protocol_violation(what)),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn cleartext_exchange<C>(
+    client: &mut C,
+    inbuf: &mut BytesMut,
+    verifier: &Verifier,
+    out: &mut BytesMut,
+) -> Result<Proof, ClientError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    backend::authentication_cleartext_password(out);
+    write(client, out).await?;
+    let message = read_password_message(client, inbuf).await?;
+    let (password, rest) = read_cstr(&message).ok_or_else(|| malformed("PasswordMessage"))?;
+    if !rest.is_empty() {
+        return Err(malformed("PasswordMessage"));
+    }
+    Ok(verifier.matches_password(password).then_some(None))
 }
 
 fn malformed(what: &str) -> ClientError {

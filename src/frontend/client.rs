@@ -8,10 +8,12 @@ use std::time::SystemTime;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::policy::{channel_prefix, ClientPolicy};
 use super::relay::{Relay, RelayEnd};
+use super::stream::ClientStream;
 use super::{auth, params, ProxyState};
 use crate::cancel::CancelKey;
 use crate::error::{sqlstate, ClientError};
@@ -23,24 +25,30 @@ use crate::tenancy::context;
 use crate::upstream::{self, UpstreamError};
 
 /// Serves one accepted client connection until it ends.
-pub async fn serve_client(mut socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+pub async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
     let _open = crate::metrics::ClientConnectionGauge::open();
     let _ = socket.set_nodelay(true);
+    let deadline = Instant::now() + state.startup_timeout;
+    let Some(mut stream) = open_stream(socket, &state, deadline).await else { return };
     let mut inbuf = BytesMut::with_capacity(1024);
-    let startup = tokio::time::timeout(state.startup_timeout, read_startup(&mut socket, &mut inbuf, &state)).await;
+    let startup = tokio::time::timeout_at(deadline, read_startup(&mut stream, &mut inbuf, &state)).await;
     let startup = match startup {
         Ok(Ok(Some(startup))) => startup,
         Ok(Ok(None)) => return,
-        Ok(Err(error)) => return refuse(&mut socket, &error).await,
-        Err(_) => {
-            let error = ClientError::fatal(sqlstate::CONNECTION_FAILURE, "startup and authentication timed out");
-            return refuse(&mut socket, &error).await;
-        }
+        Ok(Err(error)) => return refuse(&mut stream, &error).await,
+        Err(_) => return refuse(&mut stream, &timed_out()).await,
     };
+    if state.tls.as_ref().is_some_and(|tls| tls.required) && !stream.is_tls() {
+        let error = ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "pgtenant requires TLS on this connection (use sslmode=require or stronger)",
+        );
+        return refuse(&mut stream, &error).await;
+    }
     let user = startup.param("user").unwrap_or_default().to_owned();
     let span = tracing::info_span!("session", %peer, user = %user, tenant = tracing::field::Empty);
     async move {
-        if let Err(error) = run_session(socket, inbuf, startup, &state).await {
+        if let Err(error) = run_session(stream, peer, inbuf, startup, &state, deadline).await {
             tracing::info!(code = error.code, message = %error.message, "session refused");
         }
     }
@@ -48,18 +56,46 @@ pub async fn serve_client(mut socket: TcpStream, peer: SocketAddr, state: Arc<Pr
     .await
 }
 
-async fn refuse(socket: &mut TcpStream, error: &ClientError) {
-    let mut out = BytesMut::new();
-    error.encode(&mut out);
-    let _ = socket.write_all(&out).await;
-    let _ = socket.shutdown().await;
+fn timed_out() -> ClientError {
+    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "startup and authentication timed out")
 }
 
-/// Reads initial packets until a StartupMessage; answers SSL and GSS
-/// encryption requests with 'N' and serves cancel requests. `None` when the
-/// connection has nothing more to do.
+/// Plain TCP, or TLS at once when the first byte is a TLS handshake record
+/// (PostgreSQL 17's direct TLS, which must negotiate ALPN `postgresql`).
+async fn open_stream(socket: TcpStream, state: &ProxyState, deadline: Instant) -> Option<ClientStream> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, socket.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        return Some(ClientStream::Plain(socket));
+    }
+    // Without TLS configured a handshake byte is just an invalid packet; close.
+    let tls = state.tls.as_ref()?;
+    let accepted = tokio::time::timeout_at(deadline, tls.acceptor.accept(socket)).await.ok()?.ok()?;
+    if accepted.get_ref().1.alpn_protocol() != Some(super::tls::ALPN_POSTGRESQL) {
+        tracing::info!("direct TLS without ALPN postgresql refused");
+        return None;
+    }
+    Some(ClientStream::Tls(Box::new(accepted)))
+}
+
+/// The first byte of a TLS ClientHello record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+async fn refuse(stream: &mut ClientStream, error: &ClientError) {
+    let mut out = BytesMut::new();
+    error.encode(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads initial packets until a StartupMessage: SSLRequest gets 'S' and a
+/// TLS handshake when TLS is configured (else 'N'), GSSENCRequest gets 'N',
+/// a CancelRequest is served. `None` when the connection has nothing more to do.
 async fn read_startup(
-    socket: &mut TcpStream,
+    stream: &mut ClientStream,
     inbuf: &mut BytesMut,
     state: &ProxyState,
 ) -> Result<Option<StartupMessage>, ClientError> {
@@ -72,7 +108,7 @@ async fn read_startup(
                 Ok(_) => {}
                 Err(e) => return Err(ClientError::protocol_violation(e.to_string())),
             }
-            match socket.read_buf(inbuf).await {
+            match stream.read_buf(inbuf).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
             }
@@ -82,13 +118,26 @@ async fn read_startup(
                 // Bytes sent before our answer would be read as if encrypted.
                 return Err(ClientError::protocol_violation("received unencrypted data after encryption request"));
             }
-            InitialPacket::SslRequest if !answered_ssl => {
+            InitialPacket::SslRequest if !answered_ssl && !stream.is_tls() => {
                 answered_ssl = true;
-                socket.write_all(b"N").await.map_err(|_| gone())?;
+                match &state.tls {
+                    Some(tls) => {
+                        stream.write_all(b"S").await.map_err(|_| gone())?;
+                        let ClientStream::Plain(tcp) = std::mem::replace(stream, ClientStream::Closed) else {
+                            return Err(gone());
+                        };
+                        let accepted = tls.acceptor.accept(tcp).await.map_err(|e| {
+                            tracing::info!(error = %e, "TLS handshake failed");
+                            gone()
+                        })?;
+                        *stream = ClientStream::Tls(Box::new(accepted));
+                    }
+                    None => stream.write_all(b"N").await.map_err(|_| gone())?,
+                }
             }
-            InitialPacket::GssEncRequest if !answered_gss => {
+            InitialPacket::GssEncRequest if !answered_gss && !stream.is_tls() => {
                 answered_gss = true;
-                socket.write_all(b"N").await.map_err(|_| gone())?;
+                stream.write_all(b"N").await.map_err(|_| gone())?;
             }
             InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
                 return Err(ClientError::protocol_violation("duplicate encryption request"));
@@ -118,13 +167,14 @@ async fn forward_cancel(state: &ProxyState, key: CancelKey) {
 }
 
 async fn run_session(
-    mut socket: TcpStream,
+    mut socket: ClientStream,
+    peer: SocketAddr,
     mut inbuf: BytesMut,
     startup: StartupMessage,
     state: &ProxyState,
+    deadline: Instant,
 ) -> Result<(), ClientError> {
-    let peer = socket.peer_addr().map_err(|_| gone())?;
-    let result = establish(&mut socket, &mut inbuf, &startup, state).await;
+    let result = establish(&mut socket, &mut inbuf, &startup, state, peer, deadline).await;
     let established = match result {
         Ok(established) => established,
         Err(error) => {
@@ -194,10 +244,12 @@ struct Established {
 /// Authenticates, opens the server session, and prepares the first bytes
 /// for each side: the client's greeting, and the context exchange.
 async fn establish(
-    socket: &mut TcpStream,
+    socket: &mut ClientStream,
     inbuf: &mut BytesMut,
     startup: &StartupMessage,
     state: &ProxyState,
+    peer: SocketAddr,
+    deadline: Instant,
 ) -> Result<Established, ClientError> {
     let mut to_client = BytesMut::with_capacity(512);
     let unsupported: Vec<&str> =
@@ -221,7 +273,9 @@ async fn establish(
     }
     let upstream_params = params::upstream_params(&startup.params, &state.tenant_setting)?;
 
-    let login = auth::authenticate(socket, inbuf, state, user).await?;
+    let binding = if socket.is_tls() { state.tls.as_ref().map(|tls| tls.end_point_hash) } else { None };
+    let authenticated = auth::authenticate(socket, inbuf, state, user, binding.as_ref(), peer.ip());
+    let login = tokio::time::timeout_at(deadline, authenticated).await.map_err(|_| timed_out())??;
     tracing::Span::current().record("tenant", login.tenant_slug.as_str());
 
     let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user);

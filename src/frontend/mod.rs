@@ -8,6 +8,9 @@ pub mod params;
 pub mod policy;
 pub mod relay;
 pub mod scram;
+pub mod stream;
+pub mod throttle;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +33,10 @@ pub struct ProxyState {
     pub readonly: Option<UpstreamTarget>,
     pub cancels: Arc<CancelRegistry>,
     pub sessions: Arc<SessionRegistry>,
+    /// Failure counts per client address, to slow password guessing.
+    pub auth_throttle: throttle::AuthThrottle,
+    /// Client TLS, when `tls.cert` and `tls.key` are set.
+    pub tls: Option<tls::TlsSetup>,
     /// The statement guard shared by every session.
     pub guard: Arc<crate::guard::Guard>,
     /// Random per process: names the marker statements that stand in for refused ones.

@@ -14,6 +14,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The mechanism name offered in AuthenticationSASL.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The channel-bound mechanism, offered on TLS connections.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The only channel binding type PostgreSQL defines.
+const BINDING_TYPE: &str = "tls-server-end-point";
 
 /// A parsed `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` verifier.
 #[derive(Clone)]
@@ -58,6 +62,8 @@ pub enum ScramError {
     Malformed(&'static str),
     #[error("channel binding is not offered on this connection")]
     ChannelBindingUnsupported,
+    #[error("SCRAM channel binding negotiation error")]
+    ChannelBindingDowngrade,
     #[error("nonce mismatch")]
     NonceMismatch,
     #[error("invalid proof")]
@@ -67,7 +73,8 @@ pub enum ScramError {
 /// The server's state between its first and its final message.
 pub struct Exchange {
     verifier: Verifier,
-    gs2_header: String,
+    /// What `c=` must decode to: the GS2 header, then the binding data if any.
+    expected_binding: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -75,13 +82,25 @@ pub struct Exchange {
 
 impl Exchange {
     /// Reads client-first-message; returns the state and server-first-message.
-    pub fn start(verifier: Verifier, client_first: &str) -> Result<(Exchange, String), ScramError> {
+    /// `plus` says the client chose SCRAM-SHA-256-PLUS; `binding` is the TLS
+    /// server end-point hash when the connection is encrypted (and PLUS offered).
+    pub fn start(
+        verifier: Verifier,
+        client_first: &str,
+        plus: bool,
+        binding: Option<&[u8]>,
+    ) -> Result<(Exchange, String), ScramError> {
         let (flag, rest) = client_first.split_once(',').ok_or(ScramError::Malformed("no gs2 header"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+        let binding_data: &[u8] = match (flag, plus, binding) {
+            ("n", false, _) => &[],
+            // The client thinks we cannot bind although we offered it: a downgrade.
+            ("y", false, Some(_)) => return Err(ScramError::ChannelBindingDowngrade),
+            ("y", false, None) => &[],
+            (f, true, Some(data)) if f.strip_prefix("p=") == Some(BINDING_TYPE) => data,
+            (f, _, _) if f.starts_with("p=") => return Err(ScramError::ChannelBindingUnsupported),
+            ("n" | "y", true, _) => return Err(ScramError::ChannelBindingDowngrade),
             _ => return Err(ScramError::Malformed("bad channel binding flag")),
-        }
+        };
         let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("no authzid field"))?;
         if !authzid.is_empty() && !authzid.starts_with("a=") {
             return Err(ScramError::Malformed("bad authzid"));
@@ -100,10 +119,11 @@ impl Exchange {
         rand::thread_rng().fill_bytes(&mut server_nonce);
         let nonce = format!("{client_nonce}{}", B64.encode(server_nonce));
         let server_first = format!("r={nonce},s={},i={}", B64.encode(&verifier.salt), verifier.iterations);
-        let gs2_header = format!("{flag},{authzid},");
+        let mut expected_binding = format!("{flag},{authzid},").into_bytes();
+        expected_binding.extend_from_slice(binding_data);
         let exchange = Exchange {
             verifier,
-            gs2_header,
+            expected_binding,
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
@@ -131,7 +151,7 @@ impl Exchange {
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let proof_ok: bool = stored_key.ct_eq(&self.verifier.stored_key).into();
 
-        if binding != self.gs2_header.as_bytes() {
+        if binding != self.expected_binding {
             return Err(ScramError::Malformed("channel binding does not match"));
         }
         if nonce != self.nonce {
@@ -143,6 +163,30 @@ impl Exchange {
         let server_signature = hmac(&self.verifier.server_key, &[auth_message.as_bytes()]);
         Ok(format!("v={}", B64.encode(server_signature)))
     }
+}
+
+impl Verifier {
+    /// Checks a cleartext password against the verifier (for the cleartext
+    /// method, offered only over TLS), with the same work for every input.
+    pub fn matches_password(&self, password: &str) -> bool {
+        let salted = salted_password(password.as_bytes(), &self.salt, self.iterations);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        stored_key.ct_eq(&self.stored_key).into()
+    }
+}
+
+/// PBKDF2-HMAC-SHA-256 with one output block (RFC 5802's Hi()).
+fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut u = hmac(password, &[salt, &1u32.to_be_bytes()]);
+    let mut out = u;
+    for _ in 1..iterations {
+        u = hmac(password, &[&u]);
+        for (o, b) in out.iter_mut().zip(u.iter()) {
+            *o ^= b;
+        }
+    }
+    out
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -164,7 +208,7 @@ mod tests {
             Verifier::parse(&postgres_protocol::password::scram_sha_256(stored_password.as_bytes())).unwrap();
         let mut client = ScramSha256::new(typed_password.as_bytes(), ChannelBinding::unsupported());
         let first = std::str::from_utf8(client.message()).unwrap().to_owned();
-        let (exchange, server_first) = Exchange::start(verifier, &first)?;
+        let (exchange, server_first) = Exchange::start(verifier, &first, false, None)?;
         client.update(server_first.as_bytes()).unwrap();
         let client_final = std::str::from_utf8(client.message()).unwrap().to_owned();
         let server_final = exchange.finish(&client_final)?;
@@ -178,6 +222,34 @@ mod tests {
     }
 
     #[test]
+    fn channel_bound_exchange_checks_the_binding_data() {
+        let verifier = Verifier::parse(&postgres_protocol::password::scram_sha_256(b"pw")).unwrap();
+        let hash = [9u8; 32];
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(hash.to_vec()));
+        let first = std::str::from_utf8(client.message()).unwrap().to_owned();
+        let (exchange, server_first) = Exchange::start(verifier.clone(), &first, true, Some(&hash)).unwrap();
+        client.update(server_first.as_bytes()).unwrap();
+        let client_final = std::str::from_utf8(client.message()).unwrap().to_owned();
+        client.finish(exchange.finish(&client_final).unwrap().as_bytes()).unwrap();
+
+        // The same client against a server with another certificate fails.
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(hash.to_vec()));
+        let first = std::str::from_utf8(client.message()).unwrap().to_owned();
+        let (exchange, server_first) = Exchange::start(verifier, &first, true, Some(&[8u8; 32])).unwrap();
+        client.update(server_first.as_bytes()).unwrap();
+        let client_final = std::str::from_utf8(client.message()).unwrap().to_owned();
+        assert!(exchange.finish(&client_final).is_err());
+    }
+
+    #[test]
+    fn cleartext_password_matches_the_verifier() {
+        let verifier = Verifier::parse(&postgres_protocol::password::scram_sha_256(b"s3cret-pass")).unwrap();
+        assert!(verifier.matches_password("s3cret-pass"));
+        assert!(!verifier.matches_password("s3cret-pasS"));
+        assert!(!Verifier::decoy("x", &[1; 32]).matches_password("anything"));
+    }
+
+    #[test]
     fn wrong_password_fails() {
         assert_eq!(run("correct horse", "battery staple"), Err(ScramError::InvalidProof));
     }
@@ -188,20 +260,28 @@ mod tests {
         let a = Verifier::decoy("mallory", &secret);
         let b = Verifier::decoy("mallory", &secret);
         assert_eq!(a.salt, b.salt);
-        let (exchange, _) = Exchange::start(a, "n,,n=,r=abc").unwrap();
+        let (exchange, _) = Exchange::start(a, "n,,n=,r=abc", false, None).unwrap();
         assert_eq!(exchange.finish("c=biws,r=nope,p=AAAA"), Err(ScramError::NonceMismatch));
     }
 
     #[test]
     fn malformed_messages_are_rejected() {
         let v = || Verifier::parse(&postgres_protocol::password::scram_sha_256(b"pw")).unwrap();
-        assert!(Exchange::start(v(), "").is_err());
-        assert!(Exchange::start(v(), "x,,n=,r=a").is_err());
+        assert!(Exchange::start(v(), "", false, None).is_err());
+        assert!(Exchange::start(v(), "x,,n=,r=a", false, None).is_err());
         assert_eq!(
-            Exchange::start(v(), "p=tls-server-end-point,,n=,r=a").err(),
+            Exchange::start(v(), "p=tls-server-end-point,,n=,r=a", false, None).err(),
             Some(ScramError::ChannelBindingUnsupported)
         );
-        let (ex, _) = Exchange::start(v(), "n,,n=,r=abc").unwrap();
+        assert_eq!(
+            Exchange::start(v(), "y,,n=,r=a", false, Some(&[1; 32])).err(),
+            Some(ScramError::ChannelBindingDowngrade)
+        );
+        assert_eq!(
+            Exchange::start(v(), "n,,n=,r=a", true, Some(&[1; 32])).err(),
+            Some(ScramError::ChannelBindingDowngrade)
+        );
+        let (ex, _) = Exchange::start(v(), "n,,n=,r=abc", false, None).unwrap();
         assert!(ex.finish("garbage").is_err());
         assert!(Verifier::parse("md5abc").is_none());
         assert!(Verifier::parse("SCRAM-SHA-256$0:AAAA$AAAA:AAAA").is_none());

@@ -10,4 +10,5 @@ mod psql;
 mod relay;
 mod security;
 mod tenancy;
+mod tls;
 mod wire;

@@ -1,0 +1,166 @@
+//! TLS with rustls: SSLRequest, direct TLS, verify-full against a test CA,
+//! `tls.required`, SCRAM-SHA-256-PLUS and cleartext passwords only over TLS.
+//!
+//! The fixtures in tests/fixtures/tls were made with:
+//!   openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 36500 -subj "/CN=pgtenant test CA" -sha256
+//!   openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"
+//!   openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 36500 -sha256 -extfile server.ext
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::common::*;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+}
+
+async fn tls_env(required: bool, cleartext: bool) -> TestEnv {
+    TestEnv::start_with(|config| {
+        config.tls.cert = Some(fixture("server.crt"));
+        config.tls.key = Some(fixture("server.key"));
+        config.tls.required = required;
+        config.tls.cleartext_password = cleartext;
+    })
+    .await
+}
+
+/// psql against the proxy with extra connection parameters; (success, stdout, stderr).
+async fn psql(env: &TestEnv, user: &str, params: &str, sql: &str) -> (bool, String, String) {
+    let conninfo = format!(
+        "host=localhost port={} dbname={} user={user} password={PASSWORD} {params}",
+        env.server.proxy_addr.port(),
+        env.database
+    );
+    let mut command = Command::new("psql");
+    command.arg(conninfo).args(["-X", "-At", "-c", sql]);
+    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn connector() -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(fixture("ca.crt")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Sends a startup packet over `stream` and returns the authentication request code.
+async fn auth_request<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    env: &TestEnv,
+) -> (i32, Vec<u8>) {
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", "hk_teller"), ("database", env.database.as_str())],
+        &mut out,
+    )
+    .unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], b'R', "an authentication request");
+    let len = i32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 4];
+    stream.read_exact(&mut body).await.unwrap();
+    (i32::from_be_bytes(body[..4].try_into().unwrap()), body[4..].to_vec())
+}
+
+#[tokio::test]
+async fn psql_verify_full_against_the_test_ca() {
+    let env = tls_env(false, false).await;
+    let root = fixture("ca.crt");
+    let params = format!("sslmode=verify-full sslrootcert={}", root.display());
+    let (ok, out, err) =
+        psql(&env, "hk_teller", &params, "SELECT string_agg(id::text, ',' ORDER BY id) FROM accounts").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "3,4");
+    let (ok, out, _) = psql(&env, "hk_teller", &params, "\\conninfo").await;
+    assert!(ok);
+    assert!(out.contains("SSL connection"), "{out}");
+}
+
+#[tokio::test]
+async fn scram_channel_binding_over_tls() {
+    let env = tls_env(false, false).await;
+    let params = format!("sslmode=verify-full sslrootcert={} channel_binding=require", fixture("ca.crt").display());
+    let (ok, out, err) = psql(&env, "barclays_ops", &params, "SELECT count(*) FROM accounts").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "3");
+    // The mechanisms offered over TLS include the channel-bound one.
+    let tcp = TcpStream::connect(env.server.proxy_addr).await.unwrap();
+    let mut tcp = tcp;
+    let mut ssl_request = Vec::new();
+    ssl_request.extend_from_slice(&8i32.to_be_bytes());
+    ssl_request.extend_from_slice(&80_877_103i32.to_be_bytes());
+    tcp.write_all(&ssl_request).await.unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let mut tls = connector().connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let (code, mechanisms) = auth_request(&mut tls, &env).await;
+    assert_eq!(code, 10);
+    assert_eq!(mechanisms, b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+}
+
+#[tokio::test]
+async fn tls_required_refuses_plain_connections() {
+    let env = tls_env(true, false).await;
+    let (ok, _, err) = psql(&env, "hk_teller", "sslmode=disable", "SELECT 1").await;
+    assert!(!ok);
+    assert!(err.contains("pgtenant requires TLS"), "{err}");
+    let (ok, out, err) = psql(&env, "hk_teller", "sslmode=require", "SELECT 1").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1");
+}
+
+#[tokio::test]
+async fn direct_tls_with_alpn() {
+    let env = tls_env(false, false).await;
+    let tcp = TcpStream::connect(env.server.proxy_addr).await.unwrap();
+    let mut tls = connector().connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    let (code, _) = auth_request(&mut tls, &env).await;
+    assert_eq!(code, 10, "SASL after a direct TLS handshake");
+}
+
+#[tokio::test]
+async fn cleartext_password_only_over_tls() {
+    let env = tls_env(false, true).await;
+    // Over TLS: AuthenticationCleartextPassword, and psql logs in with it.
+    let tcp = TcpStream::connect(env.server.proxy_addr).await.unwrap();
+    let mut tls = connector().connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let (code, _) = auth_request(&mut tls, &env).await;
+    assert_eq!(code, 3);
+    let (ok, out, err) = psql(&env, "hk_teller", "sslmode=require", "SELECT count(*) FROM accounts").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "2");
+    let (ok, _, err) = psql(&env, "hk_teller", "sslmode=require password=wrong-password", "SELECT 1").await;
+    assert!(!ok);
+    assert!(err.contains("password authentication failed"), "{err}");
+    // In the clear: SCRAM, never a cleartext password.
+    let mut plain = TcpStream::connect(env.server.proxy_addr).await.unwrap();
+    let (code, _) = auth_request(&mut plain, &env).await;
+    assert_eq!(code, 10);
+}
