@@ -19,6 +19,8 @@ pub const CONNECTIONS_REFUSED: &str = "pgtenant_connections_refused_total";
 pub const SESSIONS_OPEN: &str = "pgtenant_sessions_open";
 /// Counter: admin API requests, by method and status.
 pub const ADMIN_REQUESTS: &str = "pgtenant_admin_requests_total";
+/// Client statements the guard refused.
+pub const GUARD_REFUSALS: &str = "pgtenant_guard_refusals_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -47,6 +49,7 @@ fn describe() {
     metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections refused during startup, by SQLSTATE");
     metrics::describe_gauge!(SESSIONS_OPEN, "Sessions open now, by access level");
     metrics::describe_counter!(ADMIN_REQUESTS, "Admin API requests, by method and status");
+    metrics::describe_counter!(GUARD_REFUSALS, "Client statements refused by the statement guard, by SQLSTATE");
 }
 
 /// Counts one open client connection until dropped.
@@ -67,6 +70,11 @@ impl Drop for ClientConnectionGauge {
 }
 
 /// Counts a session that reached the relay.
+/// Counts one statement the guard refused.
+pub fn guard_refusal(error: &ClientError) {
+    metrics::counter!(GUARD_REFUSALS, "sqlstate" => error.code).increment(1);
+}
+
 pub fn session_started() {
     metrics::counter!(SESSIONS_STARTED).increment(1);
 }

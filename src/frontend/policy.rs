@@ -203,6 +203,7 @@ impl ClientPolicy {
     }
 
     fn push_denial(&mut self, denial: ClientError) -> String {
+        crate::metrics::guard_refusal(&denial);
         let id = self.next_marker;
         self.next_marker += 1;
         if self.pending_denials.len() >= MAX_PENDING_DENIALS {
