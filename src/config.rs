@@ -17,6 +17,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub control: ControlConfig,
     #[serde(default)]
+    pub pool: PoolSection,
+    #[serde(default)]
     pub tls: TlsConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -95,6 +97,89 @@ pub struct ControlConfig {
 
 fn default_control_pool() -> usize {
     4
+}
+
+/// When a server session goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// When the client disconnects.
+    Session,
+    /// At the end of each transaction (ReadyForQuery idle).
+    Transaction,
+}
+
+impl std::str::FromStr for PoolMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "session" => Ok(PoolMode::Session),
+            "transaction" => Ok(PoolMode::Transaction),
+            other => Err(format!("unknown pool mode {other:?} (session | transaction)")),
+        }
+    }
+}
+
+/// What transaction pooling does with features that need a whole session
+/// (SET, PREPARE, WITH HOLD cursors, LISTEN, named prepared statements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionFeatures {
+    /// Keep the client on its server session until it disconnects.
+    Pin,
+    /// Refuse them with 0A000 (named protocol-level prepared statements still pin).
+    Refuse,
+}
+
+impl std::str::FromStr for SessionFeatures {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pin" => Ok(SessionFeatures::Pin),
+            "refuse" => Ok(SessionFeatures::Refuse),
+            other => Err(format!("unknown value {other:?} (pin | refuse)")),
+        }
+    }
+}
+
+/// The upstream pools (one per session role).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub mode: PoolMode,
+    /// Server sessions per session role.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub size: usize,
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub min_idle: usize,
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub max_lifetime_secs: u64,
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a client waits for a server session before 53300.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub checkout_timeout_secs: u64,
+    /// Server sessions one tenant may hold at once (0: no limit).
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub max_per_tenant: usize,
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub session_features: SessionFeatures,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection {
+            mode: PoolMode::Session,
+            size: 20,
+            min_idle: 0,
+            max_lifetime_secs: 3600,
+            idle_timeout_secs: 600,
+            checkout_timeout_secs: 5,
+            max_per_tenant: 0,
+            session_features: SessionFeatures::Pin,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -204,6 +289,12 @@ impl Config {
             check_postgres_url("upstream.readonly_url", url)?;
         }
         check_postgres_url("control.url", &self.control.url)?;
+        if self.pool.size == 0 {
+            return Err(ConfigError::new("pool.size", "must be at least 1"));
+        }
+        if self.pool.min_idle > self.pool.size {
+            return Err(ConfigError::new("pool.min_idle", "must not exceed pool.size"));
+        }
         if self.control.pool_size == 0 {
             return Err(ConfigError::new("control.pool_size", "must be at least 1"));
         }

@@ -16,6 +16,7 @@ use crate::frontend::tls::TlsSetup;
 use crate::frontend::{listener, ProxyState};
 use crate::sessions::SessionRegistry;
 use crate::tenancy::catalog::Catalog;
+use crate::upstream::pool::{Pool, PoolConfig};
 use crate::upstream::UpstreamTarget;
 
 /// A running proxy and sidecar.
@@ -31,6 +32,14 @@ impl Server {
     /// Binds both listeners and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let connect_timeout = Duration::from_secs(config.upstream.connect_timeout_secs);
+        let pool_config = PoolConfig {
+            max_size: config.pool.size,
+            min_idle: config.pool.min_idle,
+            max_lifetime: Duration::from_secs(config.pool.max_lifetime_secs),
+            idle_timeout: Duration::from_secs(config.pool.idle_timeout_secs),
+            checkout_timeout: Duration::from_secs(config.pool.checkout_timeout_secs),
+            max_per_tenant: config.pool.max_per_tenant,
+        };
         let readwrite = UpstreamTarget::from_url(&config.upstream.url, connect_timeout).context("upstream.url")?;
         let readonly = match &config.upstream.readonly_url {
             Some(url) => Some(UpstreamTarget::from_url(url, connect_timeout).context("upstream.readonly_url")?),
@@ -55,8 +64,10 @@ impl Server {
             startup_timeout: Duration::from_secs(config.proxy.startup_timeout_secs),
             catalog,
             context_key,
-            readwrite,
-            readonly,
+            readwrite: Pool::new(readwrite, pool_config.clone()),
+            readonly: readonly.map(|target| Pool::new(target, pool_config.clone())),
+            pool_mode: config.pool.mode,
+            session_features: config.pool.session_features,
             cancels: Arc::new(CancelRegistry::default()),
             sessions: Arc::new(SessionRegistry::default()),
             decoy_secret,
@@ -80,6 +91,7 @@ impl Server {
 
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(reap_pools(Arc::clone(&state), watcher.clone())));
         tasks.push(tokio::spawn(listener::run(
             proxy,
             Arc::clone(&state),
@@ -114,6 +126,22 @@ impl Server {
         let deadline = tokio::time::Instant::now() + drain;
         while !self.state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every second: closes expired idle server sessions and keeps `min_idle` open.
+async fn reap_pools(state: Arc<ProxyState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        for pool in std::iter::once(&state.readwrite).chain(state.readonly.as_ref()) {
+            pool.reap();
+            pool.fill_min_idle().await;
         }
     }
 }

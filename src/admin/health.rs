@@ -36,7 +36,7 @@ pub async fn readyz(State(admin): State<Arc<AdminState>>) -> (StatusCode, &'stat
         tracing::warn!(error = %e, "not ready: catalog");
         return (StatusCode::SERVICE_UNAVAILABLE, "catalog unreachable\n");
     }
-    let targets = [Some(&admin.proxy.readwrite), admin.proxy.readonly.as_ref()];
+    let targets = [Some(admin.proxy.readwrite.target()), admin.proxy.readonly.as_ref().map(|p| p.target())];
     for target in targets.into_iter().flatten() {
         if let Err(e) = reachable(&target.address).await {
             tracing::warn!(error = %e, upstream = %target.address, "not ready: upstream");

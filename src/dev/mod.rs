@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::distributions::{Alphanumeric, DistString};
 
-use crate::config::{AdminConfig, Config, ControlConfig, LogConfig, ProxyConfig, TlsConfig, UpstreamConfig};
+use crate::config::{
+    AdminConfig, Config, ControlConfig, LogConfig, PoolSection, ProxyConfig, TlsConfig, UpstreamConfig,
+};
 use crate::migrate;
 use crate::tenancy::catalog::Catalog;
 use crate::tenancy::Access;
@@ -86,6 +88,7 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
             connect_timeout_secs: 5,
         },
         control: ControlConfig { url: cluster.url(OWNER_ROLE, database), pool_size: 4 },
+        pool: PoolSection::default(),
         tls: TlsConfig::default(),
         log: LogConfig::default(),
     })

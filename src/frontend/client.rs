@@ -11,18 +11,21 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::attach::{Attached, Attachment};
 use super::policy::{channel_prefix, ClientPolicy};
 use super::relay::{Relay, RelayEnd};
+use super::settings;
 use super::stream::ClientStream;
 use super::{auth, params, ProxyState};
 use crate::cancel::CancelKey;
+use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::startup::{self, InitialPacket, StartupMessage};
 use crate::sessions::SessionIdentity;
 use crate::tenancy::catalog::LoginRecord;
-use crate::tenancy::context;
-use crate::upstream::{self, UpstreamError};
+use crate::upstream;
+use crate::upstream::pool::Lease;
 
 /// Serves one accepted client connection until it ends.
 pub async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
@@ -183,17 +186,17 @@ async fn run_session(
             return Err(error);
         }
     };
-    let Established { server, to_client, to_server, cancel, login, server_pid } = established;
+    let Established { lease, attachment, to_client, login, key } = established;
+    let transaction_pooling = state.pool_mode == PoolMode::Transaction;
     let policy = ClientPolicy::new(
         Arc::clone(&state.guard),
         state.marker_prefix.clone(),
         channel_prefix(&login.context.tenant_id),
-        to_server.clone(),
-        server_pid,
-        cancel.key().process_id,
+        transaction_pooling.then_some(state.session_features),
+        key.process_id,
     );
     let mut session = state.sessions.register(
-        cancel.key().process_id,
+        key.process_id,
         SessionIdentity {
             username: login.username.clone(),
             tenant_id: login.context.tenant_id.clone(),
@@ -205,20 +208,12 @@ async fn run_session(
             connected_at: SystemTime::now(),
         },
     );
-    let mut relay = Relay::new(
-        socket,
-        server,
-        to_client,
-        to_server,
-        context::SET_CONTEXT_READY_COUNT,
-        state.max_message_bytes,
-        policy,
-    );
+    let attached = Attached { lease, prefix: BytesMut::new(), own_ready: 0 };
+    let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
     let end = relay.run(&mut session).await;
     drop(session);
-    drop(cancel);
     match end {
         RelayEnd::Fatal(error) => {
             tracing::warn!(code = error.code, message = %error.message, "session ended by pgtenant");
@@ -230,15 +225,12 @@ async fn run_session(
 
 /// A client that passed every check, and its server session ready to relay.
 struct Established {
-    server: upstream::ServerStream,
+    lease: Lease,
+    attachment: Attachment,
     /// The greeting for the client: ParameterStatus, BackendKeyData, ReadyForQuery.
     to_client: BytesMut,
-    /// The context exchange, to run before anything the client sends.
-    to_server: BytesMut,
-    cancel: crate::cancel::CancelHandle,
     login: LoginRecord,
-    /// The server backend's process id.
-    server_pid: i32,
+    key: CancelKey,
 }
 
 /// Authenticates, opens the server session, and prepares the first bytes
@@ -294,55 +286,32 @@ async fn establish(
             format!("tenant \"{}\" is suspended", login.tenant_slug),
         ));
     }
-    let target = state.target_for(login.access).ok_or_else(|| {
+    let pool = state.pool_for(login.access).ok_or_else(|| {
         ClientError::fatal(
             sqlstate::INVALID_AUTHORIZATION,
             "readonly logins are not enabled on this pgtenant (upstream.readonly_url is not set)",
         )
     })?;
 
-    let server = upstream::connect(target, &upstream_params).await.map_err(|e| match e {
-        UpstreamError::Refused(fields) if fields.code.starts_with("22") || fields.code.starts_with("42") => {
-            // The server judged a client setting; its words are about the client's input.
-            ClientError::fatal(leak_code(&fields.code), fields.message)
-        }
-        other => {
-            tracing::error!(error = %other, "upstream connection failed");
-            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
-        }
-    })?;
-
     let cancel = state.cancels.issue();
-    cancel.set_target(Some(server.cancel.clone()));
-    for (name, value) in &server.parameters {
+    let key = cancel.key();
+    let mut attachment = Attachment::new(
+        pool.clone(),
+        state.pool_mode,
+        login.context.clone(),
+        state.context_key.clone(),
+        state.tenant_setting.clone(),
+        settings::from_startup(&upstream_params),
+        cancel,
+    );
+    let lease = attachment.acquire_ready().await?;
+    for (name, value) in &lease.conn_ref().parameters {
         let value = if name == "session_authorization" { user } else { value.as_str() };
         backend::parameter_status(&mut to_client, name, value);
     }
-    let key = cancel.key();
     backend::backend_key_data(&mut to_client, key.process_id, key.secret_key);
     backend::ready_for_query(&mut to_client, b'I');
-
-    let mut to_server = BytesMut::with_capacity(256);
-    context::encode_set_context(
-        &mut to_server,
-        &state.context_key,
-        &login.context,
-        server.cancel.process_id,
-        &state.tenant_setting,
-    );
     tracing::info!(access = %login.access, "session started");
     crate::metrics::session_started();
-    let server_pid = server.cancel.process_id;
-    Ok(Established { server: server.stream, to_client, to_server, cancel, login, server_pid })
-}
-
-/// Maps an upstream SQLSTATE to a static one we may pass on.
-fn leak_code(code: &str) -> &'static str {
-    match code {
-        "42704" => "42704",
-        "42501" => "42501",
-        "22023" => "22023",
-        "22P02" => "22P02",
-        _ => "42000",
-    }
+    Ok(Established { lease, attachment, to_client, login, key })
 }

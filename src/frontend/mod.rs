@@ -1,6 +1,7 @@
 //! The client side: accepting connections, startup and authentication, and
 //! the relay that carries a session.
 
+pub mod attach;
 pub mod auth;
 pub mod client;
 pub mod listener;
@@ -8,6 +9,7 @@ pub mod params;
 pub mod policy;
 pub mod relay;
 pub mod scram;
+pub mod settings;
 pub mod stream;
 pub mod throttle;
 pub mod tls;
@@ -19,6 +21,7 @@ use crate::cancel::CancelRegistry;
 use crate::sessions::SessionRegistry;
 use crate::tenancy::catalog::Catalog;
 use crate::tenancy::Access;
+use crate::upstream::pool::Pool;
 use crate::upstream::UpstreamTarget;
 
 /// What every client session of a proxy shares.
@@ -29,8 +32,10 @@ pub struct ProxyState {
     pub max_message_bytes: usize,
     pub startup_timeout: Duration,
     pub catalog: Catalog,
-    pub readwrite: UpstreamTarget,
-    pub readonly: Option<UpstreamTarget>,
+    pub readwrite: Pool,
+    pub readonly: Option<Pool>,
+    pub pool_mode: crate::config::PoolMode,
+    pub session_features: crate::config::SessionFeatures,
     pub cancels: Arc<CancelRegistry>,
     pub sessions: Arc<SessionRegistry>,
     /// Failure counts per client address, to slow password guessing.
@@ -50,6 +55,11 @@ pub struct ProxyState {
 impl ProxyState {
     /// The upstream target for a login's access level.
     pub fn target_for(&self, access: Access) -> Option<&UpstreamTarget> {
+        self.pool_for(access).map(Pool::target)
+    }
+
+    /// The pool for a login's access level.
+    pub fn pool_for(&self, access: Access) -> Option<&Pool> {
         match access {
             Access::Readwrite => Some(&self.readwrite),
             Access::Readonly => self.readonly.as_ref(),

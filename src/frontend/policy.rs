@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::config::SessionFeatures;
 use crate::error::ClientError;
 use crate::guard::{self, Guard};
 use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
@@ -30,8 +31,14 @@ pub struct ClientPolicy {
     pending_denials: VecDeque<(u64, ClientError)>,
     /// Prefix of this tenant's notification channels on the server.
     channel_prefix: String,
-    /// The context exchange to replay after a reset.
-    context_exchange: BytesMut,
+    /// In transaction pooling: what to do with features that need a session.
+    session_features: Option<SessionFeatures>,
+    /// The client used such a feature (the relay pins it to its server session).
+    session_state_used: bool,
+    /// The client reset its own settings (RESET ALL / DISCARD ALL).
+    settings_wiped: bool,
+    /// Extended-protocol messages were sent since the last Sync.
+    unsynced: bool,
     /// The context was (or may have been) wiped by the client's last statements.
     context_dirty: bool,
     /// An extended-protocol reset waits for its Sync.
@@ -50,8 +57,7 @@ impl ClientPolicy {
         guard: Arc<Guard>,
         marker_prefix: String,
         channel_prefix: String,
-        context_exchange: BytesMut,
-        server_pid: i32,
+        session_features: Option<SessionFeatures>,
         client_pid: i32,
     ) -> Self {
         ClientPolicy {
@@ -60,12 +66,15 @@ impl ClientPolicy {
             next_marker: 1,
             pending_denials: VecDeque::new(),
             channel_prefix,
-            context_exchange,
+            session_features,
+            session_state_used: false,
+            settings_wiped: false,
+            unsynced: false,
             context_dirty: false,
             reset_awaits_sync: false,
             client_syncs_in_flight: 0,
             hold: false,
-            server_pid,
+            server_pid: 0,
             client_pid,
         }
     }
@@ -73,6 +82,34 @@ impl ClientPolicy {
     /// True while client messages must wait (a context reset is pending).
     pub fn holding(&self) -> bool {
         self.hold
+    }
+
+    /// Every client message sent so far has been answered: a transaction
+    /// boundary where the server session may go back to the pool.
+    pub fn at_rest(&self) -> bool {
+        !self.hold && !self.unsynced && self.client_syncs_in_flight == 0 && !self.context_dirty
+    }
+
+    /// Notes a client message streamed through without inspection.
+    pub fn streamed(&mut self, tag: u8) {
+        if matches!(tag, b'B' | b'D' | b'E' | b'C' | b'H') {
+            self.unsynced = true;
+        }
+    }
+
+    /// True once the client used a feature that needs a whole server session.
+    pub fn session_state_used(&self) -> bool {
+        self.session_state_used
+    }
+
+    /// Takes the "client reset its settings" flag.
+    pub fn take_settings_wiped(&mut self) -> bool {
+        std::mem::take(&mut self.settings_wiped)
+    }
+
+    /// The server backend now serving the client (for notification pids).
+    pub fn set_server_pid(&mut self, pid: i32) {
+        self.server_pid = pid;
     }
 
     /// True when `tag` is a client message this policy reads whole.
@@ -99,6 +136,7 @@ impl ClientPolicy {
             b'S' => {
                 to_server.extend_from_slice(frame);
                 self.client_syncs_in_flight += 1;
+                self.unsynced = false;
                 if self.reset_awaits_sync || self.context_dirty {
                     self.reset_awaits_sync = false;
                     self.context_dirty = true;
@@ -123,11 +161,18 @@ impl ClientPolicy {
             self.refuse(denial.clone(), to_server);
             return Ok(());
         }
+        if let Some(denial) = self.session_feature(verdict.session_state) {
+            self.refuse(denial, to_server);
+            return Ok(());
+        }
         if verdict.channel_statements.is_empty() {
             to_server.extend_from_slice(frame);
         } else {
             let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
             write_message(to_server, b'Q', |b| put_cstr(b, &rewritten));
+        }
+        if verdict.resets_context {
+            self.settings_wiped = true;
         }
         if verdict.resets_context || self.context_dirty {
             self.context_dirty = true;
@@ -165,10 +210,19 @@ impl ClientPolicy {
             }
             return Ok(());
         };
+        self.unsynced = true;
         let verdict = self.guard.check(sql);
         if let Some(denial) = &verdict.denial {
             self.refuse_parse(name, denial.clone(), to_server);
             return Ok(());
+        }
+        if let Some(denial) = self.session_feature(verdict.session_state) {
+            self.refuse_parse(name, denial, to_server);
+            return Ok(());
+        }
+        if !name.is_empty() && self.session_features.is_some() {
+            // A named statement lives on one server session.
+            self.session_state_used = true;
         }
         if verdict.channel_statements.is_empty() {
             to_server.extend_from_slice(frame);
@@ -182,8 +236,26 @@ impl ClientPolicy {
         }
         if verdict.resets_context {
             self.reset_awaits_sync = true;
+            self.settings_wiped = true;
         }
         Ok(())
+    }
+
+    /// In transaction pooling, a statement that needs a whole session either
+    /// pins the client or is refused.
+    fn session_feature(&mut self, needs_session: bool) -> Option<ClientError> {
+        match (needs_session, self.session_features) {
+            (true, Some(SessionFeatures::Refuse)) => Some(ClientError::error(
+                crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                "this statement needs a whole server session, which transaction pooling does not give \
+                 (pool.session_features = \"refuse\")",
+            )),
+            (true, Some(SessionFeatures::Pin)) => {
+                self.session_state_used = true;
+                None
+            }
+            _ => None,
+        }
     }
 
     /// Sends a marker query in place of a refused Query or FunctionCall.
@@ -239,21 +311,21 @@ impl ClientPolicy {
         None
     }
 
-    /// Accounts for one ReadyForQuery answering the client. Returns the
-    /// context exchange to send now, if a reset wiped the context.
-    pub fn client_ready(&mut self, failed_transaction: bool) -> Option<BytesMut> {
+    /// Accounts for one ReadyForQuery answering the client. True when the
+    /// context must be sent now because a reset wiped it.
+    pub fn client_ready(&mut self, failed_transaction: bool) -> bool {
         self.client_syncs_in_flight = self.client_syncs_in_flight.saturating_sub(1);
         if !self.hold || self.client_syncs_in_flight > 0 {
-            return None;
+            return false;
         }
         self.hold = false;
         if !self.context_dirty || failed_transaction {
             // In a failed transaction the exchange would fail; the next batch
             // holds again and the context is restored once it can be.
-            return None;
+            return false;
         }
         self.context_dirty = false;
-        Some(self.context_exchange.clone())
+        true
     }
 
     /// Rewrites a NotificationResponse from the tenant's scoped channel to the

@@ -16,12 +16,13 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::attach::{own_exchange_error, parameter_status, Attached, Attachment};
 use super::policy::ClientPolicy;
+use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::parse_error_fields;
 use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
-use crate::protocol::frontend;
 use crate::sessions::{SessionHandle, SessionState};
+use crate::upstream::pool::Lease;
 
 /// Stop reading from a side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -60,9 +61,12 @@ pub enum RelayEnd {
 }
 
 /// Per-session relay state.
-pub struct Relay<C, S> {
+pub struct Relay<C> {
     client: C,
-    server: S,
+    /// The server session serving the client now; in transaction pooling,
+    /// only between the first message of a transaction and its end.
+    server: Option<Lease>,
+    attachment: Attachment,
     client_in: BytesMut,
     server_in: BytesMut,
     to_client: BytesMut,
@@ -90,25 +94,26 @@ struct Progress {
     server_closed: bool,
 }
 
-impl<C, S> Relay<C, S>
+impl<C> Relay<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
 {
     /// A relay whose first bytes to each side are already queued; the server
     /// will answer `own_ready_pending` exchanges of pgtenant's before the client's.
     pub fn new(
         client: C,
-        server: S,
+        attached: Attached,
+        attachment: Attachment,
         to_client: BytesMut,
-        to_server: BytesMut,
-        own_ready_pending: u32,
         max_message_bytes: usize,
-        policy: ClientPolicy,
+        mut policy: ClientPolicy,
     ) -> Self {
+        let Attached { lease, prefix: to_server, own_ready: own_ready_pending } = attached;
+        policy.set_server_pid(lease.conn_ref().cancel.process_id);
         Relay {
             client,
-            server,
+            server: Some(lease),
+            attachment,
             client_in: BytesMut::with_capacity(READ_CHUNK),
             server_in: BytesMut::with_capacity(READ_CHUNK),
             to_client,
@@ -130,7 +135,8 @@ where
         self.status
     }
 
-    /// Relays until either side ends; then tells the server to terminate.
+    /// Relays until either side ends; then hands the server session back
+    /// (when it is idle and clean) or closes it.
     pub async fn run(&mut self, session: &mut SessionHandle) -> RelayEnd {
         let end = self.relay(session).await;
         if matches!(end, RelayEnd::Fatal(_)) {
@@ -138,19 +144,58 @@ where
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(1), self.client.write_all(&self.to_client)).await;
         }
-        if !matches!(end, RelayEnd::ServerGone) {
-            // Terminate makes the backend roll back and exit at once, rather than
-            // when it notices the closed socket.
-            let mut bye = BytesMut::new();
-            frontend::terminate(&mut bye);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-                self.server.write_all(&self.to_server).await?;
-                self.server.write_all(&bye).await?;
-                self.server.shutdown().await
-            })
-            .await;
+        if let Some(lease) = self.server.take() {
+            let clean = !matches!(end, RelayEnd::ServerGone | RelayEnd::Fatal(_)) && self.server_at_rest();
+            // A session not known to be idle is closed: the backend rolls back
+            // whatever the client left open and exits.
+            let wiped = self.policy.take_settings_wiped();
+            self.attachment.release(lease, clean, wiped);
         }
         end
+    }
+
+    /// The server session is idle and nothing is in flight either way.
+    fn server_at_rest(&self) -> bool {
+        self.status == TxnStatus::Idle
+            && self.own_ready_pending == 0
+            && self.policy.at_rest()
+            && self.server_frame_left == 0
+            && self.server_in.is_empty()
+            && self.to_server.is_empty()
+            && self.client_frame_left == 0
+    }
+
+    /// In transaction pooling, returns the server session at a transaction boundary.
+    fn release_if_at_rest(&mut self) {
+        if self.attachment.mode != PoolMode::Transaction || self.attachment.pinned || !self.server_at_rest() {
+            return;
+        }
+        if let Some(lease) = self.server.take() {
+            let wiped = self.policy.take_settings_wiped();
+            self.attachment.release(lease, true, wiped);
+        }
+    }
+
+    /// Checks a server session out when the client has something to send.
+    async fn attach_if_needed(&mut self) -> Result<(), RelayEnd> {
+        if self.server.is_some() || self.to_server.is_empty() {
+            return Ok(());
+        }
+        if self.policy.take_settings_wiped() {
+            self.attachment.forget_settings();
+        }
+        let attached = match self.attachment.acquire().await {
+            Ok(attached) => attached,
+            Err(error) => return Err(self.fatal(error)),
+        };
+        let Attached { lease, mut prefix, own_ready } = attached;
+        self.policy.set_server_pid(lease.conn_ref().cancel.process_id);
+        prefix.extend_from_slice(&self.to_server);
+        self.to_server = prefix;
+        self.own_ready_pending += own_ready;
+        self.status = TxnStatus::Idle;
+        self.server = Some(lease);
+        Ok(())
     }
 
     /// Queues bytes the client sent before the relay started.
@@ -166,6 +211,9 @@ where
             }
         }
         loop {
+            if let Err(end) = self.attach_if_needed().await {
+                return end;
+            }
             // poll_io keeps no state between polls, so losing this race is harmless.
             let polled = tokio::select! {
                 biased;
@@ -180,6 +228,9 @@ where
                 entry.set_state(SessionState::Active);
                 if let Err(end) = self.take_client_frames() {
                     return end;
+                }
+                if self.policy.session_state_used() {
+                    self.attachment.pinned = true;
                 }
             }
             if progress.server_data {
@@ -199,6 +250,10 @@ where
                         TxnStatus::Failed => SessionState::IdleInFailedTransaction,
                     });
                 }
+                if self.policy.session_state_used() {
+                    self.attachment.pinned = true;
+                }
+                self.release_if_at_rest();
             }
             if progress.server_closed {
                 self.server_closed_notice();
@@ -213,8 +268,10 @@ where
 
     /// Writes what it can, then reads what is there. Ready when something was read.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Progress, RelayEnd>> {
-        if poll_drain(&mut self.server, cx, &mut self.to_server).is_err() {
-            return Poll::Ready(Err(RelayEnd::ServerGone));
+        if let Some(lease) = self.server.as_mut() {
+            if poll_drain(&mut lease.conn().stream, cx, &mut self.to_server).is_err() {
+                return Poll::Ready(Err(RelayEnd::ServerGone));
+            }
         }
         if poll_drain(&mut self.client, cx, &mut self.to_client).is_err() {
             return Poll::Ready(Err(RelayEnd::ClientGone));
@@ -227,8 +284,8 @@ where
                 Poll::Pending => {}
             }
         }
-        if self.to_client.len() < HIGH_WATER {
-            match poll_read_some(&mut self.server, cx, &mut self.server_in) {
+        if let Some(lease) = self.server.as_mut().filter(|_| self.to_client.len() < HIGH_WATER) {
+            match poll_read_some(&mut lease.conn().stream, cx, &mut self.server_in) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => progress.server_closed = true,
                 Poll::Ready(Ok(_)) => progress.server_data = true,
                 Poll::Pending => {}
@@ -275,7 +332,12 @@ where
                 }
                 continue;
             }
+            self.policy.streamed(header.tag);
             self.client_frame_left = header.frame_len;
+            if self.server.is_none() {
+                // The relay loop attaches a server session before more is read.
+                continue;
+            }
         }
     }
 
@@ -306,7 +368,7 @@ where
                 }
             };
             let whole = match header.tag {
-                b'Z' | b'A' => true,
+                b'Z' | b'A' | b'S' => true,
                 b'E' => self.own_ready_pending > 0 || self.policy.reads_server_errors(),
                 _ => false,
             };
@@ -335,9 +397,12 @@ where
                     self.server_frame_left = header.frame_len;
                     self.last_server_tag = b'Z';
                     self.to_client_ends_ready = true;
-                    if let Some(exchange) = released {
-                        self.to_server.extend_from_slice(&exchange);
-                        self.own_ready_pending += 1;
+                    if released {
+                        if let Some(lease) = &self.server {
+                            let exchange = self.attachment.context_exchange(lease);
+                            self.to_server.extend_from_slice(&exchange);
+                            self.own_ready_pending += 1;
+                        }
                     }
                     continue;
                 }
@@ -361,12 +426,15 @@ where
                     }
                 }
                 b'E' if self.own_ready_pending > 0 => {
-                    let fields = parse_error_fields(&self.server_in[HEADER_LEN..header.frame_len]);
-                    tracing::error!(code = %fields.code, message = %fields.message, "setting the tenant context failed");
-                    return Err(self.fatal(ClientError::fatal(
-                        sqlstate::CONNECTION_FAILURE,
-                        "pgtenant could not establish the tenant context for this session",
-                    )));
+                    let error = own_exchange_error(&self.server_in[HEADER_LEN..header.frame_len]);
+                    return Err(self.fatal(error));
+                }
+                b'S' => {
+                    if let (Some(lease), Some((name, value))) =
+                        (self.server.as_mut(), parameter_status(&self.server_in[HEADER_LEN..header.frame_len]))
+                    {
+                        lease.conn().note_parameter(name, value);
+                    }
                 }
                 _ => {}
             }

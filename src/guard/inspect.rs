@@ -23,6 +23,9 @@ pub struct Inspection {
     pub resets_context: bool,
     /// LISTEN / UNLISTEN / NOTIFY statements, whose channels pgtenant scopes to the tenant.
     pub channel_statements: Vec<ChannelStatement>,
+    /// It leaves state on the server session beyond its transaction (a
+    /// session-level SET, PREPARE, a WITH HOLD cursor, LISTEN).
+    pub session_state: bool,
 }
 
 /// A LISTEN, UNLISTEN or NOTIFY statement and where it sits in the string.
@@ -114,10 +117,18 @@ fn denied(danger: Danger, name: &str) -> ClientError {
 /// The refusal of one top-level statement, if any; notes context resets.
 fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspection) -> Option<ClientError> {
     match node {
+        NodeEnum::PrepareStmt(_) | NodeEnum::ListenStmt(_) => inspection.session_state = true,
+        NodeEnum::DeclareCursorStmt(cursor) if cursor.options & CURSOR_OPT_HOLD != 0 => inspection.session_state = true,
+        _ => {}
+    }
+    match node {
         NodeEnum::VariableSetStmt(set) => {
             if set.kind == protobuf::VariableSetKind::VarResetAll as i32 {
                 inspection.resets_context = true;
                 return None;
+            }
+            if !set.is_local {
+                inspection.session_state = true;
             }
             let name = set.name.to_ascii_lowercase();
             let reserved = name == tenant_setting
@@ -148,6 +159,9 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
         _ => None,
     }
 }
+
+/// `CURSOR_OPT_HOLD` of PostgreSQL's parsenodes.h.
+const CURSOR_OPT_HOLD: i32 = 0x0020;
 
 fn explain_analyzes(explain: &protobuf::ExplainStmt) -> bool {
     explain.options.iter().any(|option| match option.node.as_ref() {

@@ -21,6 +21,8 @@ const RISKY: &[&str] = &[
     "procedure",
     "alter",
     "listen",
+    "prepare",
+    "hold",
     "notify",
     "copy",
     "explain",

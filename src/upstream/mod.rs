@@ -2,6 +2,7 @@
 //! the session role, and hand the raw stream to the relay.
 
 pub mod connect;
+pub mod pool;
 pub mod role_check;
 pub mod stream;
 

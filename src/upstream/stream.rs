@@ -14,6 +14,19 @@ pub enum ServerStream {
     Unix(UnixStream),
 }
 
+impl ServerStream {
+    /// True when the server closed the connection (or sent something unasked,
+    /// such as a FATAL before closing): an idle session must have nothing to read.
+    pub fn is_closed(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let read = match self {
+            ServerStream::Tcp(s) => s.try_read(&mut probe),
+            ServerStream::Unix(s) => s.try_read(&mut probe),
+        };
+        !matches!(read, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 impl AsyncRead for ServerStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {

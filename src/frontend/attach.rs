@@ -1,0 +1,220 @@
+//! Attaching a client to a pooled server session, and handing it back.
+//!
+//! On checkout, what the server session must do before the client's first
+//! message is pipelined ahead of it, never waited for: DISCARD ALL when a
+//! client left session state, the tenant context when it carries another
+//! tenant's (or none), and the difference between the settings on it and this
+//! client's own.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cancel::CancelHandle;
+use crate::config::PoolMode;
+use crate::error::{sqlstate, ClientError};
+use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
+use crate::protocol::frame::{peek_header, read_cstr};
+use crate::tenancy::{context, TenantContext};
+use crate::upstream::pool::{Lease, Pool, PoolError};
+use crate::upstream::ServerStream;
+
+use super::settings::{self, Settings};
+
+/// One client's claim on the pool.
+pub struct Attachment {
+    pool: Pool,
+    pub mode: PoolMode,
+    context: TenantContext,
+    context_key: Vec<u8>,
+    tenant_setting: String,
+    /// The client's cancel-key id, which also identifies it to the pool.
+    client_id: i32,
+    settings: Settings,
+    cancel: CancelHandle,
+    /// In transaction mode: the client used a feature that needs its whole
+    /// server session, so it keeps this one until it disconnects.
+    pub pinned: bool,
+}
+
+/// A checked-out server session and what must run on it first.
+pub struct Attached {
+    pub lease: Lease,
+    /// Pipelined exchanges to send before the client's bytes.
+    pub prefix: BytesMut,
+    /// ReadyForQuery messages the prefix produces (swallowed by the relay).
+    pub own_ready: u32,
+}
+
+impl Attachment {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pool: Pool,
+        mode: PoolMode,
+        context: TenantContext,
+        context_key: Vec<u8>,
+        tenant_setting: String,
+        settings: Settings,
+        cancel: CancelHandle,
+    ) -> Attachment {
+        let client_id = cancel.key().process_id;
+        Attachment { pool, mode, context, context_key, tenant_setting, client_id, settings, cancel, pinned: false }
+    }
+
+    /// The client's cancel-key id.
+    pub fn client_id(&self) -> i32 {
+        self.client_id
+    }
+
+    /// Checks a server session out for this client.
+    pub async fn acquire(&mut self) -> Result<Attached, ClientError> {
+        let mut lease = self.pool.checkout(&self.context.tenant_id, self.client_id).await.map_err(|e| match e {
+            PoolError::Timeout(waited) => ClientError::fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("pgtenant could not get a server connection within {} s", waited.as_secs()),
+            ),
+            PoolError::Connect(e) => {
+                tracing::error!(error = %e, "upstream connection failed");
+                ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
+            }
+        })?;
+        let counters = self.pool.counters();
+        let conn = lease.conn();
+        let mut prefix = BytesMut::with_capacity(512);
+        let mut own_ready = 0;
+        if conn.dirty {
+            write_message(&mut prefix, b'Q', |b| put_cstr(b, "DISCARD ALL"));
+            own_ready += 1;
+            conn.applied.clear();
+            conn.tenant = None;
+            counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if conn.tenant.as_deref() != Some(self.context.tenant_id.as_str()) {
+            context::encode_set_context(
+                &mut prefix,
+                &self.context_key,
+                &self.context,
+                conn.cancel.process_id,
+                &self.tenant_setting,
+            );
+            own_ready += context::SET_CONTEXT_READY_COUNT;
+            conn.tenant = Some(self.context.tenant_id.clone());
+            counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(sql) = settings::transition(&conn.applied, &self.settings) {
+            write_message(&mut prefix, b'Q', |b| put_cstr(b, &sql));
+            own_ready += 1;
+            conn.applied = self.settings.clone();
+        }
+        conn.last_client = Some(self.client_id);
+        self.cancel.set_target(Some(conn.cancel.clone()));
+        Ok(Attached { lease, prefix, own_ready })
+    }
+
+    /// Checks a server session out and runs the prefix to completion, so that a
+    /// bad startup setting or a context failure ends the login as PostgreSQL
+    /// would. Used once, at login.
+    pub async fn acquire_ready(&mut self) -> Result<Lease, ClientError> {
+        let Attached { mut lease, prefix, own_ready } = self.acquire().await?;
+        if own_ready == 0 {
+            return Ok(lease);
+        }
+        let conn = lease.conn();
+        let lost = |_| ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection");
+        conn.stream.write_all(&prefix).await.map_err(lost)?;
+        let mut inbuf = BytesMut::with_capacity(1024);
+        let mut remaining = own_ready;
+        let mut failure = None;
+        while remaining > 0 {
+            let (tag, body) = read_frame(&mut conn.stream, &mut inbuf).await.map_err(lost)?;
+            match tag {
+                b'E' if failure.is_none() => failure = Some(own_exchange_error(&body)),
+                b'S' => {
+                    if let Some((name, value)) = parameter_status(&body) {
+                        conn.note_parameter(name, value);
+                    }
+                }
+                b'Z' => remaining -= 1,
+                _ => {}
+            }
+        }
+        match failure {
+            // The lease is dropped, closing the session: its state is unknown.
+            Some(error) => Err(error),
+            None => Ok(lease),
+        }
+    }
+
+    /// The context exchange for the server session in `lease`, to restore it
+    /// after the client reset everything (RESET ALL / DISCARD ALL).
+    pub fn context_exchange(&self, lease: &Lease) -> BytesMut {
+        let mut out = BytesMut::with_capacity(256);
+        context::encode_set_context(
+            &mut out,
+            &self.context_key,
+            &self.context,
+            lease.conn_ref().cancel.process_id,
+            &self.tenant_setting,
+        );
+        out
+    }
+
+    /// The client reset its own settings: it wants the defaults from now on.
+    pub fn forget_settings(&mut self) {
+        self.settings.clear();
+    }
+
+    /// Hands the server session back. `clean_idle`: it is idle with nothing in
+    /// flight; otherwise it is closed. `client_settings_wiped`: the client
+    /// reset its settings on it (RESET ALL / DISCARD ALL).
+    pub fn release(&mut self, mut lease: Lease, clean_idle: bool, client_settings_wiped: bool) {
+        self.cancel.set_target(None);
+        let conn = lease.conn();
+        if self.mode == PoolMode::Session || self.pinned {
+            // What the client did with a whole session is unknown: reset it.
+            conn.dirty = true;
+        }
+        if client_settings_wiped {
+            conn.applied.clear();
+            self.settings.clear();
+        }
+        self.pool.checkin(lease, clean_idle);
+    }
+}
+
+/// The client-facing error for a failure of pgtenant's own exchange: the
+/// server's words are about the client's settings or about the context.
+pub fn own_exchange_error(body: &[u8]) -> ClientError {
+    let fields = parse_error_fields(body);
+    tracing::warn!(code = %fields.code, message = %fields.message, "session setup on the server failed");
+    let code = match fields.code.as_str() {
+        "42704" => "42704",
+        "42501" => "42501",
+        "22023" => "22023",
+        "22P02" => "22P02",
+        "42601" => "42601",
+        _ => sqlstate::CONNECTION_FAILURE,
+    };
+    ClientError::fatal(code, fields.message)
+}
+
+/// Name and value of a ParameterStatus body.
+pub fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let (name, rest) = read_cstr(body)?;
+    let (value, _) = read_cstr(rest)?;
+    Some((name, value))
+}
+
+async fn read_frame(stream: &mut ServerStream, buf: &mut BytesMut) -> std::io::Result<(u8, BytesMut)> {
+    loop {
+        if let Ok(Some(header)) = peek_header(buf, usize::MAX) {
+            if buf.len() >= header.frame_len {
+                let mut frame = buf.split_to(header.frame_len);
+                frame.advance(5);
+                return Ok((header.tag, frame));
+            }
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The upstream pool: server sessions of one session role, shared by the
+//! clients of every tenant, with tenant affinity.
+//!
+//! A server session remembers the tenant context it carries and whether a
+//! client left session state on it (`dirty`). Checkout prefers the session
+//! this client used last, then a clean one of the same tenant (no work at
+//! all), then any; the caller pipelines a reset and the new context ahead of
+//! the client's messages. A session that is not handed back in a known-clean,
+//! idle state is closed, never reused.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::connect::{connect, CancelTarget, UpstreamError, UpstreamTarget};
+use super::stream::ServerStream;
+
+/// Sizes and timeouts of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Server sessions at most (checked out + idle).
+    pub max_size: usize,
+    /// Idle server sessions the reaper keeps open.
+    pub min_idle: usize,
+    /// Server sessions older than this are closed when they come back.
+    pub max_lifetime: Duration,
+    /// Idle server sessions beyond `min_idle` are closed after this.
+    pub idle_timeout: Duration,
+    /// A client waits at most this long for a server session.
+    pub checkout_timeout: Duration,
+    /// Server sessions one tenant may hold at once (0: no limit).
+    pub max_per_tenant: usize,
+}
+
+/// Why no server session could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no server connection became free within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Connect(#[from] UpstreamError),
+}
+
+/// One server session, idle or leased.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: ServerStream,
+    pub cancel: CancelTarget,
+    /// The server's reported settings (ParameterStatus), kept current.
+    pub parameters: Vec<(String, String)>,
+    /// The tenant whose context is installed, if any.
+    pub tenant: Option<String>,
+    /// The client (its cancel-key id) that used it last.
+    pub last_client: Option<i32>,
+    /// A client left session state (settings, prepared statements, cursors,
+    /// LISTEN, …) that the next client must not inherit.
+    pub dirty: bool,
+    /// The client settings applied on it (name → SET statement).
+    pub applied: std::collections::BTreeMap<String, String>,
+    created: Instant,
+    idle_since: Instant,
+}
+
+impl ServerConn {
+    /// Records a ParameterStatus the server sent.
+    pub fn note_parameter(&mut self, name: &str, value: &str) {
+        match self.parameters.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => {
+                v.clear();
+                v.push_str(value);
+            }
+            None => self.parameters.push((name.to_owned(), value.to_owned())),
+        }
+    }
+}
+
+/// Counters for `/v1/pools` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    pub created: AtomicU64,
+    pub closed: AtomicU64,
+    pub checkouts: AtomicU64,
+    pub waits: AtomicU64,
+    pub wait_micros: AtomicU64,
+    pub context_switches: AtomicU64,
+    pub resets: AtomicU64,
+}
+
+/// A snapshot of a pool's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolFigures {
+    pub active: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    pub max_size: usize,
+    pub created: u64,
+    pub closed: u64,
+    pub checkouts: u64,
+    pub waits: u64,
+    pub wait_seconds_total: f64,
+    pub context_switches: u64,
+    pub resets: u64,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<ServerConn>,
+    /// Checked out plus idle plus being opened.
+    total: usize,
+    leased_by_tenant: HashMap<String, usize>,
+    waiting: usize,
+}
+
+struct Inner {
+    target: UpstreamTarget,
+    config: PoolConfig,
+    state: Mutex<State>,
+    freed: Notify,
+    counters: PoolCounters,
+}
+
+/// A pool of server sessions for one upstream role.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+/// A checked-out server session. Dropped without [`Pool::checkin`], it is closed.
+pub struct Lease {
+    pool: Pool,
+    tenant: String,
+    conn: Option<ServerConn>,
+}
+
+impl Lease {
+    pub fn conn(&mut self) -> &mut ServerConn {
+        // Present from checkout until checkin or drop.
+        self.conn.as_mut().expect("a lease holds its connection until it is returned")
+    }
+
+    pub fn conn_ref(&self) -> &ServerConn {
+        self.conn.as_ref().expect("a lease holds its connection until it is returned")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn);
+            self.pool.release_slot(&self.tenant, true);
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(target: UpstreamTarget, config: PoolConfig) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                target,
+                config,
+                state: Mutex::new(State::default()),
+                freed: Notify::new(),
+                counters: PoolCounters::default(),
+            }),
+        }
+    }
+
+    pub fn target(&self) -> &UpstreamTarget {
+        &self.inner.target
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    pub fn counters(&self) -> &PoolCounters {
+        &self.inner.counters
+    }
+
+    /// A server session for `client` of `tenant`, waiting up to the checkout timeout.
+    pub async fn checkout(&self, tenant: &str, client: i32) -> Result<Lease, PoolError> {
+        let config = &self.inner.config;
+        let deadline = tokio::time::Instant::now() + config.checkout_timeout;
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            // Registered before looking, so a checkin between the look and the wait is not missed.
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let decision = {
+                let mut state = self.lock();
+                let tenant_full = config.max_per_tenant > 0
+                    && state.leased_by_tenant.get(tenant).copied().unwrap_or(0) >= config.max_per_tenant;
+                if tenant_full {
+                    Decision::Wait
+                } else if let Some(conn) = take_idle(&mut state.idle, tenant, client) {
+                    *state.leased_by_tenant.entry(tenant.to_owned()).or_default() += 1;
+                    Decision::Reuse(Box::new(conn))
+                } else if state.total < config.max_size {
+                    state.total += 1;
+                    *state.leased_by_tenant.entry(tenant.to_owned()).or_default() += 1;
+                    Decision::Open
+                } else {
+                    Decision::Wait
+                }
+            };
+            match decision {
+                Decision::Reuse(conn) => {
+                    let conn = *conn;
+                    if conn.stream.is_closed() || conn.created.elapsed() >= config.max_lifetime {
+                        // Dead (e.g. the server restarted) or too old: close it, look again.
+                        drop(conn);
+                        self.inner.counters.closed.fetch_add(1, Ordering::Relaxed);
+                        self.release_slot(tenant, true);
+                        continue;
+                    }
+                    return Ok(self.leased(tenant, conn, started, waited));
+                }
+                Decision::Open => match connect(&self.inner.target, &[]).await {
+                    Ok(server) => {
+                        self.inner.counters.created.fetch_add(1, Ordering::Relaxed);
+                        let now = Instant::now();
+                        let conn = ServerConn {
+                            stream: server.stream,
+                            cancel: server.cancel,
+                            parameters: server.parameters,
+                            tenant: None,
+                            last_client: None,
+                            dirty: false,
+                            applied: Default::default(),
+                            created: now,
+                            idle_since: now,
+                        };
+                        return Ok(self.leased(tenant, conn, started, waited));
+                    }
+                    Err(e) => {
+                        self.release_slot(tenant, true);
+                        return Err(e.into());
+                    }
+                },
+                Decision::Wait => {
+                    if !waited {
+                        waited = true;
+                        self.inner.counters.waits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.lock().waiting += 1;
+                    let woke = tokio::time::timeout_at(deadline, freed).await;
+                    self.lock().waiting -= 1;
+                    if woke.is_err() {
+                        return Err(PoolError::Timeout(config.checkout_timeout));
+                    }
+                }
+            }
+        }
+    }
+
+    fn leased(&self, tenant: &str, conn: ServerConn, started: Instant, waited: bool) -> Lease {
+        let counters = &self.inner.counters;
+        counters.checkouts.fetch_add(1, Ordering::Relaxed);
+        if waited {
+            counters.wait_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        Lease { pool: self.clone(), tenant: tenant.to_owned(), conn: Some(conn) }
+    }
+
+    /// Hands a server session back; `reusable` only when it is idle with no
+    /// half-sent message in either direction.
+    pub fn checkin(&self, mut lease: Lease, reusable: bool) {
+        let Some(mut conn) = lease.conn.take() else { return };
+        let config = &self.inner.config;
+        if !reusable || conn.created.elapsed() >= config.max_lifetime {
+            drop(conn);
+            self.inner.counters.closed.fetch_add(1, Ordering::Relaxed);
+            self.release_slot(&lease.tenant, true);
+            return;
+        }
+        conn.idle_since = Instant::now();
+        {
+            let mut state = self.lock();
+            decrement(&mut state.leased_by_tenant, &lease.tenant);
+            state.idle.push(conn);
+        }
+        self.inner.freed.notify_one();
+    }
+
+    /// Frees the slot of a session that is gone; `leased` when it was checked out.
+    fn release_slot(&self, tenant: &str, leased: bool) {
+        {
+            let mut state = self.lock();
+            state.total = state.total.saturating_sub(1);
+            if leased {
+                decrement(&mut state.leased_by_tenant, tenant);
+            }
+        }
+        self.inner.freed.notify_one();
+    }
+
+    /// Closes idle sessions past `idle_timeout` (keeping `min_idle`) or
+    /// `max_lifetime`, and dead ones. Returns how many it closed.
+    pub fn reap(&self) -> usize {
+        let config = &self.inner.config;
+        let closed = {
+            let mut state = self.lock();
+            let mut keep = Vec::with_capacity(state.idle.len());
+            let mut closed = Vec::new();
+            // Newest first, so the ones kept for min_idle are the freshest.
+            state.idle.sort_by_key(|c| std::cmp::Reverse(c.idle_since));
+            for conn in state.idle.drain(..) {
+                let expired = conn.created.elapsed() >= config.max_lifetime
+                    || (keep.len() >= config.min_idle && conn.idle_since.elapsed() >= config.idle_timeout)
+                    || conn.stream.is_closed();
+                if expired {
+                    closed.push(conn);
+                } else {
+                    keep.push(conn);
+                }
+            }
+            state.idle = keep;
+            state.total -= closed.len();
+            closed
+        };
+        let n = closed.len();
+        if n > 0 {
+            self.inner.counters.closed.fetch_add(n as u64, Ordering::Relaxed);
+            for _ in 0..n {
+                self.inner.freed.notify_one();
+            }
+        }
+        n
+    }
+
+    /// Opens sessions until `min_idle` are idle (bounded by `max_size`).
+    pub async fn fill_min_idle(&self) {
+        loop {
+            {
+                let mut state = self.lock();
+                if state.idle.len() >= self.inner.config.min_idle || state.total >= self.inner.config.max_size {
+                    return;
+                }
+                state.total += 1;
+            }
+            match connect(&self.inner.target, &[]).await {
+                Ok(server) => {
+                    self.inner.counters.created.fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    let conn = ServerConn {
+                        stream: server.stream,
+                        cancel: server.cancel,
+                        parameters: server.parameters,
+                        tenant: None,
+                        last_client: None,
+                        dirty: false,
+                        applied: Default::default(),
+                        created: now,
+                        idle_since: now,
+                    };
+                    self.lock().idle.push(conn);
+                    self.inner.freed.notify_one();
+                }
+                Err(e) => {
+                    self.lock().total -= 1;
+                    tracing::warn!(error = %e, "cannot open an idle server connection");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The pool's figures now.
+    pub fn figures(&self) -> PoolFigures {
+        let state = self.lock();
+        let c = &self.inner.counters;
+        PoolFigures {
+            active: state.total - state.idle.len(),
+            idle: state.idle.len(),
+            waiting: state.waiting,
+            max_size: self.inner.config.max_size,
+            created: c.created.load(Ordering::Relaxed),
+            closed: c.closed.load(Ordering::Relaxed),
+            checkouts: c.checkouts.load(Ordering::Relaxed),
+            waits: c.waits.load(Ordering::Relaxed),
+            wait_seconds_total: c.wait_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            context_switches: c.context_switches.load(Ordering::Relaxed),
+            resets: c.resets.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update leaves the state consistent; a poisoned lock is still usable.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+enum Decision {
+    Reuse(Box<ServerConn>),
+    Open,
+    Wait,
+}
+
+fn decrement(map: &mut HashMap<String, usize>, tenant: &str) {
+    if let Some(n) = map.get_mut(tenant) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(tenant);
+        }
+    }
+}
+
+/// The best idle session: this client's last, else a clean one already
+/// carrying the tenant, else the most recently used.
+fn take_idle(idle: &mut Vec<ServerConn>, tenant: &str, client: i32) -> Option<ServerConn> {
+    let pick = idle
+        .iter()
+        .position(|c| c.last_client == Some(client))
+        .or_else(|| idle.iter().position(|c| !c.dirty && c.tenant.as_deref() == Some(tenant)))
+        .or_else(|| idle.iter().rposition(|c| !c.dirty))
+        .or(if idle.is_empty() { None } else { Some(idle.len() - 1) })?;
+    Some(idle.swap_remove(pick))
+}
