@@ -70,6 +70,20 @@ impl Drop for ClientConnectionGauge {
 }
 
 /// Counts a session that reached the relay.
+/// Pool gauges and counters, set from the pool's figures when /metrics is read.
+pub fn record_pool(access: &'static str, f: &crate::upstream::pool::PoolFigures) {
+    metrics::gauge!("pgtenant_pool_server_connections", "access" => access, "state" => "active").set(f.active as f64);
+    metrics::gauge!("pgtenant_pool_server_connections", "access" => access, "state" => "idle").set(f.idle as f64);
+    metrics::gauge!("pgtenant_pool_waiting_clients", "access" => access).set(f.waiting as f64);
+    metrics::counter!("pgtenant_pool_connections_created_total", "access" => access).absolute(f.created);
+    metrics::counter!("pgtenant_pool_connections_closed_total", "access" => access).absolute(f.closed);
+    metrics::counter!("pgtenant_pool_checkouts_total", "access" => access).absolute(f.checkouts);
+    metrics::counter!("pgtenant_pool_waits_total", "access" => access).absolute(f.waits);
+    metrics::gauge!("pgtenant_pool_wait_seconds_total", "access" => access).set(f.wait_seconds_total);
+    metrics::counter!("pgtenant_pool_context_switches_total", "access" => access).absolute(f.context_switches);
+    metrics::counter!("pgtenant_pool_resets_total", "access" => access).absolute(f.resets);
+}
+
 /// Counts one statement the guard refused.
 pub fn guard_refusal(error: &ClientError) {
     metrics::counter!(GUARD_REFUSALS, "sqlstate" => error.code).increment(1);

@@ -68,6 +68,9 @@ pub async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
     for access in [Access::Readwrite, Access::Readonly] {
         let open = sessions.iter().filter(|s| s.identity.access == access).count();
         metrics::gauge!(SESSIONS_OPEN, "access" => access.as_str()).set(open as f64);
+        if let Some(pool) = admin.proxy.pool_for(access) {
+            crate::metrics::record_pool(access.as_str(), &pool.figures());
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
 }

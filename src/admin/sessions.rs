@@ -79,40 +79,59 @@ pub struct Pool {
     /// The upstream login role.
     pub user: String,
     pub database: String,
-    /// How server connections are shared: `session` (one per client session).
-    #[schema(example = "session")]
+    /// When a server connection goes back to the pool: `session` or `transaction`.
+    #[schema(example = "transaction")]
     pub mode: String,
     /// Server connections serving a client now.
     pub active: usize,
-    /// Server connections open and waiting for a client (none without a pool).
+    /// Server connections open and waiting for a client.
     pub idle: usize,
-    /// Clients waiting for a server connection (none without a pool).
+    /// Clients waiting for a server connection.
     pub waiting: usize,
-    /// The most server connections the pool opens; null when unbounded.
+    /// The most server connections the pool opens (`pool.size`).
     pub max_size: Option<usize>,
+    /// Server connections opened and closed since start.
+    pub created: u64,
+    pub closed: u64,
+    /// Checkouts, and how many of them had to wait, for how long in all.
+    pub checkouts: u64,
+    pub waits: u64,
+    pub wait_seconds_total: f64,
+    /// Checkouts that installed another tenant's context, and that reset a dirty session.
+    pub context_switches: u64,
+    pub resets: u64,
 }
 
-/// Upstream server connections per role. Until pooling lands every client
-/// session holds one server connection, so `active` is the number of open
-/// sessions of that access level and `idle`/`waiting` are 0.
+/// Upstream server connections per role, from the pools.
 #[utoipa::path(get, path = "/v1/pools", tag = "sessions",
     responses((status = 200, description = "One entry per configured upstream role", body = Vec<Pool>)))]
 pub async fn pools(State(admin): State<Arc<AdminState>>) -> Json<Vec<Pool>> {
-    let sessions = admin.proxy.sessions.list();
+    let mode = match admin.proxy.pool_mode {
+        crate::config::PoolMode::Session => "session",
+        crate::config::PoolMode::Transaction => "transaction",
+    };
     let mut pools = Vec::new();
     for access in [Access::Readwrite, Access::Readonly] {
-        let Some(target) = admin.proxy.target_for(access) else {
+        let Some(pool) = admin.proxy.pool_for(access) else {
             continue;
         };
+        let f = pool.figures();
         pools.push(Pool {
             access,
-            user: target.user.clone(),
-            database: target.database.clone(),
-            mode: "session".into(),
-            active: sessions.iter().filter(|s| s.identity.access == access).count(),
-            idle: 0,
-            waiting: 0,
-            max_size: None,
+            user: pool.target().user.clone(),
+            database: pool.target().database.clone(),
+            mode: mode.into(),
+            active: f.active,
+            idle: f.idle,
+            waiting: f.waiting,
+            max_size: Some(f.max_size),
+            created: f.created,
+            closed: f.closed,
+            checkouts: f.checkouts,
+            waits: f.waits,
+            wait_seconds_total: f.wait_seconds_total,
+            context_switches: f.context_switches,
+            resets: f.resets,
         });
     }
     Json(pools)

@@ -211,6 +211,7 @@ where
             }
         }
         loop {
+            self.release_if_at_rest();
             if let Err(end) = self.attach_if_needed().await {
                 return end;
             }

@@ -1,0 +1,231 @@
+//! The upstream pool: server sessions shared across clients and tenants,
+//! with nothing carried from one client to the next.
+
+use pgtenant::config::{PoolMode, SessionFeatures};
+use tokio_postgres::Client;
+
+use crate::common::*;
+
+/// The first column of the first row of a simple query (unnamed statements:
+/// drivers' named prepared statements pin a client in transaction pooling).
+async fn value(client: &Client, sql: &str) -> String {
+    let messages = client.simple_query(sql).await.unwrap();
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+async fn backend_pid(client: &Client) -> i32 {
+    value(client, "SELECT pg_backend_pid()").await.parse().unwrap()
+}
+
+async fn tenant(client: &Client) -> String {
+    value(client, "SELECT pgtenant.current_tenant()").await
+}
+
+async fn ids(client: &Client) -> String {
+    value(client, "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM accounts").await
+}
+
+#[tokio::test]
+async fn session_mode_reuse_carries_nothing_to_the_next_tenant() {
+    let env = TestEnv::start_with(|c| c.pool.size = 1).await;
+    let barclays = env.connect("barclays_ops").await;
+    let pid = backend_pid(&barclays).await;
+    barclays
+        .batch_execute(
+            "DECLARE leak CURSOR WITH HOLD FOR SELECT * FROM accounts; \
+             PREPARE leak_stmt AS SELECT * FROM accounts; \
+             SET statement_timeout = '1234s'; LISTEN leak_channel",
+        )
+        .await
+        .unwrap();
+    drop(barclays);
+
+    let hk = env.connect("hk_teller").await;
+    assert_eq!(backend_pid(&hk).await, pid, "the one server session is reused");
+    assert_eq!(tenant(&hk).await, HSBC_HK);
+    assert_eq!(account_ids(&hk).await, vec![3, 4]);
+    let err = hk.simple_query("FETCH ALL FROM leak").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "34000", "the cursor is gone");
+    let err = hk.simple_query("EXECUTE leak_stmt").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "26000", "the prepared statement is gone");
+    let timeout: String = hk.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+    assert_eq!(timeout, "0", "settings are reset");
+    let channels: i64 = hk.query_one("SELECT count(*) FROM pg_listening_channels()", &[]).await.unwrap().get(0);
+    assert_eq!(channels, 0, "LISTEN is gone");
+}
+
+#[tokio::test]
+async fn transaction_mode_tenants_take_turns_on_one_server_session() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 1;
+        c.pool.mode = PoolMode::Transaction;
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    let barclays = env.connect("barclays_ops").await;
+    let hsbc = env.connect("hsbc_admin").await;
+    let pid = backend_pid(&hk).await;
+    for _ in 0..3 {
+        assert_eq!(ids(&hk).await, "3,4");
+        assert_eq!(ids(&barclays).await, "7,8,9");
+        assert_eq!(ids(&hsbc).await, "1,2,3,4,5,6");
+        assert_eq!(tenant(&barclays).await, BARCLAYS);
+    }
+    assert_eq!(backend_pid(&barclays).await, pid, "all three share the one server session");
+    // A transaction holds the server session until it ends.
+    hk.batch_execute("BEGIN; UPDATE accounts SET balance = balance WHERE id = 3").await.unwrap();
+    assert_eq!(ids(&hk).await, "3,4");
+    hk.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(ids(&barclays).await, "7,8,9");
+    let pools = env.server.state.readwrite.figures();
+    assert!(pools.context_switches >= 6, "{pools:?}");
+    assert_eq!(pools.created, 1);
+}
+
+#[tokio::test]
+async fn transaction_mode_startup_settings_follow_the_client() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 1;
+        c.pool.mode = PoolMode::Transaction;
+    })
+    .await;
+    let a = connect_url(&format!("{}?application_name=client-a", env.url("hk_teller", PASSWORD))).await;
+    let b = connect_url(&format!("{}?application_name=client-b", env.url("barclays_ops", PASSWORD))).await;
+    for _ in 0..3 {
+        assert_eq!(value(&a, "SHOW application_name").await, "client-a");
+        assert_eq!(value(&b, "SHOW application_name").await, "client-b");
+        assert_eq!(ids(&a).await, "3,4");
+    }
+    assert_eq!(backend_pid(&a).await, backend_pid(&b).await);
+}
+
+#[tokio::test]
+async fn transaction_mode_named_prepared_statements_pin_the_client() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 2;
+        c.pool.mode = PoolMode::Transaction;
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    // tokio-postgres prepares named statements.
+    let statement = hk.prepare("SELECT id FROM accounts WHERE id = $1").await.unwrap();
+    let pid = backend_pid(&hk).await;
+    for id in [3i64, 4, 7] {
+        let rows = hk.query(&statement, &[&id]).await.unwrap();
+        assert_eq!(rows.len(), usize::from(id != 7));
+    }
+    assert_eq!(backend_pid(&hk).await, pid, "the client keeps the session its statement lives on");
+    let other = env.connect("barclays_ops").await;
+    assert_ne!(backend_pid(&other).await, pid);
+}
+
+#[tokio::test]
+async fn transaction_mode_pins_a_client_that_needs_its_session() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 1;
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.checkout_timeout_secs = 1;
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    hk.batch_execute("SET statement_timeout = '77s'").await.unwrap();
+    let pid = backend_pid(&hk).await;
+    let err = env.refused("barclays_ops", PASSWORD).await;
+    assert_eq!(sqlstate(&err), "53300", "the pinned server session is not shared");
+    assert_eq!(value(&hk, "SHOW statement_timeout").await, "77s");
+    drop(hk);
+    eventually("the pinned session to come back", || async { env.server.state.readwrite.figures().idle == 1 }).await;
+    let next = env.connect("hsbc_admin").await;
+    assert_eq!(backend_pid(&next).await, pid, "the same server session");
+    assert_eq!(value(&next, "SHOW statement_timeout").await, "0", "reset before it serves anyone else");
+    assert_eq!(tenant(&next).await, HSBC);
+}
+
+#[tokio::test]
+async fn transaction_mode_can_refuse_session_features() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.session_features = SessionFeatures::Refuse;
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    for sql in [
+        "SET statement_timeout = '5s'",
+        "PREPARE p AS SELECT 1",
+        "LISTEN jobs",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+    ] {
+        let err = hk.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "0A000", "{sql}");
+        assert!(message(&err).contains("transaction pooling"), "{sql}");
+    }
+    hk.batch_execute("BEGIN; SET LOCAL statement_timeout = '5s'; COMMIT").await.unwrap();
+    assert_eq!(ids(&hk).await, "3,4");
+}
+
+#[tokio::test]
+async fn a_noisy_tenant_cannot_starve_the_others() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 3;
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.max_per_tenant = 1;
+        c.pool.checkout_timeout_secs = 1;
+    })
+    .await;
+    let noisy = env.connect("barclays_ops").await;
+    noisy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    // Another tenant still gets a server session while barclays is at its limit.
+    let hk = env.connect("hk_teller").await;
+    assert_eq!(ids(&hk).await, "3,4");
+    let err = env.refused("barclays_ops", PASSWORD).await;
+    assert_eq!(sqlstate(&err), "53300");
+    assert!(message(&err).contains("could not get a server connection"));
+    noisy.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(ids(&env.connect("barclays_ops").await).await, "7,8,9");
+}
+
+#[tokio::test]
+async fn dead_server_sessions_are_replaced() {
+    let env = TestEnv::start_with(|c| c.pool.size = 2).await;
+    let hk = env.connect("hk_teller").await;
+    assert_eq!(account_ids(&hk).await, vec![3, 4]);
+    drop(hk);
+    let direct = env.superuser().await;
+    eventually("the session to go back to the pool", || async { env.server.state.readwrite.figures().idle == 1 }).await;
+    // The upstream loses every server session (as in a restart).
+    direct
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE usename = 'pgtenant_app' AND datname = current_database()",
+        )
+        .await
+        .unwrap();
+    eventually("the backends to exit", || async {
+        let n: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgtenant_app' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    assert_eq!(account_ids(&hk).await, vec![3, 4], "a new server session serves the next client");
+}
+
+#[tokio::test]
+async fn excess_clients_get_53300_at_once() {
+    let env = TestEnv::start_with(|c| c.proxy.max_client_connections = 1).await;
+    let _first = env.connect("hk_teller").await;
+    let err = env.refused("barclays_ops", PASSWORD).await;
+    assert_eq!(sqlstate(&err), "53300");
+}
