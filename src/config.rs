@@ -121,13 +121,13 @@ impl std::str::FromStr for PoolMode {
 }
 
 /// What transaction pooling does with features that need a whole session
-/// (SET, PREPARE, WITH HOLD cursors, LISTEN, named prepared statements).
+/// (session-level SET, SQL PREPARE, WITH HOLD cursors, LISTEN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionFeatures {
     /// Keep the client on its server session until it disconnects.
     Pin,
-    /// Refuse them with 0A000 (named protocol-level prepared statements still pin).
+    /// Refuse them with 0A000.
     Refuse,
 }
 

@@ -85,6 +85,7 @@ impl Attachment {
             write_message(&mut prefix, b'Q', |b| put_cstr(b, "DISCARD ALL"));
             own_ready += 1;
             conn.applied.clear();
+            conn.statements.clear();
             conn.tenant = None;
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

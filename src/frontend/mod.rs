@@ -10,6 +10,7 @@ pub mod policy;
 pub mod relay;
 pub mod scram;
 pub mod settings;
+pub mod statements;
 pub mod stream;
 pub mod throttle;
 pub mod tls;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
 use crate::guard::{self, Guard};
@@ -33,12 +34,16 @@ pub struct ClientPolicy {
     channel_prefix: String,
     /// In transaction pooling: what to do with features that need a session.
     session_features: Option<SessionFeatures>,
+    /// In transaction pooling: the client's named prepared statements.
+    statements: Option<ClientStatements>,
     /// The client used such a feature (the relay pins it to its server session).
     session_state_used: bool,
     /// The client reset its own settings (RESET ALL / DISCARD ALL).
     settings_wiped: bool,
     /// Extended-protocol messages were sent since the last Sync.
     unsynced: bool,
+    /// A Parse of DISCARD ALL / DEALLOCATE ALL: statements go at its Sync.
+    statements_discarded_on_sync: bool,
     /// The context was (or may have been) wiped by the client's last statements.
     context_dirty: bool,
     /// An extended-protocol reset waits for its Sync.
@@ -67,9 +72,11 @@ impl ClientPolicy {
             pending_denials: VecDeque::new(),
             channel_prefix,
             session_features,
+            statements: session_features.map(|_| ClientStatements::default()),
             session_state_used: false,
             settings_wiped: false,
             unsynced: false,
+            statements_discarded_on_sync: false,
             context_dirty: false,
             reset_awaits_sync: false,
             client_syncs_in_flight: 0,
@@ -113,17 +120,70 @@ impl ClientPolicy {
     }
 
     /// True when `tag` is a client message this policy reads whole.
-    pub fn inspects(tag: u8) -> bool {
-        matches!(tag, b'Q' | b'P' | b'F' | b'S')
+    pub fn inspects(&self, tag: u8) -> bool {
+        matches!(tag, b'Q' | b'P' | b'F' | b'S') || (self.statements.is_some() && matches!(tag, b'B' | b'D' | b'C'))
+    }
+
+    /// True when ParseComplete/CloseComplete replies must be read.
+    pub fn tracking_replies(&self) -> bool {
+        self.statements.as_ref().is_some_and(|s| s.edits.tracking())
+    }
+
+    /// The edit for one ParseComplete ('1') or CloseComplete ('3').
+    pub fn reply_edit(&mut self, tag: u8) -> Edit {
+        self.statements.as_mut().map_or(Edit::Forward, |s| s.edits.reply(tag))
+    }
+
+    /// pgtenant sent `n` batches of its own.
+    pub fn own_batches_sent(&mut self, n: u32) {
+        if let Some(s) = self.statements.as_mut() {
+            s.edits.batches_sent(u64::from(n));
+        }
+    }
+
+    /// A ReadyForQuery arrived (the client's or pgtenant's own).
+    pub fn batch_done(&mut self) {
+        if let Some(s) = self.statements.as_mut() {
+            s.edits.batch_done();
+        }
+    }
+
+    fn client_batch_sent(&mut self) {
+        if let Some(s) = self.statements.as_mut() {
+            s.edits.batches_sent(1);
+        }
     }
 
     /// Applies the policy to one whole client frame, appending what the server
     /// should receive instead to `to_server`.
-    pub fn client_frame(&mut self, frame: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
+    pub fn client_frame(
+        &mut self,
+        frame: &[u8],
+        to_server: &mut BytesMut,
+        server: Option<&mut ServerStatements>,
+    ) -> Result<(), ClientError> {
         match frame[0] {
-            b'Q' => self.query(frame, to_server)?,
-            b'P' => self.parse(frame, to_server)?,
+            b'Q' => {
+                self.client_batch_sent();
+                self.query(frame, to_server, server)?
+            }
+            b'P' => self.parse(frame, to_server, server)?,
+            b'B' | b'D' | b'C' => {
+                self.unsynced = true;
+                let rewritten = match (self.statements.as_mut(), server) {
+                    (Some(statements), Some(server)) => match frame[0] {
+                        b'B' => statements.bind(frame, server, to_server),
+                        b'D' => statements.describe(frame, server, to_server),
+                        _ => statements.close(frame, to_server),
+                    },
+                    _ => false,
+                };
+                if !rewritten {
+                    to_server.extend_from_slice(frame);
+                }
+            }
             b'F' => {
+                self.client_batch_sent();
                 self.refuse(
                     ClientError::error(
                         crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -134,6 +194,10 @@ impl ClientPolicy {
                 self.client_syncs_in_flight += 1;
             }
             b'S' => {
+                self.client_batch_sent();
+                if std::mem::take(&mut self.statements_discarded_on_sync) {
+                    self.forget_statements(server);
+                }
                 to_server.extend_from_slice(frame);
                 self.client_syncs_in_flight += 1;
                 self.unsynced = false;
@@ -148,7 +212,12 @@ impl ClientPolicy {
         Ok(())
     }
 
-    fn query(&mut self, frame: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
+    fn query(
+        &mut self,
+        frame: &[u8],
+        to_server: &mut BytesMut,
+        server: Option<&mut ServerStatements>,
+    ) -> Result<(), ClientError> {
         let body = message_body(frame)?;
         let sql =
             body.strip_suffix(&[0]).ok_or_else(|| ClientError::protocol_violation("Query string is not terminated"))?;
@@ -174,6 +243,9 @@ impl ClientPolicy {
         if verdict.resets_context {
             self.settings_wiped = true;
         }
+        if verdict.discards_statements {
+            self.forget_statements(server);
+        }
         if verdict.resets_context || self.context_dirty {
             self.context_dirty = true;
             self.hold = true;
@@ -191,7 +263,12 @@ impl ClientPolicy {
         Ok(())
     }
 
-    fn parse(&mut self, frame: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
+    fn parse(
+        &mut self,
+        frame: &[u8],
+        to_server: &mut BytesMut,
+        server: Option<&mut ServerStatements>,
+    ) -> Result<(), ClientError> {
         let body = message_body(frame)?;
         let bad = || ClientError::protocol_violation("malformed Parse message");
         let (name, rest) = read_cstr(body).ok_or_else(bad)?;
@@ -220,25 +297,43 @@ impl ClientPolicy {
             self.refuse_parse(name, denial, to_server);
             return Ok(());
         }
-        if !name.is_empty() && self.session_features.is_some() {
-            // A named statement lives on one server session.
-            self.session_state_used = true;
-        }
+        let mut query_and_types = BytesMut::new();
         if verdict.channel_statements.is_empty() {
-            to_server.extend_from_slice(frame);
+            query_and_types.extend_from_slice(rest);
         } else {
             let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
-            write_message(to_server, b'P', |b| {
+            put_cstr(&mut query_and_types, &rewritten);
+            query_and_types.put_slice(types);
+        }
+        match (self.statements.as_mut(), server) {
+            (Some(statements), Some(server)) if !name.is_empty() => {
+                statements.parse(name, &query_and_types, server, to_server);
+            }
+            _ if verdict.channel_statements.is_empty() => to_server.extend_from_slice(frame),
+            _ => write_message(to_server, b'P', |b| {
                 put_cstr(b, name);
-                put_cstr(b, &rewritten);
-                b.put_slice(types);
-            });
+                b.put_slice(&query_and_types);
+            }),
+        }
+        if verdict.discards_statements {
+            self.statements_discarded_on_sync = true;
         }
         if verdict.resets_context {
             self.reset_awaits_sync = true;
             self.settings_wiped = true;
         }
         Ok(())
+    }
+
+    /// The client's statements are gone (DISCARD ALL, DEALLOCATE ALL), and so
+    /// are the server session's.
+    fn forget_statements(&mut self, server: Option<&mut ServerStatements>) {
+        if let Some(statements) = self.statements.as_mut() {
+            statements.clear();
+        }
+        if let Some(server) = server {
+            server.clear();
+        }
     }
 
     /// In transaction pooling, a statement that needs a whole session either

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::attach::{own_exchange_error, parameter_status, Attached, Attachment};
 use super::policy::ClientPolicy;
+use super::statements::Edit;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
@@ -84,6 +85,8 @@ pub struct Relay<C> {
     status: TxnStatus,
     max_message_bytes: usize,
     policy: ClientPolicy,
+    /// Client messages wait for a server session to be attached.
+    wants_server: bool,
 }
 
 #[derive(Default)]
@@ -127,6 +130,7 @@ where
             status: TxnStatus::Idle,
             max_message_bytes,
             policy,
+            wants_server: false,
         }
     }
 
@@ -178,9 +182,10 @@ where
 
     /// Checks a server session out when the client has something to send.
     async fn attach_if_needed(&mut self) -> Result<(), RelayEnd> {
-        if self.server.is_some() || self.to_server.is_empty() {
+        if self.server.is_some() || (self.to_server.is_empty() && !self.wants_server) {
             return Ok(());
         }
+        self.wants_server = false;
         if self.policy.take_settings_wiped() {
             self.attachment.forget_settings();
         }
@@ -193,8 +198,12 @@ where
         prefix.extend_from_slice(&self.to_server);
         self.to_server = prefix;
         self.own_ready_pending += own_ready;
+        self.policy.own_batches_sent(own_ready);
         self.status = TxnStatus::Idle;
         self.server = Some(lease);
+        if !self.client_in.is_empty() {
+            self.take_client_frames()?;
+        }
         Ok(())
     }
 
@@ -323,22 +332,25 @@ where
             if header.tag == b'X' {
                 return Err(RelayEnd::ClientTerminated);
             }
-            if ClientPolicy::inspects(header.tag) {
+            if self.server.is_none() && self.attachment.mode == PoolMode::Transaction {
+                // Messages are judged against the server session that will run
+                // them; the relay loop attaches one first.
+                self.wants_server = true;
+                return Ok(());
+            }
+            if self.policy.inspects(header.tag) {
                 if self.client_in.len() < header.frame_len {
                     return Ok(());
                 }
                 let frame = self.client_in.split_to(header.frame_len);
-                if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server) {
+                let statements = self.server.as_mut().map(|lease| &mut lease.conn().statements);
+                if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server, statements) {
                     return Err(self.fatal(error));
                 }
                 continue;
             }
             self.policy.streamed(header.tag);
             self.client_frame_left = header.frame_len;
-            if self.server.is_none() {
-                // The relay loop attaches a server session before more is read.
-                continue;
-            }
         }
     }
 
@@ -368,13 +380,32 @@ where
                     )));
                 }
             };
-            let whole = match header.tag {
-                b'Z' | b'A' | b'S' => true,
-                b'E' => self.own_ready_pending > 0 || self.policy.reads_server_errors(),
-                _ => false,
-            };
+            let tracked_reply =
+                matches!(header.tag, b'1' | b'3') && self.own_ready_pending == 0 && self.policy.tracking_replies();
+            let whole = tracked_reply
+                || match header.tag {
+                    b'Z' | b'A' | b'S' => true,
+                    b'E' => self.own_ready_pending > 0 || self.policy.reads_server_errors(),
+                    _ => false,
+                };
             if whole && self.server_in.len() < header.frame_len {
                 return Ok(());
+            }
+            if tracked_reply {
+                match self.policy.reply_edit(header.tag) {
+                    Edit::Forward => {}
+                    Edit::Drop => {
+                        self.server_in.advance(header.frame_len);
+                        continue;
+                    }
+                    Edit::ToParseComplete => {
+                        self.server_in.advance(header.frame_len);
+                        self.to_client.extend_from_slice(b"1\0\0\0\x04");
+                        self.last_server_tag = b'1';
+                        self.to_client_ends_ready = false;
+                        continue;
+                    }
+                }
             }
             match header.tag {
                 b'Z' => {
@@ -386,6 +417,7 @@ where
                         )));
                     };
                     self.status = status;
+                    self.policy.batch_done();
                     if self.own_ready_pending > 0 {
                         self.own_ready_pending -= 1;
                         self.server_in.advance(header.frame_len);
@@ -403,6 +435,7 @@ where
                             let exchange = self.attachment.context_exchange(lease);
                             self.to_server.extend_from_slice(&exchange);
                             self.own_ready_pending += 1;
+                            self.policy.own_batches_sent(1);
                         }
                     }
                     continue;

@@ -26,6 +26,8 @@ pub struct Inspection {
     /// It leaves state on the server session beyond its transaction (a
     /// session-level SET, PREPARE, a WITH HOLD cursor, LISTEN).
     pub session_state: bool,
+    /// It drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
+    pub discards_statements: bool,
 }
 
 /// A LISTEN, UNLISTEN or NOTIFY statement and where it sits in the string.
@@ -140,6 +142,13 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
         NodeEnum::DiscardStmt(discard) => {
             if discard.target == protobuf::DiscardMode::DiscardAll as i32 {
                 inspection.resets_context = true;
+                inspection.discards_statements = true;
+            }
+            None
+        }
+        NodeEnum::DeallocateStmt(deallocate) => {
+            if deallocate.isall || deallocate.name.is_empty() {
+                inspection.discards_statements = true;
             }
             None
         }

@@ -27,6 +27,7 @@ const RISKY: &[&str] = &[
     "copy",
     "explain",
     "discard",
+    "deallocate",
     "load",
     "lo_",
     "loread",

@@ -60,6 +60,8 @@ pub struct ServerConn {
     pub dirty: bool,
     /// The client settings applied on it (name → SET statement).
     pub applied: std::collections::BTreeMap<String, String>,
+    /// Prepared statements on it (transaction pooling).
+    pub statements: crate::frontend::statements::ServerStatements,
     created: Instant,
     idle_since: Instant,
 }
@@ -232,6 +234,7 @@ impl Pool {
                             last_client: None,
                             dirty: false,
                             applied: Default::default(),
+                            statements: Default::default(),
                             created: now,
                             idle_since: now,
                         };
@@ -355,6 +358,7 @@ impl Pool {
                         last_client: None,
                         dirty: false,
                         applied: Default::default(),
+                        statements: Default::default(),
                         created: now,
                         idle_since: now,
                     };

@@ -106,23 +106,51 @@ async fn transaction_mode_startup_settings_follow_the_client() {
 }
 
 #[tokio::test]
-async fn transaction_mode_named_prepared_statements_pin_the_client() {
+async fn transaction_mode_shares_prepared_statements_without_sharing_rows() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 1;
+        c.pool.mode = PoolMode::Transaction;
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    let barclays = env.connect("barclays_ops").await;
+    let sql = "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id";
+    let hk_statement = hk.prepare(sql).await.unwrap();
+    let barclays_statement = barclays.prepare(sql).await.unwrap();
+    let all: Vec<i64> = (1..=9).collect();
+    for _ in 0..5 {
+        let rows = hk.query(&hk_statement, &[&all]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![3, 4]);
+        let rows = barclays.query(&barclays_statement, &[&all]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![7, 8, 9]);
+    }
+    assert_eq!(backend_pid(&hk).await, backend_pid(&barclays).await, "one server session, one server-side statement");
+    drop(hk_statement);
+    let other = hk.prepare("SELECT count(*) FROM transactions").await.unwrap();
+    let n: i64 = hk.query_one(&other, &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn transaction_mode_prepares_lazily_on_another_server_session() {
     let env = TestEnv::start_with(|c| {
         c.pool.size = 2;
         c.pool.mode = PoolMode::Transaction;
     })
     .await;
     let hk = env.connect("hk_teller").await;
-    // tokio-postgres prepares named statements.
-    let statement = hk.prepare("SELECT id FROM accounts WHERE id = $1").await.unwrap();
-    let pid = backend_pid(&hk).await;
-    for id in [3i64, 4, 7] {
-        let rows = hk.query(&statement, &[&id]).await.unwrap();
-        assert_eq!(rows.len(), usize::from(id != 7));
-    }
-    assert_eq!(backend_pid(&hk).await, pid, "the client keeps the session its statement lives on");
-    let other = env.connect("barclays_ops").await;
-    assert_ne!(backend_pid(&other).await, pid);
+    let statement = hk.prepare("SELECT holder FROM accounts WHERE id = $1").await.unwrap();
+    let first_pid = backend_pid(&hk).await;
+    // Another client holds that server session in a transaction…
+    let barclays = env.connect("barclays_ops").await;
+    barclays.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(backend_pid(&barclays).await, first_pid);
+    // …so the statement runs on the other one, prepared there on the fly.
+    let holder: String = hk.query_one(&statement, &[&3i64]).await.unwrap().get(0);
+    assert_eq!(holder, "Kowloon Trading Ltd");
+    assert_ne!(backend_pid(&hk).await, first_pid);
+    assert!(hk.query_opt(&statement, &[&7i64]).await.unwrap().is_none(), "barclays' row stays invisible");
+    barclays.batch_execute("COMMIT").await.unwrap();
 }
 
 #[tokio::test]

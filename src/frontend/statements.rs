@@ -1,0 +1,264 @@
+//! Named prepared statements under transaction pooling.
+//!
+//! A client's named statement may be used on any server session. pgtenant
+//! keeps the client's Parse per name, names the server-side statement after a
+//! hash of its text and parameter types (`pgt_<hash>`, shared by every client
+//! of a server session), prepares it lazily on whichever server session runs
+//! a Bind or Describe of it, and rewrites names in Bind, Describe and Close.
+//! The server's replies to messages pgtenant added or replaced are dropped or
+//! rewritten in order, tracked per batch (a batch ends at Sync, Query or
+//! FunctionCall; after an error the server skips to the end of the batch, so
+//! expectations for a finished batch are discarded).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use sha2::{Digest, Sha256};
+
+use crate::protocol::backend::{put_cstr, write_message};
+
+/// Server-side statements kept per server session before the oldest is closed.
+pub const SERVER_CACHE_CAPACITY: usize = 256;
+/// A statement name no client uses: closing it is a no-op that still answers CloseComplete.
+const NOOP_NAME: &str = "pgtenant_noop";
+
+/// A client's Parse, remembered by name.
+#[derive(Debug)]
+pub struct Prepared {
+    pub server_name: String,
+    /// The Parse body after the name: query text (NUL-terminated) and parameter types.
+    pub query_and_types: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn new(query_and_types: &[u8]) -> Prepared {
+        let digest = Sha256::digest(query_and_types);
+        let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
+        Prepared { server_name: format!("pgt_{hex}"), query_and_types: query_and_types.to_vec() }
+    }
+}
+
+/// The statements prepared on one server session.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    names: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl ServerStatements {
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Records a new statement; returns the one to close when over capacity.
+    pub fn insert(&mut self, name: &str) -> Option<String> {
+        if self.names.insert(name.to_owned()) {
+            self.order.push_back(name.to_owned());
+        }
+        if self.order.len() > SERVER_CACHE_CAPACITY {
+            let oldest = self.order.pop_front()?;
+            self.names.remove(&oldest);
+            return Some(oldest);
+        }
+        None
+    }
+
+    pub fn clear(&mut self) {
+        self.names.clear();
+        self.order.clear();
+    }
+}
+
+/// What to do with one ParseComplete or CloseComplete from the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    Forward,
+    Drop,
+    /// A no-op Close stood in for a Parse the server session already had.
+    ToParseComplete,
+}
+
+/// The expected ParseComplete/CloseComplete replies, in order, per batch.
+#[derive(Debug, Default)]
+pub struct ReplyEdits {
+    queue: VecDeque<(u64, u8, Edit)>,
+    sent_batches: u64,
+    done_batches: u64,
+}
+
+impl ReplyEdits {
+    /// `n` batch terminators were sent (Sync, Query, FunctionCall).
+    pub fn batches_sent(&mut self, n: u64) {
+        self.sent_batches += n;
+    }
+
+    /// A ReadyForQuery arrived: expectations of the finished batch are void.
+    pub fn batch_done(&mut self) {
+        self.done_batches += 1;
+        let done = self.done_batches;
+        while self.queue.front().is_some_and(|(batch, _, _)| *batch < done) {
+            self.queue.pop_front();
+        }
+    }
+
+    fn expect(&mut self, tag: u8, edit: Edit) {
+        self.queue.push_back((self.sent_batches, tag, edit));
+    }
+
+    /// True when replies must be read (anything is expected).
+    pub fn tracking(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// The edit for a reply with `tag` ('1' or '3').
+    pub fn reply(&mut self, tag: u8) -> Edit {
+        while let Some((_, expected, edit)) = self.queue.pop_front() {
+            if expected == tag {
+                return edit;
+            }
+            // A reply that never came (skipped after an error) for an earlier message.
+        }
+        Edit::Forward
+    }
+}
+
+/// The client's named statements and the rewriting of their messages.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    by_name: HashMap<String, Arc<Prepared>>,
+    pub edits: ReplyEdits,
+}
+
+impl ClientStatements {
+    /// The client forgot every statement (DISCARD ALL, DEALLOCATE ALL).
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    /// A named Parse: remembered; sent to the server only if it lacks it.
+    pub fn parse(&mut self, name: &str, query_and_types: &[u8], server: &mut ServerStatements, out: &mut BytesMut) {
+        let prepared = Arc::new(Prepared::new(query_and_types));
+        self.by_name.insert(name.to_owned(), Arc::clone(&prepared));
+        if server.contains(&prepared.server_name) {
+            close(out, b'S', NOOP_NAME);
+            self.edits.expect(b'3', Edit::ToParseComplete);
+        } else {
+            self.prepare_on(&prepared, server, out, Edit::Forward);
+        }
+    }
+
+    /// Makes sure `name` exists on this server session; returns its server name.
+    fn ensure(&mut self, name: &str, server: &mut ServerStatements, out: &mut BytesMut) -> Option<String> {
+        let prepared = Arc::clone(self.by_name.get(name)?);
+        if !server.contains(&prepared.server_name) {
+            self.prepare_on(&prepared, server, out, Edit::Drop);
+        }
+        Some(prepared.server_name.clone())
+    }
+
+    fn prepare_on(&mut self, prepared: &Prepared, server: &mut ServerStatements, out: &mut BytesMut, edit: Edit) {
+        if let Some(evicted) = server.insert(&prepared.server_name) {
+            close(out, b'S', &evicted);
+            self.edits.expect(b'3', Edit::Drop);
+        }
+        write_message(out, b'P', |b| {
+            put_cstr(b, &prepared.server_name);
+            b.put_slice(&prepared.query_and_types);
+        });
+        self.edits.expect(b'1', edit);
+    }
+
+    /// Bind: the statement name rewritten (and the statement prepared first if needed).
+    pub fn bind(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
+        let Some((portal, statement, rest)) = split_two_names(&frame[5..]) else { return false };
+        if statement.is_empty() {
+            return false;
+        }
+        let Some(server_name) = self.ensure(statement, server, out) else { return false };
+        write_message(out, b'B', |b| {
+            put_cstr(b, portal);
+            put_cstr(b, &server_name);
+            b.put_slice(rest);
+        });
+        true
+    }
+
+    /// Describe of a statement: its name rewritten (prepared first if needed).
+    pub fn describe(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
+        let body = &frame[5..];
+        let Some((&kind, rest)) = body.split_first() else { return false };
+        let Some((name, _)) = crate::protocol::frame::read_cstr(rest) else { return false };
+        if kind != b'S' || name.is_empty() {
+            return false;
+        }
+        let Some(server_name) = self.ensure(name, server, out) else { return false };
+        write_message(out, b'D', |b| {
+            b.put_u8(b'S');
+            put_cstr(b, &server_name);
+        });
+        true
+    }
+
+    /// Close of a statement: forgotten by the client; the server-side one stays
+    /// cached for others, so a no-op Close answers instead.
+    pub fn close(&mut self, frame: &[u8], out: &mut BytesMut) -> bool {
+        let body = &frame[5..];
+        let Some((&kind, rest)) = body.split_first() else { return false };
+        let Some((name, _)) = crate::protocol::frame::read_cstr(rest) else { return false };
+        if kind != b'S' || name.is_empty() || self.by_name.remove(name).is_none() {
+            return false;
+        }
+        close(out, b'S', NOOP_NAME);
+        self.edits.expect(b'3', Edit::Forward);
+        true
+    }
+}
+
+fn close(out: &mut BytesMut, kind: u8, name: &str) {
+    write_message(out, b'C', |b| {
+        b.put_u8(kind);
+        put_cstr(b, name);
+    });
+}
+
+/// Portal name, statement name and the rest of a Bind body.
+fn split_two_names(body: &[u8]) -> Option<(&str, &str, &[u8])> {
+    let (portal, rest) = crate::protocol::frame::read_cstr(body)?;
+    let (statement, rest) = crate::protocol::frame::read_cstr(rest)?;
+    Some((portal, statement, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_depend_on_text_and_types_only() {
+        assert_eq!(Prepared::new(b"SELECT 1\0\0\0").server_name, Prepared::new(b"SELECT 1\0\0\0").server_name);
+        assert_ne!(Prepared::new(b"SELECT 1\0\0\0").server_name, Prepared::new(b"SELECT 2\0\0\0").server_name);
+    }
+
+    #[test]
+    fn cache_evicts_the_oldest() {
+        let mut cache = ServerStatements::default();
+        for i in 0..SERVER_CACHE_CAPACITY {
+            assert_eq!(cache.insert(&format!("s{i}")), None);
+        }
+        assert_eq!(cache.insert("new"), Some("s0".into()));
+        assert!(!cache.contains("s0") && cache.contains("new"));
+    }
+
+    #[test]
+    fn edits_of_a_finished_batch_are_void() {
+        let mut edits = ReplyEdits::default();
+        edits.expect(b'1', Edit::Drop);
+        edits.batches_sent(1);
+        edits.expect(b'1', Edit::Forward);
+        edits.batches_sent(1);
+        // The first batch failed before its Parse: no ParseComplete came.
+        edits.batch_done();
+        assert_eq!(edits.reply(b'1'), Edit::Forward);
+        assert!(!edits.tracking());
+    }
+}
