@@ -43,6 +43,9 @@ pub struct Attached {
     pub prefix: BytesMut,
     /// ReadyForQuery messages the prefix produces (swallowed by the relay).
     pub own_ready: u32,
+    /// The prefix ends with the client's settings, whose failure (a value
+    /// the server no longer accepts) must not end the session.
+    pub settings_last: bool,
 }
 
 impl Attachment {
@@ -101,21 +104,23 @@ impl Attachment {
             conn.tenant = Some(self.context.tenant_id.clone());
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let mut settings_last = false;
         if let Some(sql) = settings::transition(&conn.applied, &self.settings) {
             write_message(&mut prefix, b'Q', |b| put_cstr(b, &sql));
             own_ready += 1;
             conn.applied = self.settings.clone();
+            settings_last = true;
         }
         conn.last_client = Some(self.client_id);
         self.cancel.set_target(Some(conn.cancel.clone()));
-        Ok(Attached { lease, prefix, own_ready })
+        Ok(Attached { lease, prefix, own_ready, settings_last })
     }
 
     /// Checks a server session out and runs the prefix to completion, so that a
     /// bad startup setting or a context failure ends the login as PostgreSQL
     /// would. Used once, at login.
     pub async fn acquire_ready(&mut self) -> Result<Lease, ClientError> {
-        let Attached { mut lease, prefix, own_ready } = self.acquire().await?;
+        let Attached { mut lease, prefix, own_ready, .. } = self.acquire().await?;
         if own_ready == 0 {
             return Ok(lease);
         }
@@ -157,6 +162,24 @@ impl Attachment {
             &self.tenant_setting,
         );
         out
+    }
+
+    /// Session-level SET/RESET the client just sent on the server session in
+    /// `lease`: they become the client's settings, applied there already.
+    pub fn note_setting_changes(&mut self, lease: &mut Lease, changes: Vec<(String, Option<String>)>) {
+        let conn = lease.conn();
+        for (name, statement) in changes {
+            match statement {
+                Some(statement) => {
+                    conn.applied.insert(name.clone(), statement.clone());
+                    self.settings.insert(name, statement);
+                }
+                None => {
+                    conn.applied.remove(&name);
+                    self.settings.remove(&name);
+                }
+            }
+        }
     }
 
     /// The client reset its own settings: it wants the defaults from now on.

@@ -208,7 +208,7 @@ async fn run_session(
             connected_at: SystemTime::now(),
         },
     );
-    let attached = Attached { lease, prefix: BytesMut::new(), own_ready: 0 };
+    let attached = Attached { lease, prefix: BytesMut::new(), own_ready: 0, settings_last: false };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);

@@ -42,6 +42,8 @@ pub struct ClientPolicy {
     settings_wiped: bool,
     /// Extended-protocol messages were sent since the last Sync.
     unsynced: bool,
+    /// Session-level setting changes sent since the relay last took them.
+    setting_changes: Vec<(String, Option<String>)>,
     /// A Parse of DISCARD ALL / DEALLOCATE ALL: statements go at its Sync.
     statements_discarded_on_sync: bool,
     /// The context was (or may have been) wiped by the client's last statements.
@@ -77,6 +79,7 @@ impl ClientPolicy {
             settings_wiped: false,
             unsynced: false,
             statements_discarded_on_sync: false,
+            setting_changes: Vec::new(),
             context_dirty: false,
             reset_awaits_sync: false,
             client_syncs_in_flight: 0,
@@ -107,6 +110,11 @@ impl ClientPolicy {
     /// True once the client used a feature that needs a whole server session.
     pub fn session_state_used(&self) -> bool {
         self.session_state_used
+    }
+
+    /// Takes the session-level setting changes the client sent.
+    pub fn take_setting_changes(&mut self) -> Vec<(String, Option<String>)> {
+        std::mem::take(&mut self.setting_changes)
     }
 
     /// Takes the "client reset its settings" flag.
@@ -240,6 +248,9 @@ impl ClientPolicy {
             let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
             write_message(to_server, b'Q', |b| put_cstr(b, &rewritten));
         }
+        if self.statements.is_some() {
+            self.setting_changes.extend(verdict.setting_changes.iter().cloned());
+        }
         if verdict.resets_context {
             self.settings_wiped = true;
         }
@@ -317,6 +328,9 @@ impl ClientPolicy {
         }
         if verdict.discards_statements {
             self.statements_discarded_on_sync = true;
+        }
+        if self.statements.is_some() {
+            self.setting_changes.extend(verdict.setting_changes.iter().cloned());
         }
         if verdict.resets_context {
             self.reset_awaits_sync = true;

@@ -87,6 +87,8 @@ pub struct Relay<C> {
     policy: ClientPolicy,
     /// Client messages wait for a server session to be attached.
     wants_server: bool,
+    /// Own exchanges at the end of the queue whose errors are logged, not fatal.
+    tolerated_own_errors: u32,
 }
 
 #[derive(Default)]
@@ -111,7 +113,7 @@ where
         max_message_bytes: usize,
         mut policy: ClientPolicy,
     ) -> Self {
-        let Attached { lease, prefix: to_server, own_ready: own_ready_pending } = attached;
+        let Attached { lease, prefix: to_server, own_ready: own_ready_pending, .. } = attached;
         policy.set_server_pid(lease.conn_ref().cancel.process_id);
         Relay {
             client,
@@ -131,6 +133,7 @@ where
             max_message_bytes,
             policy,
             wants_server: false,
+            tolerated_own_errors: 0,
         }
     }
 
@@ -193,7 +196,9 @@ where
             Ok(attached) => attached,
             Err(error) => return Err(self.fatal(error)),
         };
-        let Attached { lease, mut prefix, own_ready } = attached;
+        let Attached { lease, mut prefix, own_ready, settings_last } = attached;
+        // Only the settings exchange (the prefix's last) may fail without ending the session.
+        self.tolerated_own_errors = u32::from(settings_last);
         self.policy.set_server_pid(lease.conn_ref().cancel.process_id);
         prefix.extend_from_slice(&self.to_server);
         self.to_server = prefix;
@@ -347,6 +352,13 @@ where
                 if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server, statements) {
                     return Err(self.fatal(error));
                 }
+                let changes = self.policy.take_setting_changes();
+                if let (false, Some(lease)) = (changes.is_empty(), self.server.as_mut()) {
+                    self.attachment.note_setting_changes(lease, changes);
+                }
+                if self.policy.session_state_used() {
+                    self.attachment.pinned = true;
+                }
                 continue;
             }
             self.policy.streamed(header.tag);
@@ -420,6 +432,7 @@ where
                     self.policy.batch_done();
                     if self.own_ready_pending > 0 {
                         self.own_ready_pending -= 1;
+                        self.tolerated_own_errors = self.tolerated_own_errors.min(self.own_ready_pending);
                         self.server_in.advance(header.frame_len);
                         continue;
                     }
@@ -457,6 +470,14 @@ where
                         self.last_server_tag = b'E';
                         self.to_client_ends_ready = false;
                         continue;
+                    }
+                }
+                b'E' if self.own_ready_pending > 0 && self.own_ready_pending <= self.tolerated_own_errors => {
+                    let error = own_exchange_error(&self.server_in[HEADER_LEN..header.frame_len]);
+                    tracing::warn!(code = error.code, message = %error.message, "a client setting could not be replayed");
+                    if let Some(lease) = self.server.as_mut() {
+                        // Its settings are now unknown: reset it before anyone else uses it.
+                        lease.conn().dirty = true;
                     }
                 }
                 b'E' if self.own_ready_pending > 0 => {

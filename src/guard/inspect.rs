@@ -28,6 +28,8 @@ pub struct Inspection {
     pub session_state: bool,
     /// It drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
     pub discards_statements: bool,
+    /// Session-level `SET name …` (statement text) and `RESET name` (None), in order.
+    pub setting_changes: Vec<(String, Option<String>)>,
 }
 
 /// A LISTEN, UNLISTEN or NOTIFY statement and where it sits in the string.
@@ -65,6 +67,14 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
         let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else { continue };
         if let Some(error) = judge_statement(node, tenant_setting, &mut inspection) {
             return Inspection::deny(error);
+        }
+        if let NodeEnum::VariableSetStmt(set) = node {
+            let start = raw.stmt_location.max(0) as usize;
+            let end = if raw.stmt_len > 0 { start + raw.stmt_len as usize } else { sql.len() };
+            let text = sql.get(start..end.min(sql.len())).unwrap_or_default().trim().trim_end_matches(';').trim();
+            if let Some(change) = setting_change(set, text) {
+                inspection.setting_changes.push(change);
+            }
         }
         if matches!(node, NodeEnum::ListenStmt(_) | NodeEnum::UnlistenStmt(_) | NodeEnum::NotifyStmt(_)) {
             let start = raw.stmt_location.max(0) as usize;
@@ -129,7 +139,8 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
                 inspection.resets_context = true;
                 return None;
             }
-            if !set.is_local {
+            if !set.is_local && setting_change(set, "").is_none() {
+                // SET SESSION CHARACTERISTICS and the like: kept only by a whole session.
                 inspection.session_state = true;
             }
             let name = set.name.to_ascii_lowercase();
@@ -165,6 +176,23 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
             sqlstate::INSUFFICIENT_PRIVILEGE,
             "EXPLAIN ANALYZE is not allowed through pgtenant: its row counts include other tenants' rows",
         )),
+        _ => None,
+    }
+}
+
+/// A session-level change of one named setting that pgtenant can replay on
+/// another server session: `SET name TO …` (its text) or `RESET name`.
+fn setting_change(set: &protobuf::VariableSetStmt, text: &str) -> Option<(String, Option<String>)> {
+    use protobuf::VariableSetKind as Kind;
+    if set.is_local || set.name.is_empty() || set.name.contains(' ') {
+        return None;
+    }
+    let name = set.name.to_ascii_lowercase();
+    match set.kind {
+        k if k == Kind::VarSetValue as i32 || k == Kind::VarSetDefault as i32 || k == Kind::VarSetCurrent as i32 => {
+            Some((name, Some(text.to_owned())))
+        }
+        k if k == Kind::VarReset as i32 => Some((name, None)),
         _ => None,
     }
 }
@@ -371,5 +399,25 @@ mod tests {
     fn unparsable_sql_is_refused() {
         let d = denial("SELEKT 1").unwrap();
         assert!(d.starts_with("42601 syntax error"), "{d}");
+    }
+}
+
+#[cfg(test)]
+mod session_state_tests {
+    use super::*;
+
+    #[test]
+    fn statements_that_need_a_whole_session() {
+        for sql in ["PREPARE p AS SELECT 1", "LISTEN jobs", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"] {
+            assert!(inspect(sql, "app.tenant_id").session_state, "{sql}");
+        }
+        for sql in ["SET statement_timeout = 5", "BEGIN; SET LOCAL statement_timeout = 5; COMMIT", "DECLARE c CURSOR FOR SELECT 1"] {
+            assert!(!inspect(sql, "app.tenant_id").session_state, "{sql}");
+        }
+        let i = inspect("SET statement_timeout = '5s'; RESET search_path", "app.tenant_id");
+        assert_eq!(
+            i.setting_changes,
+            vec![("statement_timeout".into(), Some("SET statement_timeout = '5s'".into())), ("search_path".into(), None)]
+        );
     }
 }

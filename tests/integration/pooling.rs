@@ -154,6 +154,35 @@ async fn transaction_mode_prepares_lazily_on_another_server_session() {
 }
 
 #[tokio::test]
+async fn transaction_mode_settings_follow_the_client() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 1;
+        c.pool.mode = PoolMode::Transaction;
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    let barclays = env.connect("barclays_ops").await;
+    hk.batch_execute("SET statement_timeout = '77s'; SET search_path = pg_catalog, public").await.unwrap();
+    barclays.batch_execute("SET DateStyle = 'German'").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(value(&hk, "SHOW statement_timeout").await, "77s");
+        assert_eq!(value(&hk, "SHOW search_path").await, "pg_catalog, public");
+        assert_eq!(value(&hk, "SHOW DateStyle").await, "ISO, MDY");
+        assert_eq!(value(&barclays, "SHOW statement_timeout").await, "0");
+        assert_eq!(value(&barclays, "SHOW DateStyle").await, "German, DMY");
+    }
+    hk.batch_execute("RESET statement_timeout").await.unwrap();
+    assert_eq!(value(&barclays, "SHOW DateStyle").await, "German, DMY");
+    assert_eq!(value(&hk, "SHOW statement_timeout").await, "0");
+    assert_eq!(backend_pid(&hk).await, backend_pid(&barclays).await, "no pinning");
+    // A setting the server refuses is refused to the client, and forgotten.
+    let err = hk.batch_execute("SET statement_timeout = 'soon'").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023");
+    assert_eq!(value(&barclays, "SHOW DateStyle").await, "German, DMY");
+    assert_eq!(ids(&hk).await, "3,4");
+}
+
+#[tokio::test]
 async fn transaction_mode_pins_a_client_that_needs_its_session() {
     let env = TestEnv::start_with(|c| {
         c.pool.size = 1;
@@ -162,7 +191,7 @@ async fn transaction_mode_pins_a_client_that_needs_its_session() {
     })
     .await;
     let hk = env.connect("hk_teller").await;
-    hk.batch_execute("SET statement_timeout = '77s'").await.unwrap();
+    hk.batch_execute("SET statement_timeout = '77s'; DECLARE c CURSOR WITH HOLD FOR SELECT 1").await.unwrap();
     let pid = backend_pid(&hk).await;
     let err = env.refused("barclays_ops", PASSWORD).await;
     assert_eq!(sqlstate(&err), "53300", "the pinned server session is not shared");
