@@ -29,11 +29,15 @@ fuzz_target!(|data: &[u8]| {
         let Ok(InitialPacket::Startup(startup)) = parse(packet) else { continue };
         let Ok(forwarded) = upstream_params(&startup.params, TENANT_SETTING) else { continue };
         for (name, _) in &forwarded {
+            // Startup keys are matched exactly, as PostgreSQL does: `uSer` is
+            // not the user but a setting the server will reject as unknown.
+            assert!(!matches!(name.as_str(), "user" | "database" | "options" | "replication"));
+            assert!(!name.starts_with("_pq_."));
+            // Setting names are case-insensitive on the server.
             let lower = name.to_ascii_lowercase();
             assert!(
-                !matches!(lower.as_str(), "role" | "session_authorization" | TENANT_SETTING | "user" | "database")
-                    && !lower.starts_with("pgtenant.")
-                    && !lower.starts_with("_pq_."),
+                !matches!(lower.as_str(), "role" | "session_authorization" | TENANT_SETTING)
+                    && !lower.starts_with("pgtenant."),
                 "a reserved setting would reach the server: {name}"
             );
         }
