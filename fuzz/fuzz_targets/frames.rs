@@ -57,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
     // What goes upstream is itself well framed.
     let mut out = &to_server[..];
     while !out.is_empty() {
-        let header = peek_header(out, usize::MAX).expect("pgtenant wrote a bad header").expect("pgtenant wrote a partial header");
+        let header = peek_header(out, usize::MAX)
+            .expect("pgtenant wrote a bad header")
+            .expect("pgtenant wrote a partial header");
         assert!(out.len() >= header.frame_len, "pgtenant wrote a truncated frame");
         out = &out[header.frame_len..];
     }
