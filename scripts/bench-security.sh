@@ -111,8 +111,8 @@ SOCKET_PORT=$(sed -n 's|.*psql -h \([^ ]*\) -p \([0-9]*\) -U .*|\2|p' "$WORK/dev
 ENCODED_SOCKET=${SOCKET_DIR//\//%2F}
 upstream_url() { echo "postgres://$1@$ENCODED_SOCKET:$SOCKET_PORT/$DB"; }
 
-as_superuser() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$SOCKET_PORT" -U postgres -d "$DB" "$@"; }
-as_owner() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$SOCKET_PORT" -U pgtenant_owner -d "$DB" "$@"; }
+as_superuser() { "$PSQL" -X -q -o /dev/null -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$SOCKET_PORT" -U postgres -d "$DB" "$@"; }
+as_owner() { "$PSQL" -X -q -o /dev/null -v ON_ERROR_STOP=1 -h "$SOCKET_DIR" -p "$SOCKET_PORT" -U pgtenant_owner -d "$DB" "$@"; }
 
 start_serve() { # name guard(true|false) -> sets SERVE_PORT
     local proxy_port admin_port
