@@ -46,6 +46,13 @@ fn check_setting(name: &str, tenant_setting: &str) -> Result<(), ClientError> {
     {
         return Err(ClientError::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, CONTEXT_MANAGED));
     }
+    // A setting becomes a key of pgtenant's own upstream startup packet, after
+    // its `user` and `database`; the server takes the last value of a key, so
+    // `options=-c user=postgres` would log in as another role. PostgreSQL
+    // itself reads such an option as an unknown setting: refuse it the same way.
+    if CONSUMED.contains(&lower.as_str()) || lower.starts_with("_pq_.") {
+        return Err(ClientError::fatal("42704", format!("unrecognized configuration parameter \"{name}\"")));
+    }
     let valid = !name.is_empty()
         && name.split('.').count() <= 2
         && name.split('.').all(|part| {
@@ -146,6 +153,27 @@ mod tests {
             let err = upstream_params(&params, "app.tenant_id").unwrap_err();
             assert_eq!(err.code, "42501", "{params:?}");
         }
+    }
+
+    /// Found by the `startup` fuzz target: an option named like a startup key
+    /// became a second `user` (or `database`, `replication`) key upstream.
+    #[test]
+    fn options_cannot_name_startup_keys() {
+        for options in [
+            "-c user=postgres",
+            "--user=postgres",
+            "-c database=postgres",
+            "-c replication=database",
+            "-c options=-c\\ role=postgres",
+            "-c _pq_.protocol_managed=x",
+            "-c USER=postgres",
+        ] {
+            let err = upstream_params(&p(&[("user", "alice"), ("options", options)]), "app.tenant_id").unwrap_err();
+            assert_eq!(err.code, "42704", "{options}");
+        }
+        // Mixed-case raw keys are settings to PostgreSQL (which refuses them), not the user.
+        let err = upstream_params(&p(&[("User", "postgres")]), "app.tenant_id").unwrap_err();
+        assert_eq!(err.code, "42704");
     }
 
     #[test]
