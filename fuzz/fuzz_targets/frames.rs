@@ -23,7 +23,16 @@ fn guard() -> Arc<Guard> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut policy = ClientPolicy::new(guard(), "pgtenant_marker_".into(), "t0.".into(), BytesMut::new(), 42, 7);
+    // Transaction pooling, so the prepared-statement rewriting runs too.
+    let mut policy = ClientPolicy::new(
+        guard(),
+        "pgtenant_marker_".into(),
+        "t0.".into(),
+        Some(pgtenant::config::SessionFeatures::Pin),
+        7,
+    );
+    policy.set_server_pid(42);
+    let mut server_statements = pgtenant::frontend::statements::ServerStatements::default();
     let mut to_server = BytesMut::new();
     let mut rest = data;
     loop {
@@ -42,8 +51,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let (frame, tail) = rest.split_at(header.frame_len);
         rest = tail;
-        if ClientPolicy::inspects(header.tag) {
-            if policy.client_frame(frame, &mut to_server).is_err() {
+        if policy.inspects(header.tag) {
+            if policy.client_frame(frame, &mut to_server, Some(&mut server_statements)).is_err() {
                 break;
             }
         } else {

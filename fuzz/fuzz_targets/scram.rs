@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         None => (data, &[][..]),
     };
     let (Ok(first), Ok(last)) = (std::str::from_utf8(first), std::str::from_utf8(last)) else { return };
-    let Ok((exchange, server_first)) = Exchange::start(verifier().clone(), first) else { return };
+    let Ok((exchange, server_first)) = Exchange::start(verifier().clone(), first, false, None) else { return };
     let nonce = server_first.strip_prefix("r=").and_then(|s| s.split(',').next()).unwrap_or_default();
     let last = last.replace("@NONCE@", nonce);
     assert!(exchange.finish(&last).is_err(), "authenticated without the password: {first:?} / {last:?}");

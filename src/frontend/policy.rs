@@ -468,3 +468,24 @@ pub fn channel_prefix(tenant_id: &str) -> String {
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     format!("t{hex}.")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sql: &str) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        write_message(&mut out, b'Q', |b| put_cstr(b, sql));
+        out.to_vec()
+    }
+
+    #[test]
+    fn refuse_mode_replaces_session_features_with_a_marker() {
+        let guard = Arc::new(Guard::new("app.tenant_id"));
+        let mut policy = ClientPolicy::new(guard, "m_".into(), "t.".into(), Some(SessionFeatures::Refuse), 1);
+        let mut out = BytesMut::new();
+        policy.client_frame(&query("PREPARE p AS SELECT 1"), &mut out, None).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("SELECT m_1"), "{out:?}");
+        assert!(policy.reads_server_errors());
+    }
+}

@@ -408,16 +408,28 @@ mod session_state_tests {
 
     #[test]
     fn statements_that_need_a_whole_session() {
-        for sql in ["PREPARE p AS SELECT 1", "LISTEN jobs", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"] {
+        for sql in [
+            "PREPARE p AS SELECT 1",
+            "LISTEN jobs",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        ] {
             assert!(inspect(sql, "app.tenant_id").session_state, "{sql}");
         }
-        for sql in ["SET statement_timeout = 5", "BEGIN; SET LOCAL statement_timeout = 5; COMMIT", "DECLARE c CURSOR FOR SELECT 1"] {
+        for sql in [
+            "SET statement_timeout = 5",
+            "BEGIN; SET LOCAL statement_timeout = 5; COMMIT",
+            "DECLARE c CURSOR FOR SELECT 1",
+        ] {
             assert!(!inspect(sql, "app.tenant_id").session_state, "{sql}");
         }
         let i = inspect("SET statement_timeout = '5s'; RESET search_path", "app.tenant_id");
         assert_eq!(
             i.setting_changes,
-            vec![("statement_timeout".into(), Some("SET statement_timeout = '5s'".into())), ("search_path".into(), None)]
+            vec![
+                ("statement_timeout".into(), Some("SET statement_timeout = '5s'".into())),
+                ("search_path".into(), None)
+            ]
         );
     }
 }

@@ -212,12 +212,9 @@ async fn transaction_mode_can_refuse_session_features() {
     })
     .await;
     let hk = env.connect("hk_teller").await;
-    for sql in [
-        "SET statement_timeout = '5s'",
-        "PREPARE p AS SELECT 1",
-        "LISTEN jobs",
-        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
-    ] {
+    // Session-level SET is not among them: settings follow the client.
+    hk.batch_execute("SET statement_timeout = '5s'").await.unwrap();
+    for sql in ["PREPARE p AS SELECT 1", "LISTEN jobs", "DECLARE c CURSOR WITH HOLD FOR SELECT 1"] {
         let err = hk.simple_query(sql).await.unwrap_err();
         assert_eq!(sqlstate(&err), "0A000", "{sql}");
         assert!(message(&err).contains("transaction pooling"), "{sql}");

@@ -550,3 +550,19 @@ async fn insert_into_another_tenant_through_a_cte() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn startup_options_cannot_replace_the_upstream_user_or_database() {
+    let env = TestEnv::start().await;
+    for options in ["-c user=postgres", "--user=postgres", "-c database=postgres", "-c replication=database"] {
+        let err = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[("options", options)])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{options} must be refused"));
+        assert_eq!(err.code().as_deref(), Some("42704"), "{options}");
+    }
+    let hk = env.connect("hk_teller").await;
+    let role: String = hk.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(role, "pgtenant_app");
+    assert_isolated(&hk).await;
+}
