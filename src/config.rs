@@ -319,11 +319,14 @@ impl Config {
         if let Some(db) = &self.proxy.database {
             return db.clone();
         }
-        tokio_postgres::Config::from_str(&self.upstream.url)
+        crate::upstream::tls::postgres_config(&self.upstream.url)
             .ok()
+            .map(|(c, _)| c)
             .and_then(|c| c.get_dbname().map(str::to_owned))
             .or_else(|| {
-                tokio_postgres::Config::from_str(&self.upstream.url).ok().and_then(|c| c.get_user().map(str::to_owned))
+                crate::upstream::tls::postgres_config(&self.upstream.url)
+                    .ok()
+                    .and_then(|(c, _)| c.get_user().map(str::to_owned))
             })
             .unwrap_or_else(|| "postgres".into())
     }
@@ -333,8 +336,9 @@ fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ConfigError::new(key, "must be a postgres:// URL"));
     }
-    let parsed =
-        tokio_postgres::Config::from_str(url).map_err(|e| ConfigError::new(key, format!("invalid URL: {e}")))?;
+    let parsed = crate::upstream::tls::postgres_config(url)
+        .map(|(c, _)| c)
+        .map_err(|e| ConfigError::new(key, format!("invalid URL: {e}")))?;
     if parsed.get_user().is_none() {
         return Err(ConfigError::new(key, "must name a user"));
     }

@@ -1,10 +1,8 @@
 //! `pgtenant migrate`: applies the versioned SQL in `sql/` in order, once
 //! each, and grants the session group roles to the upstream login roles.
 
-use std::str::FromStr;
-
 use anyhow::{bail, Context};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::tenancy::Access;
@@ -52,7 +50,7 @@ pub async fn migrate_config(config: &Config) -> anyhow::Result<MigrateReport> {
 }
 
 fn url_user(url: &str) -> anyhow::Result<String> {
-    let parsed = tokio_postgres::Config::from_str(url)?;
+    let (parsed, _) = crate::upstream::tls::postgres_config(url).map_err(|e| anyhow::anyhow!(e))?;
     parsed.get_user().map(str::to_owned).context("URL has no user")
 }
 
@@ -159,7 +157,8 @@ pub async fn apply_cluster_hardening(superuser: &Client, owner: &str) -> anyhow:
 
 /// Opens a plain connection and drives it in the background.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (config, tls) = crate::upstream::tls::postgres_config(url).map_err(|e| anyhow::anyhow!(e))?;
+    let (client, connection) = config.connect(crate::upstream::tls::make_connect(&tls)).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "control connection closed");

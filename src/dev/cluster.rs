@@ -22,6 +22,8 @@ pub struct Cluster {
     pub base_dir: PathBuf,
     pub socket_dir: PathBuf,
     pub bin_dir: PathBuf,
+    /// The TCP port, when the cluster also listens on 127.0.0.1.
+    pub tcp_port: Option<u16>,
     guardian: Option<Child>,
 }
 
@@ -29,6 +31,12 @@ impl Cluster {
     /// Starts a cluster in `data_dir` (kept afterwards, initialised if empty)
     /// or in a fresh temporary directory (removed afterwards).
     pub fn start(data_dir: Option<&Path>) -> anyhow::Result<Cluster> {
+        Self::start_with(data_dir, None)
+    }
+
+    /// Like [`Cluster::start`], also listening on `127.0.0.1:<port>` with TLS
+    /// from `tls` (certificate and key PEM files) when given.
+    pub fn start_with(data_dir: Option<&Path>, tcp_tls: Option<TcpTls<'_>>) -> anyhow::Result<Cluster> {
         let bin_dir = find_bin_dir()?;
         let keep = data_dir.is_some();
         let base_dir = match data_dir {
@@ -65,11 +73,35 @@ impl Cluster {
                 "initdb",
             )?;
         }
-        let options = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -c port={SOCKET_PORT} \
+        let mut options = format!(
+            "-c unix_socket_directories='{}' -c port={SOCKET_PORT} \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
             socket_dir.display()
         );
+        let mut tcp_port = None;
+        match tcp_tls {
+            None => options.push_str(" -c listen_addresses=''"),
+            Some(tcp) => {
+                // The server wants its key owned by it and private.
+                let cert = base_dir.join("server.crt");
+                let key = base_dir.join("server.key");
+                std::fs::copy(tcp.cert, &cert)?;
+                std::fs::copy(tcp.key, &key)?;
+                std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+                if as_postgres {
+                    chown_tree(&base_dir, SUPERUSER)?;
+                }
+                // One port for TCP and the socket file's name.
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+                options = options.replace(&format!("-c port={SOCKET_PORT}"), &format!("-c port={port}"));
+                options.push_str(&format!(
+                    " -c listen_addresses='127.0.0.1' -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+                    cert.display(),
+                    key.display()
+                ));
+                tcp_port = Some(port);
+            }
+        }
         run(
             command(as_postgres, &bin_dir.join("pg_ctl"))
                 .arg("-D")
@@ -97,12 +129,17 @@ impl Cluster {
             .process_group(0)
             .spawn()
             .context("cannot start the cleanup guardian")?;
-        Ok(Cluster { base_dir, socket_dir, bin_dir, guardian: Some(guardian) })
+        Ok(Cluster { base_dir, socket_dir, bin_dir, tcp_port, guardian: Some(guardian) })
     }
 
     /// A `postgres://` URL for `user` on database `db` over the Unix socket.
     pub fn url(&self, user: &str, db: &str) -> String {
-        format!("postgres://{user}@{}:{SOCKET_PORT}/{db}", percent_encode(&self.socket_dir.to_string_lossy()))
+        format!("postgres://{user}@{}:{}/{db}", percent_encode(&self.socket_dir.to_string_lossy()), self.socket_port())
+    }
+
+    /// The number in the Unix socket's file name.
+    pub fn socket_port(&self) -> u16 {
+        self.tcp_port.unwrap_or(SOCKET_PORT)
     }
 
     /// Stops the server and removes a temporary directory; waits until done.
@@ -143,6 +180,12 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// TCP with TLS for a cluster: the server certificate and key files.
+pub struct TcpTls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
 }
 
 /// `initdb` on PATH, else the newest `/usr/lib/postgresql/*/bin`.

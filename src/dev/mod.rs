@@ -143,7 +143,7 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
     println!(
         "\nBehind the curtain (superuser, no tenant context): psql -h {} -p {} -U {SUPERUSER} {DATABASE}",
         cluster.socket_dir.display(),
-        cluster::SOCKET_PORT
+        cluster.socket_port()
     );
     println!("Ctrl-C stops everything.\n");
 

@@ -1,11 +1,9 @@
 //! Reads and writes of the pgtenant catalog (`pgtenant.tenants`,
 //! `pgtenant.logins`) through a pool of `control.url` connections.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::{Access, TenantContext};
 
@@ -44,8 +42,12 @@ pub struct Catalog {
 impl Catalog {
     /// Builds the pool; connections are opened lazily.
     pub fn new(url: &str, size: usize) -> Result<Catalog, CatalogError> {
-        let pg = tokio_postgres::Config::from_str(url).map_err(|e| CatalogError::Config(e.to_string()))?;
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let (pg, tls) = crate::upstream::tls::postgres_config(url).map_err(CatalogError::Config)?;
+        let manager = Manager::from_config(
+            pg,
+            crate::upstream::tls::make_connect(&tls),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(size)
             .runtime(Runtime::Tokio1)

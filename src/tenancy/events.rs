@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use crate::error::{sqlstate, ClientError};
 use crate::sessions::{SessionIdentity, SessionRegistry};
@@ -37,6 +37,8 @@ pub enum EventsError {
     Timeout,
     #[error("control database connection closed")]
     Closed,
+    #[error("invalid control.url: {0}")]
+    Config(String),
 }
 
 /// Listens for catalog changes until `shutdown` turns true, reconnecting
@@ -62,13 +64,15 @@ pub async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdo
 /// One connection's life: LISTEN, a full re-check, then a re-check per
 /// wake-up. Returns when the connection fails.
 async fn listen(control_url: &str, sessions: &SessionRegistry, backoff: &mut Duration) -> Result<(), EventsError> {
-    let mut config: tokio_postgres::Config = control_url.parse()?;
+    let (mut config, tls) = crate::upstream::tls::postgres_config(control_url).map_err(EventsError::Config)?;
     if config.get_application_name().is_none() {
         // Lets an operator tell this connection apart in pg_stat_activity.
         config.application_name(APPLICATION_NAME);
     }
     let (client, mut connection) =
-        tokio::time::timeout(CALL_TIMEOUT, config.connect(NoTls)).await.map_err(|_| EventsError::Timeout)??;
+        tokio::time::timeout(CALL_TIMEOUT, config.connect(crate::upstream::tls::make_connect(&tls)))
+            .await
+            .map_err(|_| EventsError::Timeout)??;
     let wake = Arc::new(Notify::new());
     let driver_wake = Arc::clone(&wake);
     // The connection must be polled for the client's queries to progress;

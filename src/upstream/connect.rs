@@ -2,7 +2,6 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -23,6 +22,7 @@ const MAX_STARTUP_REPLY: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
     pub address: UpstreamAddress,
+    pub tls: super::tls::UrlTls,
     pub user: String,
     password: Option<Vec<u8>>,
     pub database: String,
@@ -65,7 +65,7 @@ pub enum UpstreamError {
 impl UpstreamTarget {
     /// Reads host, port, user, password and database from a `postgres://` URL.
     pub fn from_url(url: &str, connect_timeout: Duration) -> Result<UpstreamTarget, UpstreamError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| UpstreamError::Config(e.to_string()))?;
+        let (config, tls) = super::tls::postgres_config(url).map_err(UpstreamError::Config)?;
         let user = config.get_user().ok_or_else(|| UpstreamError::Config("no user".into()))?.to_owned();
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let address = match config.get_hosts().first() {
@@ -73,13 +73,49 @@ impl UpstreamTarget {
             Some(Host::Unix(dir)) => UpstreamAddress::Unix(dir.join(format!(".s.PGSQL.{port}"))),
             None => return Err(UpstreamError::Config("no host".into())),
         };
+        if tls.mode >= super::tls::SslMode::Require && matches!(address, UpstreamAddress::Unix(_)) {
+            return Err(UpstreamError::Config(
+                "PostgreSQL does not offer TLS on Unix sockets; use sslmode=prefer or disable".into(),
+            ));
+        }
         Ok(UpstreamTarget {
             address,
+            tls,
             database: config.get_dbname().unwrap_or(&user).to_owned(),
             password: config.get_password().map(<[u8]>::to_vec),
             user,
             connect_timeout,
         })
+    }
+
+    /// SSLRequest, then a TLS handshake when the server agrees; a refusal is
+    /// fatal unless the mode is `prefer`.
+    async fn negotiate_tls(&self, host: &str, mut tcp: TcpStream) -> Result<ServerStream, UpstreamError> {
+        let Some(config) = self.tls.config.clone() else { return Ok(ServerStream::Tcp(tcp)) };
+        let io_err = |source| UpstreamError::Io { address: self.address.to_string(), source };
+        let mut request = [0u8; 8];
+        request[0..4].copy_from_slice(&8i32.to_be_bytes());
+        request[4..8].copy_from_slice(&80_877_103i32.to_be_bytes());
+        tcp.write_all(&request).await.map_err(io_err)?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.map_err(io_err)?;
+        match answer[0] {
+            b'S' => {
+                let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| UpstreamError::Config(format!("host {host}: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| UpstreamError::Protocol(format!("TLS handshake with {} failed: {e}", self.address)))?;
+                Ok(ServerStream::Tls(Box::new(tls)))
+            }
+            b'N' if self.tls.mode == super::tls::SslMode::Prefer => Ok(ServerStream::Tcp(tcp)),
+            b'N' => Err(UpstreamError::Protocol(format!(
+                "upstream {} does not offer TLS (sslmode requires it)",
+                self.address
+            ))),
+            other => Err(UpstreamError::Protocol(format!("unexpected answer {other:#x} to SSLRequest"))),
+        }
     }
 
     async fn open_stream(&self) -> Result<ServerStream, UpstreamError> {
@@ -88,7 +124,7 @@ impl UpstreamTarget {
             UpstreamAddress::Tcp { host, port } => {
                 let tcp = TcpStream::connect((host.as_str(), *port)).await.map_err(io_err)?;
                 tcp.set_nodelay(true).map_err(io_err)?;
-                ServerStream::Tcp(tcp)
+                self.negotiate_tls(host, tcp).await?
             }
             UpstreamAddress::Unix(path) => ServerStream::Unix(UnixStream::connect(path).await.map_err(io_err)?),
         };

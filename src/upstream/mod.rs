@@ -5,6 +5,7 @@ pub mod connect;
 pub mod pool;
 pub mod role_check;
 pub mod stream;
+pub mod tls;
 
 pub use connect::{
     connect, send_cancel, CancelTarget, ServerConnection, UpstreamAddress, UpstreamError, UpstreamTarget,

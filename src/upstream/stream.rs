@@ -12,6 +12,7 @@ use tokio::net::{TcpStream, UnixStream};
 pub enum ServerStream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl ServerStream {
@@ -19,11 +20,17 @@ impl ServerStream {
     /// such as a FATAL before closing): an idle session must have nothing to read.
     pub fn is_closed(&self) -> bool {
         let mut probe = [0u8; 1];
-        let read = match self {
-            ServerStream::Tcp(s) => s.try_read(&mut probe),
-            ServerStream::Unix(s) => s.try_read(&mut probe),
+        let tcp = match self {
+            ServerStream::Tcp(s) => s,
+            ServerStream::Tls(s) => s.get_ref().0,
+            ServerStream::Unix(s) => {
+                return !matches!(s.try_read(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
         };
-        !matches!(read, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+        // Peek, not read: under TLS the bytes belong to the record layer.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut buf = ReadBuf::new(&mut probe);
+        tcp.poll_peek(&mut cx, &mut buf).is_ready()
     }
 }
 
@@ -32,6 +39,7 @@ impl AsyncRead for ServerStream {
         match self.get_mut() {
             ServerStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -41,6 +49,7 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -48,6 +57,7 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             ServerStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -55,6 +65,7 @@ impl AsyncWrite for ServerStream {
         match self.get_mut() {
             ServerStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

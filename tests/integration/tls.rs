@@ -164,3 +164,59 @@ async fn cleartext_password_only_over_tls() {
     let (code, _) = auth_request(&mut plain, &env).await;
     assert_eq!(code, 10);
 }
+
+/// A URL to the test cluster over TCP with TLS.
+fn tcp_url(env: &TestEnv, user: &str, params: &str) -> String {
+    let port = env.cluster.tcp_port.expect("the test cluster listens on TCP");
+    format!("postgres://{user}@localhost:{port}/{}?{params}", env.database)
+}
+
+#[tokio::test]
+async fn upstream_and_control_over_tls_verify_full() {
+    let root = fixture("ca.crt");
+    let params = format!("sslmode=verify-full&sslrootcert={}", root.display());
+    let tls_env = TestEnv::start_with(|config| {
+        // The harness names the database in the socket URLs; keep it, switch to TCP + TLS.
+        let database = config.upstream.url.rsplit('/').next().unwrap_or_default().to_owned();
+        let port = cluster_tcp_port();
+        config.upstream.url = format!("postgres://pgtenant_app@localhost:{port}/{database}?{params}");
+        config.upstream.readonly_url = None;
+        config.control.url = format!("postgres://pgtenant_owner@localhost:{port}/{database}?{params}");
+    })
+    .await;
+    let hk = tls_env.connect("hk_teller").await;
+    assert_eq!(account_ids(&hk).await, vec![3, 4]);
+    let direct = tls_env.superuser().await;
+    let encrypted: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+              WHERE a.usename IN ('pgtenant_app', 'pgtenant_owner') AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 2, "tenant and control sessions are encrypted ({encrypted})");
+}
+
+fn cluster_tcp_port() -> u16 {
+    CLUSTER_TCP_PORT.get().copied().expect("the cluster is started before the adjust closure runs")
+}
+
+#[tokio::test]
+async fn upstream_tls_refuses_a_certificate_it_cannot_verify() {
+    // The server certificate itself is no CA: verification must fail.
+    let params = format!("sslmode=verify-full&sslrootcert={}", fixture("server.crt").display());
+    let env = TestEnv::start().await;
+    let mut config = env.config.clone();
+    config.upstream.url = tcp_url(&env, "pgtenant_app", &params);
+    config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let server = pgtenant::server::Server::start(&config).await.unwrap();
+    let url = format!("postgres://hk_teller:{PASSWORD}@{}/{}", server.proxy_addr, env.database);
+    let err = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok(_) => panic!("an unverifiable upstream must not be used"),
+        Err(e) => e,
+    };
+    assert_eq!(sqlstate(&err), "08006");
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pgtenant::config::Config;
-use pgtenant::dev::cluster::{Cluster, SUPERUSER};
+use pgtenant::dev::cluster::{Cluster, TcpTls, SUPERUSER};
 use pgtenant::server::Server;
 use pgtenant::tenancy::catalog::Catalog;
 use tokio::sync::OnceCell;
@@ -25,16 +25,26 @@ pub const HSBC_LONDON: &str = "a0000000-0000-4000-8000-000000000003";
 pub const BARCLAYS: &str = "b0000000-0000-4000-8000-000000000001";
 
 static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+/// The cluster's TCP port, for config closures that run before a test has its env.
+pub static CLUSTER_TCP_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(1);
 
 /// The binary's cluster, with the template database ready.
 pub async fn cluster() -> &'static Cluster {
     CLUSTER
         .get_or_init(|| async {
-            let cluster = tokio::task::spawn_blocking(|| Cluster::start(None))
-                .await
-                .expect("cluster task")
-                .expect("start the throwaway PostgreSQL");
+            // TCP with TLS too, for the upstream TLS tests.
+            let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+            let cluster = tokio::task::spawn_blocking(move || {
+                let (cert, key) = (fixtures.join("server.crt"), fixtures.join("server.key"));
+                Cluster::start_with(None, Some(TcpTls { cert: &cert, key: &key }))
+            })
+            .await
+            .expect("cluster task")
+            .expect("start the throwaway PostgreSQL");
+            if let Some(port) = cluster.tcp_port {
+                let _ = CLUSTER_TCP_PORT.set(port);
+            }
             let config = pgtenant::dev::prepare_database(&cluster, TEMPLATE).await.expect("prepare template");
             pgtenant::migrate::load_demo(&config.control.url).await.expect("load demo");
             let catalog = Catalog::new(&config.control.url, 1).expect("catalog");
