@@ -224,20 +224,7 @@ impl Pool {
                 }
                 Decision::Open => match connect(&self.inner.target, &[]).await {
                     Ok(server) => {
-                        self.inner.counters.created.fetch_add(1, Ordering::Relaxed);
-                        let now = Instant::now();
-                        let conn = ServerConn {
-                            stream: server.stream,
-                            cancel: server.cancel,
-                            parameters: server.parameters,
-                            tenant: None,
-                            last_client: None,
-                            dirty: false,
-                            applied: Default::default(),
-                            statements: Default::default(),
-                            created: now,
-                            idle_since: now,
-                        };
+                        let conn = self.opened(server);
                         return Ok(self.leased(tenant, conn, started, waited));
                     }
                     Err(e) => {
@@ -258,6 +245,24 @@ impl Pool {
                     }
                 }
             }
+        }
+    }
+
+    /// A freshly opened server session, counted.
+    fn opened(&self, server: super::connect::ServerConnection) -> ServerConn {
+        self.inner.counters.created.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        ServerConn {
+            stream: server.stream,
+            cancel: server.cancel,
+            parameters: server.parameters,
+            tenant: None,
+            last_client: None,
+            dirty: false,
+            applied: Default::default(),
+            statements: Default::default(),
+            created: now,
+            idle_since: now,
         }
     }
 
@@ -348,20 +353,7 @@ impl Pool {
             }
             match connect(&self.inner.target, &[]).await {
                 Ok(server) => {
-                    self.inner.counters.created.fetch_add(1, Ordering::Relaxed);
-                    let now = Instant::now();
-                    let conn = ServerConn {
-                        stream: server.stream,
-                        cancel: server.cancel,
-                        parameters: server.parameters,
-                        tenant: None,
-                        last_client: None,
-                        dirty: false,
-                        applied: Default::default(),
-                        statements: Default::default(),
-                        created: now,
-                        idle_since: now,
-                    };
+                    let conn = self.opened(server);
                     self.lock().idle.push(conn);
                     self.inner.freed.notify_one();
                 }

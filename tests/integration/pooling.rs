@@ -19,6 +19,15 @@ async fn value(client: &Client, sql: &str) -> String {
         .expect("a row")
 }
 
+/// A test database served with transaction pooling over `size` server sessions.
+async fn transaction_env(size: usize) -> TestEnv {
+    TestEnv::start_with(|c| {
+        c.pool.size = size;
+        c.pool.mode = PoolMode::Transaction;
+    })
+    .await
+}
+
 async fn backend_pid(client: &Client) -> i32 {
     value(client, "SELECT pg_backend_pid()").await.parse().unwrap()
 }
@@ -62,11 +71,7 @@ async fn session_mode_reuse_carries_nothing_to_the_next_tenant() {
 
 #[tokio::test]
 async fn transaction_mode_tenants_take_turns_on_one_server_session() {
-    let env = TestEnv::start_with(|c| {
-        c.pool.size = 1;
-        c.pool.mode = PoolMode::Transaction;
-    })
-    .await;
+    let env = transaction_env(1).await;
     let hk = env.connect("hk_teller").await;
     let barclays = env.connect("barclays_ops").await;
     let hsbc = env.connect("hsbc_admin").await;
@@ -90,11 +95,7 @@ async fn transaction_mode_tenants_take_turns_on_one_server_session() {
 
 #[tokio::test]
 async fn transaction_mode_startup_settings_follow_the_client() {
-    let env = TestEnv::start_with(|c| {
-        c.pool.size = 1;
-        c.pool.mode = PoolMode::Transaction;
-    })
-    .await;
+    let env = transaction_env(1).await;
     let a = connect_url(&format!("{}?application_name=client-a", env.url("hk_teller", PASSWORD))).await;
     let b = connect_url(&format!("{}?application_name=client-b", env.url("barclays_ops", PASSWORD))).await;
     for _ in 0..3 {
@@ -107,11 +108,7 @@ async fn transaction_mode_startup_settings_follow_the_client() {
 
 #[tokio::test]
 async fn transaction_mode_shares_prepared_statements_without_sharing_rows() {
-    let env = TestEnv::start_with(|c| {
-        c.pool.size = 1;
-        c.pool.mode = PoolMode::Transaction;
-    })
-    .await;
+    let env = transaction_env(1).await;
     let hk = env.connect("hk_teller").await;
     let barclays = env.connect("barclays_ops").await;
     let sql = "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id";
@@ -133,11 +130,7 @@ async fn transaction_mode_shares_prepared_statements_without_sharing_rows() {
 
 #[tokio::test]
 async fn transaction_mode_prepares_lazily_on_another_server_session() {
-    let env = TestEnv::start_with(|c| {
-        c.pool.size = 2;
-        c.pool.mode = PoolMode::Transaction;
-    })
-    .await;
+    let env = transaction_env(2).await;
     let hk = env.connect("hk_teller").await;
     let statement = hk.prepare("SELECT holder FROM accounts WHERE id = $1").await.unwrap();
     let first_pid = backend_pid(&hk).await;
@@ -155,11 +148,7 @@ async fn transaction_mode_prepares_lazily_on_another_server_session() {
 
 #[tokio::test]
 async fn transaction_mode_settings_follow_the_client() {
-    let env = TestEnv::start_with(|c| {
-        c.pool.size = 1;
-        c.pool.mode = PoolMode::Transaction;
-    })
-    .await;
+    let env = transaction_env(1).await;
     let hk = env.connect("hk_teller").await;
     let barclays = env.connect("barclays_ops").await;
     hk.batch_execute("SET statement_timeout = '77s'; SET search_path = pg_catalog, public").await.unwrap();

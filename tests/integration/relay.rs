@@ -153,14 +153,7 @@ async fn client_gone_mid_transaction_leaves_nothing_open_upstream() {
 #[tokio::test]
 async fn notices_and_notifications_reach_the_client() {
     let env = TestEnv::start().await;
-    let (listener, mut connection) = tokio_postgres::connect(&env.url("hk_teller", PASSWORD), NoTls).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            let _ = tx.send(message);
-        }
-    });
+    let (listener, mut rx) = env.connect_listening("hk_teller").await;
     listener.batch_execute("DROP TABLE IF EXISTS no_such_table").await.unwrap();
     match rx.recv().await.unwrap() {
         AsyncMessage::Notice(notice) => {

@@ -3,8 +3,7 @@
 //! Each test is one attempt; each asserts the refusal (SQLSTATE and words)
 //! and that no row of another tenant reached the client.
 
-use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use crate::common::raw::{self, first_column};
 use crate::common::*;
@@ -490,14 +489,7 @@ async fn create_objects_in_public() {
 #[tokio::test]
 async fn notify_never_reaches_another_tenant() {
     let env = TestEnv::start().await;
-    let (listener, mut connection) = tokio_postgres::connect(&env.url("barclays_ops", PASSWORD), NoTls).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            let _ = tx.send(message);
-        }
-    });
+    let (listener, mut rx) = env.connect_listening("barclays_ops").await;
     listener.batch_execute("LISTEN ledger").await.unwrap();
     let hk = env.connect("hk_teller").await;
     hk.batch_execute("NOTIFY ledger, 'from hsbc-hk'").await.unwrap();

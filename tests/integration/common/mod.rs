@@ -124,6 +124,25 @@ impl TestEnv {
         (client, handle)
     }
 
+    /// Connects as `user` and returns the client with a channel of its
+    /// asynchronous messages (notices, notifications).
+    pub async fn connect_listening(
+        &self,
+        user: &str,
+    ) -> (Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>) {
+        use futures_util::StreamExt;
+        let (client, mut connection) =
+            tokio_postgres::connect(&self.url(user, PASSWORD), NoTls).await.expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                let _ = tx.send(message);
+            }
+        });
+        (client, rx)
+    }
+
     /// The upstream database directly, as superuser: what really is there.
     pub async fn superuser(&self) -> Client {
         connect_url(&self.cluster.url(SUPERUSER, &self.database)).await
