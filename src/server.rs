@@ -12,9 +12,10 @@ use tokio::task::JoinHandle;
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::error::{sqlstate, ClientError};
 use crate::frontend::tls::TlsSetup;
 use crate::frontend::{listener, ProxyState};
-use crate::sessions::SessionRegistry;
+use crate::sessions::{SessionRegistry, SessionState};
 use crate::tenancy::catalog::Catalog;
 use crate::upstream::pool::{Pool, PoolConfig};
 use crate::upstream::UpstreamTarget;
@@ -117,15 +118,28 @@ impl Server {
         Ok(Server { proxy_addr, admin_addr, state, shutdown, tasks })
     }
 
-    /// Stops accepting, then waits up to `drain` for open sessions to end.
+    /// Stops accepting; ends sessions as they become idle (between
+    /// transactions) for up to `drain`, then ends the rest.
     pub async fn stop(self, drain: Duration) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        let shutting_down =
+            || ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
         let deadline = tokio::time::Instant::now() + drain;
         while !self.state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            for session in self.state.sessions.list() {
+                if session.state == SessionState::Idle {
+                    self.state.sessions.terminate(session.id, shutting_down());
+                }
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.state.sessions.terminate_where(|_| true, shutting_down());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !self.state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -214,3 +214,23 @@ async fn a_session_ended_from_outside_gets_a_fatal_error() {
     assert!(hk.is_closed());
     assert_eq!(account_ids(&barclays).await, vec![7, 8, 9], "other sessions go on");
 }
+
+#[tokio::test]
+async fn stopping_ends_sessions_between_transactions() {
+    let env = TestEnv::start().await;
+    let server = pgtenant::server::Server::start(&env.config).await.unwrap();
+    let url = format!("postgres://hk_teller:{PASSWORD}@{}/{}", server.proxy_addr, env.database);
+    let idle = connect_url(&url).await;
+    let busy = connect_url(&url).await;
+    busy.batch_execute("BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = 3").await.unwrap();
+    let stopping = tokio::spawn(server.stop(std::time::Duration::from_secs(30)));
+    eventually("the idle client to be ended", || async { idle.is_closed() }).await;
+    assert!(!busy.is_closed(), "a session inside a transaction may finish it");
+    busy.batch_execute("COMMIT").await.unwrap();
+    eventually("the busy client to be ended after its transaction", || async { busy.is_closed() }).await;
+    stopping.await.unwrap();
+    let direct = env.superuser().await;
+    let balance: String =
+        direct.query_one("SELECT balance::text FROM accounts WHERE id = 3", &[]).await.unwrap().get(0);
+    assert_eq!(balance, "830001.00", "the transaction committed");
+}
