@@ -3,7 +3,9 @@
 --   psql -v owner=<catalog owner role> -f sql/hardening/cluster.sql <database>
 -- as a superuser. It revokes from PUBLIC, cluster-wide, the functions through
 -- which sessions of one shared role reach each other or run SQL from text,
--- and grants them back to the catalog owner. Other roles of the cluster that
+-- and grants them back to the catalog owner. set_config stays: drivers use it
+-- on ordinary settings (asyncpg: jit), pgtenant's own context is signed, and
+-- the statement guard refuses it on reserved or computed setting names. Other roles of the cluster that
 -- call these functions need explicit grants afterwards.
 
 SELECT pg_catalog.set_config('pgtenant.hardening_owner', :'owner', false);
@@ -17,7 +19,8 @@ BEGIN
         SELECT p.oid::regprocedure
           FROM pg_catalog.pg_proc p
          WHERE p.pronamespace = 'pg_catalog'::regnamespace
-           AND (p.proname IN ('set_config', 'pg_notify', 'pg_cancel_backend', 'pg_terminate_backend',
+           AND p.proname NOT LIKE 'pg\_advisory\_unlock%'
+           AND (p.proname IN ('pg_notify', 'pg_cancel_backend', 'pg_terminate_backend',
                               'pg_stat_get_activity', 'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids',
                               'pg_lock_status', 'loread', 'lowrite', 'dblink')
                 OR p.proname LIKE 'lo\_%'

@@ -62,6 +62,11 @@ const RELATIONS: &[&str] =
 
 /// The danger of calling `name` (lower case), if any.
 pub fn function_danger(name: &str) -> Option<Danger> {
+    // Releasing one's own advisory locks reaches no one (asyncpg's pool does
+    // it on every release).
+    if name.starts_with("pg_advisory_unlock") {
+        return None;
+    }
     if let Some((_, danger)) = FUNCTIONS.iter().find(|(f, _)| *f == name) {
         return Some(*danger);
     }
@@ -92,6 +97,7 @@ mod tests {
         assert_eq!(function_danger("pg_advisory_xact_lock"), Some(Danger::OtherSessions));
         assert_eq!(function_danger("query_to_xml_and_xmlschema"), Some(Danger::DynamicSql));
         assert_eq!(function_danger("lower"), None);
+        assert_eq!(function_danger("pg_advisory_unlock_all"), None);
         assert_eq!(function_danger("now"), None);
         assert!(relation_refused("pg_stat_activity"));
         assert!(!relation_refused("accounts"));

@@ -93,7 +93,7 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
             });
         }
     }
-    if let Some(error) = walk_tokens(sql) {
+    if let Some(error) = walk_tokens(sql, tenant_setting) {
         return Inspection::deny(error);
     }
     inspection
@@ -144,11 +144,7 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
                 inspection.session_state = true;
             }
             let name = set.name.to_ascii_lowercase();
-            let reserved = name == tenant_setting
-                || name.starts_with("pgtenant.")
-                || name == "role"
-                || name == "session_authorization";
-            reserved.then(|| denied(Danger::Context, &name))
+            is_reserved_setting(&name, tenant_setting).then(|| denied(Danger::Context, &name))
         }
         NodeEnum::DiscardStmt(discard) => {
             if discard.target == protobuf::DiscardMode::DiscardAll as i32 {
@@ -219,7 +215,7 @@ fn explain_analyzes(explain: &protobuf::ExplainStmt) -> bool {
 
 /// Walks every token: identifiers followed by `(` are calls; refused
 /// relation names are refused wherever they appear.
-fn walk_tokens(sql: &str) -> Option<ClientError> {
+fn walk_tokens(sql: &str, tenant_setting: &str) -> Option<ClientError> {
     let tokens = match pg_query::scan_tokens(sql) {
         Ok(tokens) => tokens,
         Err(e) => return Some(ClientError::error("42601", parse_message(&e))),
@@ -242,6 +238,20 @@ fn walk_tokens(sql: &str) -> Option<ClientError> {
             return Some(ClientError::error("42601", "invalid identifier"));
         };
         let called = significant.get(i + 1).is_some_and(|next| next.token == Token::Ascii40 as i32);
+        if called && name == "set_config" {
+            // Drivers call set_config on ordinary settings (asyncpg: jit); only
+            // a constant name that is not reserved may pass.
+            let literal = significant.get(i + 2).filter(|t| t.token == Token::Sconst as i32);
+            let followed_by_comma = significant.get(i + 3).is_some_and(|t| t.token == Token::Ascii44 as i32);
+            let setting = literal
+                .filter(|_| followed_by_comma)
+                .and_then(|t| sql.get(t.start as usize..t.end as usize))
+                .and_then(plain_string_literal);
+            match setting {
+                Some(setting) if !is_reserved_setting(&setting.to_ascii_lowercase(), tenant_setting) => continue,
+                _ => return Some(denied(Danger::Context, "set_config()")),
+            }
+        }
         if called {
             if let Some(danger) = function_danger(&name) {
                 return Some(denied(danger, &format!("{name}()")));
@@ -251,6 +261,18 @@ fn walk_tokens(sql: &str) -> Option<ClientError> {
         }
     }
     None
+}
+
+/// The value of a plain `'...'` literal (no E'', U&'' or dollar quoting).
+fn plain_string_literal(text: &str) -> Option<String> {
+    let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
+    Some(inner.replace("''", "'"))
+}
+
+/// Settings no client may change: the tenant setting, pgtenant's own, the role.
+fn is_reserved_setting(name: &str, tenant_setting: &str) -> bool {
+    let name = name.trim();
+    name == tenant_setting || name.starts_with("pgtenant.") || name == "role" || name == "session_authorization"
 }
 
 /// The name PostgreSQL sees for an identifier token, lower-cased for comparison.
@@ -319,14 +341,21 @@ mod tests {
             "SELECT pg_catalog.set_config('app.tenant_id', 'x', false)",
             "SELECT \"set_config\"('app.tenant_id', 'x', false)",
             "SELECT U&\"\\0073et_config\"('app.tenant_id', 'x', false)",
-            "SELECT * FROM t WHERE length(set_config('a', 'b', false)) > 0",
-            "PREPARE p AS SELECT set_config('a', 'b', false)",
-            "DECLARE c CURSOR WITH HOLD FOR SELECT set_config('a', 'b', false)",
-            "SELECT ARRAY[set_config('a', 'b', false)]",
-            "VALUES (set_config('a', 'b', false))",
-            "WITH x AS (SELECT set_config('a','b',false)) SELECT * FROM x",
-            "COPY (SELECT set_config('a','b',false)) TO STDOUT",
-            "SELECT set_config /* hidden */ ('a','b',false)",
+            "SELECT * FROM t WHERE length(set_config('app.tenant_id', 'b', false)) > 0",
+            "PREPARE p AS SELECT set_config('app.tenant_id', 'b', false)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT set_config('app.tenant_id', 'b', false)",
+            "SELECT ARRAY[set_config('app.tenant_id', 'b', false)]",
+            "VALUES (set_config('app.tenant_id', 'b', false))",
+            "WITH x AS (SELECT set_config('app.tenant_id','b',false)) SELECT * FROM x",
+            "COPY (SELECT set_config('app.tenant_id','b',false)) TO STDOUT",
+            "SELECT set_config /* hidden */ ('app.tenant_id','b',false)",
+            "SELECT set_config('app.' || 'tenant_id', 'x', false)",
+            "SELECT set_config($1, 'x', false)",
+            "SELECT set_config(E'app.tenant_id', 'x', false)",
+            "SELECT set_config('APP.TENANT_ID', 'x', false)",
+            "SELECT set_config('pgtenant.context', 'x', false)",
+            "SELECT set_config('role', 'postgres', false)",
+            "SELECT set_config(name, 'x', false) FROM pg_settings",
             "ALTER ROLE current_user SET app.tenant_id = 'x'",
             "ALTER DATABASE app SET app.tenant_id = 'x'",
         ] {
@@ -377,6 +406,8 @@ mod tests {
             "EXPLAIN (ANALYZE false) SELECT 1",
             "COPY accounts TO STDOUT",
             "SELECT 'set_config(' AS text_only",
+            "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+            "SELECT set_config('jit', $1, false)",
             "SELECT lower('X')",
         ] {
             assert_eq!(denial(sql), None, "{sql}");

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod cli;
 mod config_example;
+mod drivers;
 mod pooling;
 mod psql;
 mod relay;

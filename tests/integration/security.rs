@@ -558,3 +558,18 @@ async fn startup_options_cannot_replace_the_upstream_user_or_database() {
     assert_eq!(role, "pgtenant_app");
     assert_isolated(&hk).await;
 }
+
+#[tokio::test]
+async fn set_config_with_a_computed_setting_name() {
+    refused(&format!("SELECT set_config('app.' || 'tenant_id', '{}', false)", b()), "42501", CONTEXT).await;
+}
+
+#[tokio::test]
+async fn set_config_on_an_ordinary_setting_is_allowed() {
+    // Drivers do this (asyncpg turns jit off around type introspection).
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    let row = hk.query_one("SELECT current_setting('jit'), set_config('jit', 'off', false)", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(1), "off");
+    assert_isolated(&hk).await;
+}
