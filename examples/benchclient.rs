@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn conninfo(host: &str, port: &str, user: &str, password: &str) -> String {
-    format!("host={host} port={port} user={user} password={password} dbname=app application_name=benchclient")
+    format!("host={host} port={port} user={user} password={password} dbname=app application_name=benchclient connect_timeout=20")
 }
 
 async fn connect(info: &str) -> anyhow::Result<tokio_postgres::Client> {

@@ -52,9 +52,10 @@ def main():
             matrix[key] = {}
             order.append(key)
         matrix[key][r["target"]] = r
-    out.append("")
-    out.append("| workload | protocol | clients | direct TPS | PgBouncer TPS | pgtenant TPS | pgtenant / PgBouncer | pgtenant / direct | avg latency ms: direct / PgBouncer / pgtenant |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    if order:
+        out.append("")
+        out.append("| workload | protocol | clients | direct TPS | PgBouncer TPS | pgtenant TPS | pgtenant / PgBouncer | pgtenant / direct | avg latency ms: direct / PgBouncer / pgtenant |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for key in order:
         d, b, t = (matrix[key].get(x) for x in ("direct", "pgbouncer", "pgtenant"))
         cells = [cell(d), cell(b), cell(t)]
