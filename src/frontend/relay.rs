@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::attach::{own_exchange_error, parameter_status, Attached, Attachment};
 use super::policy::ClientPolicy;
 use super::statements::Edit;
+use super::stream::ClientStream;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
@@ -99,14 +100,11 @@ struct Progress {
     server_closed: bool,
 }
 
-impl<C> Relay<C>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
+impl Relay<ClientStream> {
     /// A relay whose first bytes to each side are already queued; the server
     /// will answer `own_ready_pending` exchanges of pgtenant's before the client's.
     pub fn new(
-        client: C,
+        client: ClientStream,
         attached: Attached,
         attachment: Attachment,
         to_client: BytesMut,
@@ -119,8 +117,8 @@ where
             client,
             server: Some(lease),
             attachment,
-            client_in: BytesMut::with_capacity(READ_CHUNK),
-            server_in: BytesMut::with_capacity(READ_CHUNK),
+            client_in: BytesMut::new(),
+            server_in: BytesMut::new(),
             to_client,
             to_server,
             client_frame_left: 0,
@@ -181,6 +179,17 @@ where
             let wiped = self.policy.take_settings_wiped();
             self.attachment.release(lease, true, wiped);
         }
+        self.shrink_idle_buffers();
+    }
+
+    /// Gives back buffer memory between transactions, so that thousands of
+    /// idle clients cost little.
+    fn shrink_idle_buffers(&mut self) {
+        for buf in [&mut self.client_in, &mut self.server_in, &mut self.to_client, &mut self.to_server] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
     }
 
     /// Checks a server session out when the client has something to send.
@@ -226,6 +235,9 @@ where
         }
         loop {
             self.release_if_at_rest();
+            if self.server.is_none() {
+                self.shrink_idle_buffers();
+            }
             if let Err(end) = self.attach_if_needed().await {
                 return end;
             }
@@ -292,7 +304,9 @@ where
             return Poll::Ready(Err(RelayEnd::ClientGone));
         }
         let mut progress = Progress::default();
-        if self.to_server.len() < HIGH_WATER {
+        // An idle client holds no read buffer: wait for readiness before allocating one.
+        let client_ready = self.client_in.capacity() > 0 || self.client.poll_read_ready(cx).is_ready();
+        if self.to_server.len() < HIGH_WATER && client_ready {
             match poll_read_some(&mut self.client, cx, &mut self.client_in) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => progress.client_closed = true,
                 Poll::Ready(Ok(_)) => progress.client_data = true,

@@ -20,6 +20,15 @@ impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }
+
+    /// Ready when a read would not block. TLS may hold decrypted bytes the
+    /// socket does not show, so it is always "ready" (the read decides).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ClientStream::Plain(s) => s.poll_read_ready(cx),
+            ClientStream::Tls(_) | ClientStream::Closed => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 impl AsyncRead for ClientStream {
