@@ -12,6 +12,7 @@ pub mod guard;
 pub mod metrics;
 pub mod migrate;
 pub mod protocol;
+pub mod quote;
 pub mod server;
 pub mod sessions;
 pub mod tenancy;

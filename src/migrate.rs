@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::quote::quote_ident;
 use crate::tenancy::Access;
 
 /// One versioned migration, embedded in the binary.
@@ -150,7 +151,7 @@ pub async fn load_demo(control_url: &str) -> anyhow::Result<bool> {
 /// pgtenant database, granting the revoked functions back to `owner`.
 pub async fn apply_cluster_hardening(superuser: &Client, owner: &str) -> anyhow::Result<()> {
     let sql = CLUSTER_HARDENING_SQL
-        .replace(":'owner'", &format!("'{}'", owner.replace('\'', "''")))
+        .replace(":'owner'", &crate::quote::quote_literal(owner))
         .replace(":\"owner\"", &quote_ident(owner));
     superuser.batch_execute(&sql).await.map_err(|e| anyhow::anyhow!(describe(&e))).context("cluster hardening failed")
 }
@@ -173,9 +174,4 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
     }
-}
-
-/// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -14,6 +14,7 @@ use super::AdminState;
 use crate::error::{sqlstate, ClientError};
 use crate::sessions::{SessionSnapshot, SessionState};
 use crate::tenancy::Access;
+use crate::upstream::pool::PoolFigures;
 
 /// One open client session of this process.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -82,24 +83,9 @@ pub struct Pool {
     /// When a server connection goes back to the pool: `session` or `transaction`.
     #[schema(example = "transaction")]
     pub mode: String,
-    /// Server connections serving a client now.
-    pub active: usize,
-    /// Server connections open and waiting for a client.
-    pub idle: usize,
-    /// Clients waiting for a server connection.
-    pub waiting: usize,
-    /// The most server connections the pool opens (`pool.size`).
-    pub max_size: Option<usize>,
-    /// Server connections opened and closed since start.
-    pub created: u64,
-    pub closed: u64,
-    /// Checkouts, and how many of them had to wait, for how long in all.
-    pub checkouts: u64,
-    pub waits: u64,
-    pub wait_seconds_total: f64,
-    /// Checkouts that installed another tenant's context, and that reset a dirty session.
-    pub context_switches: u64,
-    pub resets: u64,
+    /// The pool's live figures.
+    #[serde(flatten)]
+    pub figures: PoolFigures,
 }
 
 /// Upstream server connections per role, from the pools.
@@ -115,23 +101,12 @@ pub async fn pools(State(admin): State<Arc<AdminState>>) -> Json<Vec<Pool>> {
         let Some(pool) = admin.proxy.pool_for(access) else {
             continue;
         };
-        let f = pool.figures();
         pools.push(Pool {
             access,
             user: pool.target().user.clone(),
             database: pool.target().database.clone(),
             mode: mode.into(),
-            active: f.active,
-            idle: f.idle,
-            waiting: f.waiting,
-            max_size: Some(f.max_size),
-            created: f.created,
-            closed: f.closed,
-            checkouts: f.checkouts,
-            waits: f.waits,
-            wait_seconds_total: f.wait_seconds_total,
-            context_switches: f.context_switches,
-            resets: f.resets,
+            figures: pool.figures(),
         });
     }
     Json(pools)

@@ -66,7 +66,7 @@ pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Resu
         admin.query_one("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", &[&database]).await?.get(0);
     if !exists {
         admin
-            .batch_execute(&format!("CREATE DATABASE {} OWNER {OWNER_ROLE}", migrate::quote_ident(database)))
+            .batch_execute(&format!("CREATE DATABASE {} OWNER {OWNER_ROLE}", crate::quote::quote_ident(database)))
             .await
             .map_err(|e| anyhow::anyhow!(migrate::describe(&e)))?;
     }

@@ -6,17 +6,16 @@
 //! tenant's (or none), and the difference between the settings on it and this
 //! client's own.
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
-use crate::protocol::frame::{peek_header, read_cstr};
+use crate::protocol::backend::{parse_error_fields, parse_parameter_status, put_cstr, write_message};
 use crate::tenancy::{context, TenantContext};
+use crate::upstream::connect::read_message;
 use crate::upstream::pool::{Lease, Pool, PoolError};
-use crate::upstream::ServerStream;
 
 use super::settings::{self, Settings};
 
@@ -131,11 +130,14 @@ impl Attachment {
         let mut remaining = own_ready;
         let mut failure = None;
         while remaining > 0 {
-            let (tag, body) = read_frame(&mut conn.stream, &mut inbuf).await.map_err(lost)?;
+            let (tag, body) = read_message(&mut conn.stream, &mut inbuf)
+                .await
+                .map_err(lost)?
+                .map_err(|e| ClientError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
             match tag {
                 b'E' if failure.is_none() => failure = Some(own_exchange_error(&body)),
                 b'S' => {
-                    if let Some((name, value)) = parameter_status(&body) {
+                    if let Some((name, value)) = parse_parameter_status(&body) {
                         conn.note_parameter(name, value);
                     }
                 }
@@ -219,26 +221,4 @@ pub fn own_exchange_error(body: &[u8]) -> ClientError {
         _ => sqlstate::CONNECTION_FAILURE,
     };
     ClientError::fatal(code, fields.message)
-}
-
-/// Name and value of a ParameterStatus body.
-pub fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
-    let (name, rest) = read_cstr(body)?;
-    let (value, _) = read_cstr(rest)?;
-    Some((name, value))
-}
-
-async fn read_frame(stream: &mut ServerStream, buf: &mut BytesMut) -> std::io::Result<(u8, BytesMut)> {
-    loop {
-        if let Ok(Some(header)) = peek_header(buf, usize::MAX) {
-            if buf.len() >= header.frame_len {
-                let mut frame = buf.split_to(header.frame_len);
-                frame.advance(5);
-                return Ok((header.tag, frame));
-            }
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
 }

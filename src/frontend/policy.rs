@@ -16,7 +16,7 @@ use bytes::{BufMut, BytesMut};
 use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
-use crate::guard::{self, Guard};
+use crate::guard::{self, Guard, Inspection};
 use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
 use crate::protocol::frame::{read_cstr, HEADER_LEN};
 
@@ -230,16 +230,20 @@ impl ClientPolicy {
         let sql =
             body.strip_suffix(&[0]).ok_or_else(|| ClientError::protocol_violation("Query string is not terminated"))?;
         self.client_syncs_in_flight += 1;
-        let Ok(sql) = std::str::from_utf8(sql) else {
-            return self.opaque(frame, sql, to_server);
+        let sql = match statement_text(sql) {
+            Ok(sql) => sql,
+            Err(None) => {
+                to_server.extend_from_slice(frame);
+                return Ok(());
+            }
+            Err(Some(refusal)) => {
+                self.refuse(refusal, to_server);
+                return Ok(());
+            }
         };
         let verdict = self.guard.check(sql);
-        if let Some(denial) = &verdict.denial {
-            self.refuse(denial.clone(), to_server);
-            return Ok(());
-        }
-        if let Some(denial) = self.session_feature(verdict.session_state) {
-            self.refuse(denial, to_server);
+        if let Some(refusal) = self.refusal(&verdict) {
+            self.refuse(refusal, to_server);
             return Ok(());
         }
         if verdict.channel_statements.is_empty() {
@@ -248,12 +252,7 @@ impl ClientPolicy {
             let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
             write_message(to_server, b'Q', |b| put_cstr(b, &rewritten));
         }
-        if self.statements.is_some() {
-            self.setting_changes.extend(verdict.setting_changes.iter().cloned());
-        }
-        if verdict.resets_context {
-            self.settings_wiped = true;
-        }
+        self.note_settings(&verdict);
         if verdict.discards_statements {
             self.forget_statements(server);
         }
@@ -264,14 +263,23 @@ impl ClientPolicy {
         Ok(())
     }
 
-    /// A query that is not UTF-8 passes only if the pre-scan finds nothing risky.
-    fn opaque(&mut self, frame: &[u8], sql: &[u8], to_server: &mut BytesMut) -> Result<(), ClientError> {
-        if guard::prescan::needs_parse(&String::from_utf8_lossy(sql)) {
-            self.refuse(ClientError::error("22021", "pgtenant can only inspect statements sent as UTF-8"), to_server);
-        } else {
-            to_server.extend_from_slice(frame);
+    /// The guard's refusal, or in transaction pooling the refusal of a
+    /// feature that needs a whole session.
+    fn refusal(&mut self, verdict: &Inspection) -> Option<ClientError> {
+        match &verdict.denial {
+            Some(denial) => Some(denial.clone()),
+            None => self.session_feature(verdict.session_state),
         }
-        Ok(())
+    }
+
+    /// Notes what a statement does to the client's own settings.
+    fn note_settings(&mut self, verdict: &Inspection) {
+        if self.statements.is_some() {
+            self.setting_changes.extend(verdict.setting_changes.iter().cloned());
+        }
+        if verdict.resets_context {
+            self.settings_wiped = true;
+        }
     }
 
     fn parse(
@@ -285,27 +293,22 @@ impl ClientPolicy {
         let (name, rest) = read_cstr(body).ok_or_else(bad)?;
         let query_end = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
         let types = &rest[query_end + 1..];
-        let Ok(sql) = std::str::from_utf8(&rest[..query_end]) else {
-            let lossy = String::from_utf8_lossy(&rest[..query_end]).into_owned();
-            if guard::prescan::needs_parse(&lossy) {
-                self.refuse_parse(
-                    name,
-                    ClientError::error("22021", "pgtenant can only inspect statements sent as UTF-8"),
-                    to_server,
-                );
-            } else {
-                to_server.extend_from_slice(frame);
-            }
-            return Ok(());
-        };
+        // Whatever happens below, this batch now waits for its Sync.
         self.unsynced = true;
+        let sql = match statement_text(&rest[..query_end]) {
+            Ok(sql) => sql,
+            Err(None) => {
+                to_server.extend_from_slice(frame);
+                return Ok(());
+            }
+            Err(Some(refusal)) => {
+                self.refuse_parse(name, refusal, to_server);
+                return Ok(());
+            }
+        };
         let verdict = self.guard.check(sql);
-        if let Some(denial) = &verdict.denial {
-            self.refuse_parse(name, denial.clone(), to_server);
-            return Ok(());
-        }
-        if let Some(denial) = self.session_feature(verdict.session_state) {
-            self.refuse_parse(name, denial, to_server);
+        if let Some(refusal) = self.refusal(&verdict) {
+            self.refuse_parse(name, refusal, to_server);
             return Ok(());
         }
         let mut query_and_types = BytesMut::new();
@@ -329,13 +332,10 @@ impl ClientPolicy {
         if verdict.discards_statements {
             self.statements_discarded_on_sync = true;
         }
-        if self.statements.is_some() {
-            self.setting_changes.extend(verdict.setting_changes.iter().cloned());
-        }
         if verdict.resets_context {
             self.reset_awaits_sync = true;
-            self.settings_wiped = true;
         }
+        self.note_settings(&verdict);
         Ok(())
     }
 
@@ -453,6 +453,18 @@ impl ClientPolicy {
             put_cstr(b, payload);
         });
         Some(out)
+    }
+}
+
+/// The text of a Query or Parse. `Err(None)`: not UTF-8 but harmless by the
+/// pre-scan, forward it unread; `Err(Some(_))`: not UTF-8 and risky, refuse it.
+fn statement_text(bytes: &[u8]) -> Result<&str, Option<ClientError>> {
+    match std::str::from_utf8(bytes) {
+        Ok(sql) => Ok(sql),
+        Err(_) if guard::prescan::needs_parse(&String::from_utf8_lossy(bytes)) => {
+            Err(Some(ClientError::error("22021", "pgtenant can only inspect statements sent as UTF-8")))
+        }
+        Err(_) => Err(None),
     }
 }
 

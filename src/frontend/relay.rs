@@ -16,12 +16,13 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::attach::{own_exchange_error, parameter_status, Attached, Attachment};
+use super::attach::{own_exchange_error, Attached, Attachment};
 use super::policy::ClientPolicy;
 use super::statements::Edit;
 use super::stream::ClientStream;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
+use crate::protocol::backend::parse_parameter_status;
 use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
 use crate::sessions::{SessionHandle, SessionState};
 use crate::upstream::pool::Lease;
@@ -238,8 +239,11 @@ impl Relay<ClientStream> {
             if self.server.is_none() {
                 self.shrink_idle_buffers();
             }
-            if let Err(end) = self.attach_if_needed().await {
-                return end;
+            let needs_server = self.server.is_none() && (self.wants_server || !self.to_server.is_empty());
+            if needs_server {
+                if let Err(end) = self.attach_if_needed().await {
+                    return end;
+                }
             }
             // poll_io keeps no state between polls, so losing this race is harmless.
             let polled = tokio::select! {
@@ -500,7 +504,7 @@ impl Relay<ClientStream> {
                 }
                 b'S' => {
                     if let (Some(lease), Some((name, value))) =
-                        (self.server.as_mut(), parameter_status(&self.server_in[HEADER_LEN..header.frame_len]))
+                        (self.server.as_mut(), parse_parameter_status(&self.server_in[HEADER_LEN..header.frame_len]))
                     {
                         lease.conn().note_parameter(name, value);
                     }

@@ -260,8 +260,15 @@ mod tests {
         let a = Verifier::decoy("mallory", &secret);
         let b = Verifier::decoy("mallory", &secret);
         assert_eq!(a.salt, b.salt);
-        let (exchange, _) = Exchange::start(a, "n,,n=,r=abc", false, None).unwrap();
-        assert_eq!(exchange.finish("c=biws,r=nope,p=AAAA"), Err(ScramError::NonceMismatch));
+        // A well-formed exchange with any password fails on the proof.
+        for password in ["", "mallory", "correct horse"] {
+            let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+            let first = std::str::from_utf8(client.message()).unwrap().to_owned();
+            let (exchange, server_first) = Exchange::start(a.clone(), &first, false, None).unwrap();
+            client.update(server_first.as_bytes()).unwrap();
+            let client_final = std::str::from_utf8(client.message()).unwrap().to_owned();
+            assert_eq!(exchange.finish(&client_final), Err(ScramError::InvalidProof), "{password:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::quote::{quote_ident, quote_literal};
+
 /// Settings whose values are lists of identifiers: quoting the whole value
 /// as one string would make it a single element.
 const IDENTIFIER_LISTS: &[&str] = &["search_path", "temp_tablespaces"];
@@ -93,16 +95,6 @@ fn split_identifier_list(value: &str) -> Vec<String> {
         }
     }
     items
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn quote_literal(value: &str) -> String {
-    // standard_conforming_strings is on (the default since 9.1, and pgtenant
-    // sends this before any client statement could change it).
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 #[cfg(test)]

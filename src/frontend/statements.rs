@@ -102,7 +102,7 @@ impl ReplyEdits {
         }
     }
 
-    fn expect(&mut self, tag: u8, edit: Edit) {
+    fn expect_reply(&mut self, tag: u8, edit: Edit) {
         self.queue.push_back((self.sent_batches, tag, edit));
     }
 
@@ -142,7 +142,7 @@ impl ClientStatements {
         self.by_name.insert(name.to_owned(), Arc::clone(&prepared));
         if server.contains(&prepared.server_name) {
             close(out, b'S', NOOP_NAME);
-            self.edits.expect(b'3', Edit::ToParseComplete);
+            self.edits.expect_reply(b'3', Edit::ToParseComplete);
         } else {
             self.prepare_on(&prepared, server, out, Edit::Forward);
         }
@@ -160,13 +160,13 @@ impl ClientStatements {
     fn prepare_on(&mut self, prepared: &Prepared, server: &mut ServerStatements, out: &mut BytesMut, edit: Edit) {
         if let Some(evicted) = server.insert(&prepared.server_name) {
             close(out, b'S', &evicted);
-            self.edits.expect(b'3', Edit::Drop);
+            self.edits.expect_reply(b'3', Edit::Drop);
         }
         write_message(out, b'P', |b| {
             put_cstr(b, &prepared.server_name);
             b.put_slice(&prepared.query_and_types);
         });
-        self.edits.expect(b'1', edit);
+        self.edits.expect_reply(b'1', edit);
     }
 
     /// Bind: the statement name rewritten (and the statement prepared first if needed).
@@ -210,7 +210,7 @@ impl ClientStatements {
             return false;
         }
         close(out, b'S', NOOP_NAME);
-        self.edits.expect(b'3', Edit::Forward);
+        self.edits.expect_reply(b'3', Edit::Forward);
         true
     }
 }
@@ -252,9 +252,9 @@ mod tests {
     #[test]
     fn edits_of_a_finished_batch_are_void() {
         let mut edits = ReplyEdits::default();
-        edits.expect(b'1', Edit::Drop);
+        edits.expect_reply(b'1', Edit::Drop);
         edits.batches_sent(1);
-        edits.expect(b'1', Edit::Forward);
+        edits.expect_reply(b'1', Edit::Forward);
         edits.batches_sent(1);
         // The first batch failed before its Parse: no ParseComplete came.
         edits.batch_done();

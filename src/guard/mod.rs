@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 
 pub use inspect::{ChannelCommand, ChannelStatement, Inspection};
 
+use crate::quote::{quote_ident, quote_literal};
+
 /// Verdicts kept; the cache is cleared when it grows past this.
 const CACHE_CAPACITY: usize = 16_384;
 /// Longer statements are judged every time rather than cached.
@@ -89,18 +91,12 @@ pub fn rewrite_channels(sql: &str, statements: &[ChannelStatement], prefix: &str
             ChannelCommand::Unlisten if statement.channel.is_empty() => out.push_str("UNLISTEN *"),
             ChannelCommand::Unlisten => out.push_str(&format!("UNLISTEN {channel}")),
             ChannelCommand::Notify if statement.payload.is_empty() => out.push_str(&format!("NOTIFY {channel}")),
-            ChannelCommand::Notify => {
-                out.push_str(&format!("NOTIFY {channel}, '{}'", statement.payload.replace('\'', "''")))
-            }
+            ChannelCommand::Notify => out.push_str(&format!("NOTIFY {channel}, {}", quote_literal(&statement.payload))),
         }
         at = statement.range.end;
     }
     out.push_str(&sql[at..]);
     out
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

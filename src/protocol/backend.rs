@@ -110,6 +110,13 @@ mod tests {
     }
 }
 
+/// Name and value of a ParameterStatus body.
+pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let (name, rest) = super::frame::read_cstr(body)?;
+    let (value, _) = super::frame::read_cstr(rest)?;
+    Some((name, value))
+}
+
 /// The fields of an ErrorResponse or NoticeResponse that pgtenant looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorFields {

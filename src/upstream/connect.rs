@@ -12,8 +12,8 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 
 use super::ServerStream;
-use crate::protocol::backend::{parse_error_fields, ErrorFields};
-use crate::protocol::frame::{peek_header, read_cstr};
+use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
+use crate::protocol::frame::peek_header;
 
 /// Largest message accepted from the server during startup.
 const MAX_STARTUP_REPLY: usize = 1 << 20;
@@ -91,7 +91,10 @@ impl UpstreamTarget {
     /// SSLRequest, then a TLS handshake when the server agrees; a refusal is
     /// fatal unless the mode is `prefer`.
     async fn negotiate_tls(&self, host: &str, mut tcp: TcpStream) -> Result<ServerStream, UpstreamError> {
-        let Some(config) = self.tls.config.clone() else { return Ok(ServerStream::Tcp(tcp)) };
+        if self.tls.mode == super::tls::SslMode::Disable {
+            return Ok(ServerStream::Tcp(tcp));
+        }
+        let config = std::sync::Arc::clone(&self.tls.config);
         let io_err = |source| UpstreamError::Io { address: self.address.to_string(), source };
         let mut request = [0u8; 8];
         request[0..4].copy_from_slice(&8i32.to_be_bytes());
@@ -184,8 +187,7 @@ async fn connect_inner(
                 }
             }
             b'S' => {
-                let (name, rest) = read_cstr(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
-                let (value, _) = read_cstr(rest).ok_or_else(|| protocol("bad ParameterStatus"))?;
+                let (name, value) = parse_parameter_status(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
                 parameters.push((name.to_owned(), value.to_owned()));
             }
             b'K' if body.len() == 8 => {
@@ -258,7 +260,7 @@ fn protocol(message: &str) -> UpstreamError {
 }
 
 /// Reads one whole message; the outer error is I/O, the inner one protocol.
-async fn read_message(
+pub async fn read_message(
     stream: &mut ServerStream,
     buf: &mut BytesMut,
 ) -> io::Result<Result<(u8, BytesMut), UpstreamError>> {

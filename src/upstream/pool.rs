@@ -92,17 +92,24 @@ pub struct PoolCounters {
 }
 
 /// A snapshot of a pool's figures.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolFigures {
+    /// Server connections serving a client now.
     pub active: usize,
+    /// Server connections open and waiting for a client.
     pub idle: usize,
+    /// Clients waiting for a server connection.
     pub waiting: usize,
+    /// The most server connections the pool opens (`pool.size`).
     pub max_size: usize,
+    /// Server connections opened and closed since start.
     pub created: u64,
     pub closed: u64,
+    /// Checkouts, and how many of them had to wait, for how long in all.
     pub checkouts: u64,
     pub waits: u64,
     pub wait_seconds_total: f64,
+    /// Checkouts that installed another tenant's context, and that reset a dirty session.
     pub context_switches: u64,
     pub resets: u64,
 }

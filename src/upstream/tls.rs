@@ -44,8 +44,8 @@ impl FromStr for SslMode {
 #[derive(Clone)]
 pub struct UrlTls {
     pub mode: SslMode,
-    /// Set unless the mode is `disable`.
-    pub config: Option<Arc<ClientConfig>>,
+    /// The client configuration (not used when the mode is `disable`).
+    pub config: Arc<ClientConfig>,
 }
 
 impl std::fmt::Debug for UrlTls {
@@ -90,20 +90,19 @@ pub fn postgres_config(url: &str) -> Result<(tokio_postgres::Config, UrlTls), St
 
 /// The connector tokio-postgres uses for a URL's TLS.
 pub fn make_connect(tls: &UrlTls) -> tokio_postgres_rustls::MakeRustlsConnect {
-    let config = tls.config.clone().unwrap_or_else(|| Arc::new(unverified(provider())));
-    tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone())
+    tokio_postgres_rustls::MakeRustlsConnect::new((*tls.config).clone())
 }
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-fn client_config(mode: SslMode, root: Option<&Path>) -> anyhow::Result<Option<Arc<ClientConfig>>> {
+fn client_config(mode: SslMode, root: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
     let provider = provider();
     let config = match mode {
-        SslMode::Disable => return Ok(None),
-        // libpq's prefer and require encrypt without checking the certificate.
-        SslMode::Prefer | SslMode::Require => unverified(provider),
+        // libpq's prefer and require encrypt without checking the certificate
+        // (disable never uses it).
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => unverified(provider)?,
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let Some(root) = root else {
                 anyhow::bail!("sslmode verify-ca and verify-full need sslrootcert=<PEM file>");
@@ -127,16 +126,15 @@ fn client_config(mode: SslMode, root: Option<&Path>) -> anyhow::Result<Option<Ar
             }
         }
     };
-    Ok(Some(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
-fn unverified(provider: Arc<CryptoProvider>) -> ClientConfig {
-    ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
+fn unverified(provider: Arc<CryptoProvider>) -> anyhow::Result<ClientConfig> {
+    Ok(ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-        .with_no_client_auth()
+        .with_no_client_auth())
 }
 
 /// sslmode=prefer/require: encrypted, certificate not checked (as libpq).
@@ -250,7 +248,6 @@ mod tests {
         let (rest, tls) = split_url("postgres://u@h/db?sslmode=require&application_name=x").unwrap();
         assert_eq!(rest, "postgres://u@h/db?application_name=x");
         assert_eq!(tls.mode, SslMode::Require);
-        assert!(tls.config.is_some());
         let (rest, tls) = split_url("postgres://u@h/db").unwrap();
         assert_eq!((rest.as_str(), tls.mode), ("postgres://u@h/db", SslMode::Prefer));
         assert!(split_url("postgres://u@h/db?sslmode=verify-full").is_err(), "verify needs a root");
