@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "catalog", sql: include_str!("../sql/0001_catalog.sql") },
     Migration { version: 2, name: "protected_context", sql: include_str!("../sql/0002_protected_context.sql") },
     Migration { version: 3, name: "catalog_events", sql: include_str!("../sql/0003_catalog_events.sql") },
+    Migration { version: 4, name: "verified_tenant", sql: include_str!("../sql/0004_verified_tenant.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.

@@ -277,7 +277,7 @@ impl ClientPolicy {
         if self.statements.is_some() {
             self.setting_changes.extend(verdict.setting_changes.iter().cloned());
         }
-        if verdict.resets_context {
+        if verdict.wipes_settings {
             self.settings_wiped = true;
         }
     }

@@ -18,9 +18,12 @@ use crate::frontend::params::CONTEXT_MANAGED;
 pub struct Inspection {
     /// The string is refused with this error; nothing of it runs.
     pub denial: Option<ClientError>,
-    /// It contains RESET ALL or DISCARD ALL, which wipe the tenant context:
-    /// pgtenant re-establishes it before the client's next statement.
+    /// It contains RESET ALL, DISCARD ALL or DISCARD SEQUENCES, which wipe
+    /// the tenant context: pgtenant re-establishes it before the client's
+    /// next statement.
     pub resets_context: bool,
+    /// It contains RESET ALL or DISCARD ALL, which also wipe the client's own settings.
+    pub wipes_settings: bool,
     /// LISTEN / UNLISTEN / NOTIFY statements, whose channels pgtenant scopes to the tenant.
     pub channel_statements: Vec<ChannelStatement>,
     /// It leaves state on the server session beyond its transaction (a
@@ -137,6 +140,7 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
         NodeEnum::VariableSetStmt(set) => {
             if set.kind == protobuf::VariableSetKind::VarResetAll as i32 {
                 inspection.resets_context = true;
+                inspection.wipes_settings = true;
                 return None;
             }
             if !set.is_local && setting_change(set, "").is_none() {
@@ -149,7 +153,12 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
         NodeEnum::DiscardStmt(discard) => {
             if discard.target == protobuf::DiscardMode::DiscardAll as i32 {
                 inspection.resets_context = true;
+                inspection.wipes_settings = true;
                 inspection.discards_statements = true;
+            }
+            // The verified tenant lives in sequence state (sql/0004).
+            if discard.target == protobuf::DiscardMode::DiscardSequences as i32 {
+                inspection.resets_context = true;
             }
             None
         }
@@ -419,6 +428,9 @@ mod tests {
         assert!(inspect("RESET ALL", "app.tenant_id").resets_context);
         assert!(inspect("DISCARD ALL", "app.tenant_id").resets_context);
         assert!(!inspect("DISCARD PLANS", "app.tenant_id").resets_context);
+        let sequences = inspect("DISCARD SEQUENCES", "app.tenant_id");
+        assert!(sequences.resets_context && !sequences.wipes_settings);
+        assert!(inspect("RESET ALL", "app.tenant_id").wipes_settings);
         let i = inspect("SELECT 1; NOTIFY jobs, 'it''s done'; LISTEN \"Mixed\"", "app.tenant_id");
         assert_eq!(i.channel_statements.len(), 2);
         assert_eq!(i.channel_statements[0].kind, ChannelCommand::Notify);

@@ -2,9 +2,10 @@
 //!
 //! pgtenant signs a token — `v1.<pid>.<nonce>.<tenant>.<visible>.<hmac>` —
 //! with the key in `pgtenant.context_key`, and installs it with
-//! `pgtenant.set_context()`, which checks it. `current_tenant()` and
-//! `visible_tenants()` check it again on every statement, so a value the
-//! client wrote itself is worth nothing. The exchange runs as its own
+//! `pgtenant.set_context()`, which checks it and records the verified tenant
+//! where only the catalog owner's code can write it (sql/0004):
+//! `current_tenant()` and `visible_tenants()` read that record, so a value the
+//! client wrote into the setting itself is worth nothing. The exchange runs as its own
 //! Parse/Bind/Execute/Sync while the server is idle (a client cannot wrap it
 //! in a transaction it rolls back), with the token as a bind parameter (it
 //! never appears in query text).

@@ -304,6 +304,13 @@ async fn guard_bypassed(env: &TestEnv) -> Client {
     connect_url(&env.cluster.url("pgtenant_app", &env.database)).await
 }
 
+/// The error a session gets when its context setting was written by anything
+/// but a successful `pgtenant.set_context()`.
+fn assert_no_verified_tenant(err: &tokio_postgres::Error) {
+    assert_eq!(sqlstate(err), "55000", "{}", message(err));
+    assert!(message(err).contains("\"verified_tenant_hi\" is not yet defined in this session"), "{}", message(err));
+}
+
 #[tokio::test]
 async fn forged_context_token_sees_nothing() {
     let env = TestEnv::start().await;
@@ -312,11 +319,100 @@ async fn forged_context_token_sees_nothing() {
     let forged = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
     // A custom setting cannot be protected by privileges: the SET succeeds, the value is worthless.
     app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
-    assert!(account_ids(&app).await.is_empty());
+    let err = app.query("SELECT id FROM accounts", &[]).await.unwrap_err();
+    assert_no_verified_tenant(&err);
+    let err = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap_err();
+    assert_no_verified_tenant(&err);
+    app.batch_execute("RESET pgtenant.context").await.unwrap();
     app.batch_execute(&format!("SET app.tenant_id = '{}'", b())).await.unwrap();
     assert!(account_ids(&app).await.is_empty(), "the plain setting alone grants nothing");
     let tenant: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
     assert_eq!(tenant, None);
+}
+
+/// A token for `pid` signed with the database's key, as pgtenant would make it.
+async fn mint_token(env: &TestEnv, pid: i32, tenant: &str, visible: &str) -> String {
+    let body = format!("v1.{pid}.0123456789abcdef.{tenant}.{visible}");
+    let admin = env.superuser().await;
+    let mac: String = admin
+        .query_one(
+            "SELECT encode(sha256(opad || sha256(ipad || convert_to($1, 'UTF8'))), 'hex') FROM pgtenant.context_key",
+            &[&body],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    format!("{body}.{mac}")
+}
+
+/// A session straight to PostgreSQL with hsbc-hk's context verified, as
+/// pgtenant leaves it, and its own rows visible.
+async fn verified_hk_session(env: &TestEnv) -> (Client, i32) {
+    let app = guard_bypassed(env).await;
+    let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let token = mint_token(env, pid, HSBC_HK, HSBC_HK).await;
+    app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id')", &[&token]).await.unwrap();
+    assert_eq!(account_ids(&app).await, vec![3, 4]);
+    (app, pid)
+}
+
+#[tokio::test]
+async fn rewriting_the_setting_after_verification_changes_nothing() {
+    let env = TestEnv::start().await;
+    let (app, pid) = verified_hk_session(&env).await;
+    // Another tenant in both token fields: the verified tenant answers, not the setting.
+    let forged = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
+    app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
+    assert_eq!(account_ids(&app).await, vec![3, 4]);
+    let tenant: String = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
+    assert_eq!(tenant, HSBC_HK);
+    // A wider visible set than the tenant's: checked against the key, refused whole.
+    let forged = format!("v1.{pid}.00.{HSBC_HK}.{HSBC_HK},{},{HSBC}.{}", b(), "0".repeat(64));
+    app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
+    assert!(account_ids(&app).await.is_empty());
+}
+
+#[tokio::test]
+async fn genuine_token_of_another_tenant_in_the_setting_sees_nothing() {
+    let env = TestEnv::start().await;
+    let (app, pid) = verified_hk_session(&env).await;
+    // A correctly signed token for this backend, of the parent tenant, written
+    // into the setting without set_context(): it does not name the verified tenant.
+    let parent = mint_token(&env, pid, HSBC, &format!("{HSBC},{HSBC_HK},{HSBC_LONDON}")).await;
+    app.batch_execute(&format!("SET pgtenant.context = '{parent}'")).await.unwrap();
+    assert!(account_ids(&app).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_verified_tenant_cannot_be_written_by_a_tenant_role() {
+    let env = TestEnv::start().await;
+    let (app, _) = verified_hk_session(&env).await;
+    for sql in [
+        "SELECT setval('pgtenant.verified_tenant_hi', -5764607523034234880)",
+        "SELECT nextval('pgtenant.verified_tenant_lo')",
+        "ALTER SEQUENCE pgtenant.verified_tenant_hi RESTART WITH 1",
+    ] {
+        let err = app.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}: {}", message(&err));
+    }
+    assert_eq!(account_ids(&app).await, vec![3, 4]);
+    // Through pgtenant the same statements fail the same way.
+    let hk = env.connect("hk_teller").await;
+    let err = hk.batch_execute("SELECT setval('pgtenant.verified_tenant_hi', 1)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{}", message(&err));
+    assert_isolated(&hk).await;
+}
+
+#[tokio::test]
+async fn discard_sequences_forgets_the_verified_tenant_and_pgtenant_restores_it() {
+    let env = TestEnv::start().await;
+    let (app, _) = verified_hk_session(&env).await;
+    app.batch_execute("DISCARD SEQUENCES").await.unwrap();
+    let err = app.query("SELECT id FROM accounts", &[]).await.unwrap_err();
+    assert_no_verified_tenant(&err);
+    let hk = env.connect("hk_teller").await;
+    hk.batch_execute("DISCARD SEQUENCES").await.unwrap();
+    assert_isolated(&hk).await;
 }
 
 #[tokio::test]
