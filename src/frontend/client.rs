@@ -34,7 +34,7 @@ pub async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyS
     let deadline = Instant::now() + state.startup_timeout;
     let Some(mut stream) = open_stream(socket, &state, deadline).await else { return };
     let mut inbuf = BytesMut::with_capacity(1024);
-    let startup = tokio::time::timeout_at(deadline, read_startup(&mut stream, &mut inbuf, &state)).await;
+    let startup = tokio::time::timeout_at(deadline, Box::pin(read_startup(&mut stream, &mut inbuf, &state))).await;
     let startup = match startup {
         Ok(Ok(Some(startup))) => startup,
         Ok(Ok(None)) => return,
@@ -177,7 +177,9 @@ async fn run_session(
     state: &ProxyState,
     deadline: Instant,
 ) -> Result<(), ClientError> {
-    let result = establish(&mut socket, &mut inbuf, &startup, state, peer, deadline).await;
+    // Boxed: the handshake's state is freed once it is over, instead of
+    // sizing every idle client's task for it.
+    let result = Box::pin(establish(&mut socket, &mut inbuf, &startup, state, peer, deadline)).await;
     let established = match result {
         Ok(established) => established,
         Err(error) => {
@@ -208,10 +210,13 @@ async fn run_session(
             connected_at: SystemTime::now(),
         },
     );
+    // Nothing of the handshake is kept for the life of the session.
+    drop((startup, login));
     let attached = Attached { lease, prefix: BytesMut::new(), own_ready: 0, settings_last: false };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
+    drop(inbuf);
     let end = relay.run(&mut session).await;
     drop(session);
     match end {

@@ -207,11 +207,11 @@ impl Pool {
                 if tenant_full {
                     Decision::Wait
                 } else if let Some(conn) = take_idle(&mut state.idle, tenant, client) {
-                    *state.leased_by_tenant.entry(tenant.to_owned()).or_default() += 1;
+                    count_lease(&mut state.leased_by_tenant, tenant);
                     Decision::Reuse(Box::new(conn))
                 } else if state.total < config.max_size {
                     state.total += 1;
-                    *state.leased_by_tenant.entry(tenant.to_owned()).or_default() += 1;
+                    count_lease(&mut state.leased_by_tenant, tenant);
                     Decision::Open
                 } else {
                     Decision::Wait
@@ -229,7 +229,9 @@ impl Pool {
                     }
                     return Ok(self.leased(tenant, conn, started, waited));
                 }
-                Decision::Open => match connect(&self.inner.target, &[]).await {
+                // Boxed: an upstream handshake's state would otherwise size every
+                // client's task (idle clients included) for the rare checkout that connects.
+                Decision::Open => match Box::pin(connect(&self.inner.target, &[])).await {
                     Ok(server) => {
                         let conn = self.opened(server);
                         return Ok(self.leased(tenant, conn, started, waited));
@@ -415,6 +417,16 @@ fn decrement(map: &mut HashMap<String, usize>, tenant: &str) {
 
 /// The best idle session: this client's last, else a clean one already
 /// carrying the tenant, else the most recently used.
+/// One more server session leased by `tenant` (no allocation when it holds some already).
+fn count_lease(leased: &mut HashMap<String, usize>, tenant: &str) {
+    match leased.get_mut(tenant) {
+        Some(count) => *count += 1,
+        None => {
+            leased.insert(tenant.to_owned(), 1);
+        }
+    }
+}
+
 fn take_idle(idle: &mut Vec<ServerConn>, tenant: &str, client: i32) -> Option<ServerConn> {
     let pick = idle
         .iter()
