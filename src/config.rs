@@ -22,6 +22,21 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Per-tenant overrides, keyed by tenant slug (`[tenants.<slug>]`).
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantOverrides>,
+}
+
+/// What one tenant does differently from the `[pool]` defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantOverrides {
+    pub pool_mode: Option<PoolMode>,
+    /// Milliseconds a request of this tenant may keep its server session busy
+    /// before pgtenant cancels it (0: no limit).
+    pub statement_timeout_ms: Option<u64>,
+    /// Server sessions this tenant may hold at once (0: no limit).
+    pub max_server_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +180,10 @@ pub struct PoolSection {
     pub max_per_tenant: usize,
     #[serde(deserialize_with = "from_str_or_native")]
     pub session_features: SessionFeatures,
+    /// Milliseconds a client request may keep its server session busy before
+    /// pgtenant cancels it (0: no limit); `[tenants.<slug>]` may override it.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for PoolSection {
@@ -178,6 +197,7 @@ impl Default for PoolSection {
             checkout_timeout_secs: 5,
             max_per_tenant: 0,
             session_features: SessionFeatures::Pin,
+            statement_timeout_ms: 0,
         }
     }
 }
@@ -206,6 +226,15 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { level: "info".into() }
     }
+}
+
+/// What applies to one tenant's sessions: `[pool]`, with its `[tenants.<slug>]` overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantLimits {
+    pub pool_mode: PoolMode,
+    pub statement_timeout: Option<std::time::Duration>,
+    /// 0: no limit.
+    pub max_server_connections: usize,
 }
 
 /// A configuration problem, reported as one line naming the key.
@@ -309,9 +338,31 @@ impl Config {
         if self.tls.cleartext_password && self.tls.cert.is_none() {
             return Err(ConfigError::new("tls.cleartext_password", "needs tls.cert and tls.key"));
         }
+        for slug in self.tenants.keys() {
+            if crate::tenancy::validate::slug(slug).is_err() {
+                return Err(ConfigError::new(
+                    format!("tenants.{slug}"),
+                    "is not a tenant slug ([a-z0-9][a-z0-9-]{0,62})",
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         Ok(())
+    }
+
+    /// The pool mode, statement timeout and server-connection cap for the tenant `slug`.
+    pub fn tenant_limits(&self, slug: &str) -> TenantLimits {
+        let overrides = self.tenants.get(slug);
+        let pick = |f: fn(&TenantOverrides) -> Option<u64>, default: u64| overrides.and_then(f).unwrap_or(default);
+        let timeout_ms = pick(|o| o.statement_timeout_ms, self.pool.statement_timeout_ms);
+        TenantLimits {
+            pool_mode: overrides.and_then(|o| o.pool_mode).unwrap_or(self.pool.mode),
+            statement_timeout: (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms)),
+            max_server_connections: overrides
+                .and_then(|o| o.max_server_connections)
+                .unwrap_or(self.pool.max_per_tenant),
+        }
     }
 
     /// The database name clients must ask for.
@@ -378,6 +429,9 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             return Err(ConfigError::new(name.clone(), "expected PGTENANT_<SECTION>__<KEY>"));
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if section == "tenants" {
+            return Err(ConfigError::new(name.clone(), "per-tenant overrides are set in the config file only"));
+        }
         let table = root.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(table) = table else {
             return Err(ConfigError::new(section, "must be a table"));
@@ -478,5 +532,36 @@ mod tests {
         assert_eq!(err(MINIMAL, &[("PGTENANT_NOSECTION", "x")]).key, "PGTENANT_NOSECTION");
         let e = err(MINIMAL, &[("PGTENANT_PROXY__LISTN", "x")]);
         assert!(e.to_string().starts_with("invalid config: proxy.listn: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn tenant_overrides_apply_to_their_tenant_only() {
+        let text = format!(
+            "{MINIMAL}\n[pool]\nmode = \"transaction\"\nmax_per_tenant = 3\nstatement_timeout_ms = 9000\n\
+             [tenants.barclays]\npool_mode = \"session\"\nstatement_timeout_ms = 500\n\
+             [tenants.hsbc-hk]\nmax_server_connections = 1\nstatement_timeout_ms = 0\n"
+        );
+        let c = Config::from_sources(&text, &[]).unwrap();
+        let barclays = c.tenant_limits("barclays");
+        assert_eq!(barclays.pool_mode, PoolMode::Session);
+        assert_eq!(barclays.statement_timeout, Some(std::time::Duration::from_millis(500)));
+        assert_eq!(barclays.max_server_connections, 3);
+        let hk = c.tenant_limits("hsbc-hk");
+        assert_eq!((hk.pool_mode, hk.statement_timeout, hk.max_server_connections), (PoolMode::Transaction, None, 1));
+        let other = c.tenant_limits("hsbc");
+        assert_eq!(other.statement_timeout, Some(std::time::Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn tenant_overrides_are_checked() {
+        let err = |extra: &str, e: &[(&str, &str)]| {
+            Config::from_sources(&format!("{MINIMAL}\n{extra}"), &env(e)).unwrap_err()
+        };
+        assert_eq!(err("[tenants.Not_A_Slug]\npool_mode = \"session\"", &[]).key, "tenants.Not_A_Slug");
+        assert_eq!(err("[tenants.barclays]\npool_mode = \"sometimes\"", &[]).key, "tenants.barclays.pool_mode");
+        assert_eq!(err("[tenants.barclays]\ntimeout = 1", &[]).key, "tenants.barclays.timeout");
+        let e = err("", &[("PGTENANT_TENANTS__BARCLAYS__POOL_MODE", "session")]);
+        assert_eq!(e.key, "PGTENANT_TENANTS__BARCLAYS__POOL_MODE");
+        assert!(e.problem.contains("config file only"), "{e}");
     }
 }

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                 pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir }).await
             }
             (Command::Migrate { .. }, Some(config)) => migrate(&config).await,
-            (Command::Serve { .. }, Some(config)) => serve(&config).await,
+            (Command::Serve { config: path }, Some(config)) => serve(&config, path.as_deref()).await,
             (_, None) => unreachable!("config is loaded for migrate and serve"),
         }
     });
@@ -99,7 +99,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: &Config) -> anyhow::Result<()> {
+async fn serve(config: &Config, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     use pgtenant::upstream::role_check::check_session_role;
     check_session_role("upstream.url", &config.upstream.url).await?;
     if let Some(url) = &config.upstream.readonly_url {
@@ -112,7 +112,10 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = hangup.recv() => tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply changes"),
+            _ = hangup.recv() => match Config::load(path) {
+                Ok(reloaded) => server.reload(reloaded),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded, the running one stays"),
+            },
         }
     }
     tracing::info!("shutting down");

@@ -39,7 +39,6 @@ impl Server {
             max_lifetime: Duration::from_secs(config.pool.max_lifetime_secs),
             idle_timeout: Duration::from_secs(config.pool.idle_timeout_secs),
             checkout_timeout: Duration::from_secs(config.pool.checkout_timeout_secs),
-            max_per_tenant: config.pool.max_per_tenant,
         };
         let readwrite = UpstreamTarget::from_url(&config.upstream.url, connect_timeout).context("upstream.url")?;
         let readonly = match &config.upstream.readonly_url {
@@ -68,6 +67,7 @@ impl Server {
             readwrite: Pool::new(readwrite, pool_config.clone()),
             readonly: readonly.map(|target| Pool::new(target, pool_config.clone())),
             pool_mode: config.pool.mode,
+            limits: std::sync::RwLock::new(Arc::new(config.clone())),
             session_features: config.pool.session_features,
             cancels: Arc::new(CancelRegistry::default()),
             sessions: Arc::new(SessionRegistry::default()),
@@ -120,6 +120,20 @@ impl Server {
 
     /// Stops accepting; ends sessions as they become idle (between
     /// transactions) for up to `drain`, then ends the rest.
+    /// Takes the per-tenant limits of a reloaded configuration (`[tenants.*]`
+    /// and `pool.mode`, `pool.max_per_tenant`, `pool.statement_timeout_ms`):
+    /// sessions that start from now on get them; open sessions keep theirs.
+    /// Every other key needs a restart.
+    pub fn reload(&self, config: Config) {
+        let tenants = config.tenants.len();
+        let mut limits = self.state.limits.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *limits = Arc::new(config);
+        tracing::info!(
+            tenants,
+            "configuration reloaded: per-tenant limits apply to new sessions; other keys need a restart"
+        );
+    }
+
     pub async fn stop(self, drain: Duration) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {

@@ -91,6 +91,7 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
         pool: PoolSection::default(),
         tls: TlsConfig::default(),
         log: LogConfig::default(),
+        tenants: Default::default(),
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Attachment {
     /// In transaction mode: the client used a feature that needs its whole
     /// server session, so it keeps this one until it disconnects.
     pub pinned: bool,
+    /// Server sessions this client's tenant may hold at once (0: no limit).
+    tenant_cap: usize,
 }
 
 /// A checked-out server session and what must run on it first.
@@ -52,6 +54,7 @@ impl Attachment {
     pub fn new(
         pool: Pool,
         mode: PoolMode,
+        tenant_cap: usize,
         context: TenantContext,
         context_key: Vec<u8>,
         tenant_setting: String,
@@ -59,7 +62,18 @@ impl Attachment {
         cancel: CancelHandle,
     ) -> Attachment {
         let client_id = cancel.key().process_id;
-        Attachment { pool, mode, context, context_key, tenant_setting, client_id, settings, cancel, pinned: false }
+        Attachment {
+            pool,
+            mode,
+            context,
+            context_key,
+            tenant_setting,
+            client_id,
+            settings,
+            cancel,
+            pinned: false,
+            tenant_cap,
+        }
     }
 
     /// The client's cancel-key id.
@@ -69,16 +83,18 @@ impl Attachment {
 
     /// Checks a server session out for this client.
     pub async fn acquire(&mut self) -> Result<Attached, ClientError> {
-        let mut lease = self.pool.checkout(&self.context.tenant_id, self.client_id).await.map_err(|e| match e {
-            PoolError::Timeout(waited) => ClientError::fatal(
-                sqlstate::TOO_MANY_CONNECTIONS,
-                format!("pgtenant could not get a server connection within {} s", waited.as_secs()),
-            ),
-            PoolError::Connect(e) => {
-                tracing::error!(error = %e, "upstream connection failed");
-                ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
-            }
-        })?;
+        let mut lease = self.pool.checkout(&self.context.tenant_id, self.client_id, self.tenant_cap).await.map_err(
+            |e| match e {
+                PoolError::Timeout(waited) => ClientError::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    format!("pgtenant could not get a server connection within {} s", waited.as_secs()),
+                ),
+                PoolError::Connect(e) => {
+                    tracing::error!(error = %e, "upstream connection failed");
+                    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
+                }
+            },
+        )?;
         let counters = self.pool.counters();
         let conn = lease.conn();
         let mut prefix = BytesMut::with_capacity(512);

@@ -188,8 +188,8 @@ async fn run_session(
             return Err(error);
         }
     };
-    let Established { lease, attachment, to_client, login, key } = established;
-    let transaction_pooling = state.pool_mode == PoolMode::Transaction;
+    let Established { lease, attachment, to_client, login, key, statement_timeout } = established;
+    let transaction_pooling = attachment.mode == PoolMode::Transaction;
     let policy = ClientPolicy::new(
         Arc::clone(&state.guard),
         state.marker_prefix.clone(),
@@ -214,6 +214,7 @@ async fn run_session(
     drop((startup, login));
     let attached = Attached { lease, prefix: BytesMut::new(), own_ready: 0, settings_last: false };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
+    relay.set_statement_timeout(statement_timeout);
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
     drop(inbuf);
@@ -236,6 +237,8 @@ struct Established {
     to_client: BytesMut,
     login: LoginRecord,
     key: CancelKey,
+    /// The tenant's limit on how long a request may keep its server session busy.
+    statement_timeout: Option<std::time::Duration>,
 }
 
 /// Authenticates, opens the server session, and prepares the first bytes
@@ -298,11 +301,13 @@ async fn establish(
         )
     })?;
 
+    let limits = state.limits_for(&login.tenant_slug);
     let cancel = state.cancels.issue();
     let key = cancel.key();
     let mut attachment = Attachment::new(
         pool.clone(),
-        state.pool_mode,
+        limits.pool_mode,
+        limits.max_server_connections,
         login.context.clone(),
         state.context_key.clone(),
         state.tenant_setting.clone(),
@@ -318,5 +323,5 @@ async fn establish(
     backend::ready_for_query(&mut to_client, b'I');
     tracing::info!(access = %login.access, "session started");
     crate::metrics::session_started();
-    Ok(Established { lease, attachment, to_client, login, key })
+    Ok(Established { lease, attachment, to_client, login, key, statement_timeout: limits.statement_timeout })
 }

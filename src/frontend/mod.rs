@@ -35,8 +35,11 @@ pub struct ProxyState {
     pub catalog: Catalog,
     pub readwrite: Pool,
     pub readonly: Option<Pool>,
+    /// The default pool mode (`pool.mode`); tenants may override it.
     pub pool_mode: crate::config::PoolMode,
     pub session_features: crate::config::SessionFeatures,
+    /// The configuration per-tenant limits are read from; SIGHUP replaces it.
+    pub limits: std::sync::RwLock<Arc<crate::config::Config>>,
     pub cancels: Arc<CancelRegistry>,
     pub sessions: Arc<SessionRegistry>,
     /// Failure counts per client address, to slow password guessing.
@@ -54,6 +57,13 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
+    /// Pool mode, statement timeout and server-connection cap for a tenant's new session.
+    pub fn limits_for(&self, slug: &str) -> crate::config::TenantLimits {
+        // A poisoned lock only means a reload panicked; the config it holds is whole.
+        let config = self.limits.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        config.tenant_limits(slug)
+    }
+
     /// The upstream target for a login's access level.
     pub fn target_for(&self, access: Access) -> Option<&UpstreamTarget> {
         self.pool_for(access).map(Pool::target)

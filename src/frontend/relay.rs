@@ -91,6 +91,18 @@ pub struct Relay<C> {
     wants_server: bool,
     /// Own exchanges at the end of the queue whose errors are logged, not fatal.
     tolerated_own_errors: u32,
+    /// The tenant's limit on how long a request may keep the server busy.
+    statement_timeout: Option<std::time::Duration>,
+    /// Armed while a request of the client's is in the server's hands.
+    request_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    request_armed: bool,
+    /// pgtenant cancelled the running request for its timeout: the
+    /// cancellation error the server sends says so.
+    timed_out_request: bool,
+    /// pgtenant sent a CancelRequest for the server session it holds: one
+    /// that arrives late must not hit another client's work, so that server
+    /// session is closed rather than pooled.
+    server_cancelled: bool,
 }
 
 #[derive(Default)]
@@ -99,6 +111,7 @@ struct Progress {
     server_data: bool,
     client_closed: bool,
     server_closed: bool,
+    request_timed_out: bool,
 }
 
 impl Relay<ClientStream> {
@@ -133,7 +146,58 @@ impl Relay<ClientStream> {
             policy,
             wants_server: false,
             tolerated_own_errors: 0,
+            statement_timeout: None,
+            request_deadline: None,
+            request_armed: false,
+            timed_out_request: false,
+            server_cancelled: false,
         }
+    }
+
+    /// Cancels a request that keeps the server busy longer than `limit`.
+    pub fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) {
+        self.statement_timeout = limit;
+    }
+
+    /// Starts the clock on the request just handed to the server.
+    fn arm_request_timer(&mut self) {
+        let Some(limit) = self.statement_timeout else { return };
+        if self.request_armed || self.server.is_none() || self.to_server.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        match self.request_deadline.as_mut() {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.request_deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.request_armed = true;
+    }
+
+    /// The server answered everything the client sent: the clock stops.
+    fn disarm_request_timer_if_answered(&mut self) {
+        if self.to_client_ends_ready
+            && self.own_ready_pending == 0
+            && self.server_frame_left == 0
+            && self.policy.at_rest()
+        {
+            self.request_armed = false;
+            self.timed_out_request = false;
+        }
+    }
+
+    /// Asks the server to cancel what it runs for this client, as a client's
+    /// own CancelRequest would; the error it answers with is then reworded.
+    fn cancel_timed_out_request(&mut self) {
+        self.request_armed = false;
+        let Some(lease) = self.server.as_ref() else { return };
+        let target = lease.conn_ref().cancel.clone();
+        self.timed_out_request = true;
+        self.server_cancelled = true;
+        tokio::spawn(async move {
+            if let Err(e) = crate::upstream::connect::send_cancel(&target).await {
+                tracing::warn!(error = %e, "could not cancel a request past its statement timeout");
+            }
+        });
     }
 
     /// The server session's transaction state as of its last ReadyForQuery.
@@ -151,7 +215,9 @@ impl Relay<ClientStream> {
                 tokio::time::timeout(std::time::Duration::from_secs(1), self.client.write_all(&self.to_client)).await;
         }
         if let Some(lease) = self.server.take() {
-            let clean = !matches!(end, RelayEnd::ServerGone | RelayEnd::Fatal(_)) && self.server_at_rest();
+            let clean = !matches!(end, RelayEnd::ServerGone | RelayEnd::Fatal(_))
+                && self.server_at_rest()
+                && !std::mem::take(&mut self.server_cancelled);
             // A session not known to be idle is closed: the backend rolls back
             // whatever the client left open and exits.
             let wiped = self.policy.take_settings_wiped();
@@ -178,7 +244,8 @@ impl Relay<ClientStream> {
         }
         if let Some(lease) = self.server.take() {
             let wiped = self.policy.take_settings_wiped();
-            self.attachment.release(lease, true, wiped);
+            let reusable = !std::mem::take(&mut self.server_cancelled);
+            self.attachment.release(lease, reusable, wiped);
         }
         self.shrink_idle_buffers();
     }
@@ -219,6 +286,7 @@ impl Relay<ClientStream> {
         if !self.client_in.is_empty() {
             self.take_client_frames()?;
         }
+        self.arm_request_timer();
         Ok(())
     }
 
@@ -263,6 +331,10 @@ impl Relay<ClientStream> {
                 if self.policy.session_state_used() {
                     self.attachment.pinned = true;
                 }
+                self.arm_request_timer();
+            }
+            if progress.request_timed_out {
+                self.cancel_timed_out_request();
             }
             if progress.server_data {
                 if let Err(end) = self.take_server_frames() {
@@ -284,6 +356,7 @@ impl Relay<ClientStream> {
                 if self.policy.session_state_used() {
                     self.attachment.pinned = true;
                 }
+                self.disarm_request_timer_if_answered();
                 self.release_if_at_rest();
             }
             if progress.server_closed {
@@ -324,7 +397,15 @@ impl Relay<ClientStream> {
                 Poll::Pending => {}
             }
         }
-        if progress.client_data || progress.server_data || progress.client_closed || progress.server_closed {
+        if let Some(deadline) = self.request_deadline.as_mut().filter(|_| self.request_armed) {
+            progress.request_timed_out = deadline.as_mut().poll(cx).is_ready();
+        }
+        if progress.client_data
+            || progress.server_data
+            || progress.client_closed
+            || progress.server_closed
+            || progress.request_timed_out
+        {
             Poll::Ready(Ok(progress))
         } else {
             Poll::Pending
@@ -415,7 +496,7 @@ impl Relay<ClientStream> {
             let whole = tracked_reply
                 || match header.tag {
                     b'Z' | b'A' | b'S' => true,
-                    b'E' => self.own_ready_pending > 0 || self.policy.reads_server_errors(),
+                    b'E' => self.own_ready_pending > 0 || self.policy.reads_server_errors() || self.timed_out_request,
                     _ => false,
                 };
             if whole && self.server_in.len() < header.frame_len {
@@ -481,6 +562,22 @@ impl Relay<ClientStream> {
                     }
                     continue;
                 }
+                b'E' if self.own_ready_pending == 0
+                    && self.timed_out_request
+                    && is_cancellation(&self.server_in[..header.frame_len]) =>
+                {
+                    self.timed_out_request = false;
+                    self.server_in.advance(header.frame_len);
+                    let limit = self.statement_timeout.unwrap_or_default().as_millis();
+                    ClientError::error(
+                        sqlstate::QUERY_CANCELED,
+                        format!("canceling statement due to statement timeout (pgtenant limits this tenant's requests to {limit} ms)"),
+                    )
+                    .encode(&mut self.to_client);
+                    self.last_server_tag = b'E';
+                    self.to_client_ends_ready = false;
+                    continue;
+                }
                 b'E' if self.own_ready_pending == 0 && self.policy.reads_server_errors() => {
                     if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
                         self.server_in.advance(header.frame_len);
@@ -536,6 +633,13 @@ impl Relay<ClientStream> {
                 .encode(&mut self.to_client);
         }
     }
+}
+
+/// An ErrorResponse with SQLSTATE 57014 (query_canceled).
+fn is_cancellation(frame: &[u8]) -> bool {
+    frame
+        .get(HEADER_LEN..)
+        .is_some_and(|body| crate::protocol::backend::parse_error_fields(body).code == sqlstate::QUERY_CANCELED)
 }
 
 fn client_frame_error(e: FrameError) -> ClientError {

@@ -31,8 +31,6 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// A client waits at most this long for a server session.
     pub checkout_timeout: Duration,
-    /// Server sessions one tenant may hold at once (0: no limit).
-    pub max_per_tenant: usize,
 }
 
 /// Why no server session could be had.
@@ -189,8 +187,9 @@ impl Pool {
         &self.inner.counters
     }
 
-    /// A server session for `client` of `tenant`, waiting up to the checkout timeout.
-    pub async fn checkout(&self, tenant: &str, client: i32) -> Result<Lease, PoolError> {
+    /// A server session for `client` of `tenant`, which may hold at most
+    /// `tenant_cap` at once (0: no limit), waiting up to the checkout timeout.
+    pub async fn checkout(&self, tenant: &str, client: i32, tenant_cap: usize) -> Result<Lease, PoolError> {
         let config = &self.inner.config;
         let deadline = tokio::time::Instant::now() + config.checkout_timeout;
         let started = Instant::now();
@@ -202,8 +201,8 @@ impl Pool {
             freed.as_mut().enable();
             let decision = {
                 let mut state = self.lock();
-                let tenant_full = config.max_per_tenant > 0
-                    && state.leased_by_tenant.get(tenant).copied().unwrap_or(0) >= config.max_per_tenant;
+                let tenant_full =
+                    tenant_cap > 0 && state.leased_by_tenant.get(tenant).copied().unwrap_or(0) >= tenant_cap;
                 if tenant_full {
                     Decision::Wait
                 } else if let Some(conn) = take_idle(&mut state.idle, tenant, client) {

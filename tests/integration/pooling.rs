@@ -1,7 +1,7 @@
 //! The upstream pool: server sessions shared across clients and tenants,
 //! with nothing carried from one client to the next.
 
-use pgtenant::config::{PoolMode, SessionFeatures};
+use pgtenant::config::{PoolMode, SessionFeatures, TenantOverrides};
 use tokio_postgres::Client;
 
 use crate::common::*;
@@ -231,6 +231,108 @@ async fn a_noisy_tenant_cannot_starve_the_others() {
     assert!(message(&err).contains("could not get a server connection"));
     noisy.batch_execute("COMMIT").await.unwrap();
     assert_eq!(ids(&env.connect("barclays_ops").await).await, "7,8,9");
+}
+
+fn overrides(
+    pool_mode: Option<PoolMode>,
+    statement_timeout_ms: Option<u64>,
+    max_server_connections: Option<usize>,
+) -> TenantOverrides {
+    TenantOverrides { pool_mode, statement_timeout_ms, max_server_connections }
+}
+
+#[tokio::test]
+async fn a_tenant_cap_in_the_config_overrides_the_default() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 3;
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.checkout_timeout_secs = 1;
+        c.tenants.insert("barclays".into(), overrides(None, None, Some(1)));
+    })
+    .await;
+    let noisy = env.connect("barclays_ops").await;
+    noisy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let err = env.refused("barclays_ops", PASSWORD).await;
+    assert_eq!(sqlstate(&err), "53300");
+    // No cap by default: hsbc-hk takes two server sessions at once.
+    let (hk1, hk2) = (env.connect("hk_teller").await, env.connect("hk_teller").await);
+    hk1.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    hk2.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    assert_eq!(ids(&hk2).await, "3,4");
+    hk1.batch_execute("COMMIT").await.unwrap();
+    noisy.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_in_session_mode_keeps_its_server_session() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 1;
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.checkout_timeout_secs = 1;
+        c.tenants.insert("hsbc-hk".into(), overrides(Some(PoolMode::Session), None, None));
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    assert_eq!(ids(&hk).await, "3,4");
+    // Between hsbc-hk's transactions its server session is still its own.
+    let err = env.refused("barclays_ops", PASSWORD).await;
+    assert_eq!(sqlstate(&err), "53300");
+    // A PREPARE needs no pinning in session mode and is not refused.
+    hk.batch_execute("PREPARE mine AS SELECT 1; EXECUTE mine").await.unwrap();
+    drop(hk);
+    eventually("hsbc-hk's server session to go back to the pool", || async {
+        env.server.state.readwrite.figures().idle == 1
+    })
+    .await;
+    // barclays, in transaction mode, shares the one server session with others.
+    let (b1, b2) = (env.connect("barclays_ops").await, env.connect("barclays_ops").await);
+    assert_eq!(ids(&b1).await, "7,8,9");
+    assert_eq!(ids(&b2).await, "7,8,9");
+}
+
+#[tokio::test]
+async fn a_tenant_statement_timeout_cancels_its_long_requests_only() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 2;
+        c.pool.mode = PoolMode::Transaction;
+        c.tenants.insert("hsbc-hk".into(), overrides(None, Some(200), None));
+    })
+    .await;
+    let hk = env.connect("hk_teller").await;
+    let err = hk.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57014");
+    assert_eq!(
+        message(&err),
+        "canceling statement due to statement timeout (pgtenant limits this tenant's requests to 200 ms)"
+    );
+    // The session goes on, in its own tenant, on a fresh server session.
+    assert_eq!(ids(&hk).await, "3,4");
+    assert_eq!(tenant(&hk).await, HSBC_HK);
+    // Inside a transaction the cancellation aborts it, as PostgreSQL's own timeout would.
+    hk.batch_execute("BEGIN").await.unwrap();
+    let err = hk.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57014");
+    let err = hk.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    hk.batch_execute("ROLLBACK").await.unwrap();
+    // Another tenant has no limit.
+    let barclays = env.connect("barclays_ops").await;
+    barclays.simple_query("SELECT pg_sleep(0.5)").await.unwrap();
+}
+
+#[tokio::test]
+async fn reloaded_limits_apply_to_new_sessions() {
+    let env = TestEnv::start_with(|c| c.pool.mode = PoolMode::Transaction).await;
+    let before = env.connect("hk_teller").await;
+    let mut reloaded = env.config.clone();
+    reloaded.tenants.insert("hsbc-hk".into(), overrides(None, Some(100), None));
+    env.server.reload(reloaded);
+    let after = env.connect("hk_teller").await;
+    let err = after.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57014");
+    // A session opened before the reload keeps the limits it started with.
+    before.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
+    assert_eq!(ids(&before).await, "3,4");
 }
 
 #[tokio::test]
