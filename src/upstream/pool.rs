@@ -194,11 +194,16 @@ impl Pool {
         let deadline = tokio::time::Instant::now() + config.checkout_timeout;
         let started = Instant::now();
         let mut waited = false;
+        // The first look is unregistered: most checkouts find a session at
+        // once and need no place in the wait list.
+        let mut registered = false;
         loop {
             // Registered before looking, so a checkin between the look and the wait is not missed.
             let freed = self.inner.freed.notified();
             tokio::pin!(freed);
-            freed.as_mut().enable();
+            if registered {
+                freed.as_mut().enable();
+            }
             let decision = {
                 let mut state = self.lock();
                 let tenant_full =
@@ -240,6 +245,7 @@ impl Pool {
                         return Err(e.into());
                     }
                 },
+                Decision::Wait if !registered => registered = true,
                 Decision::Wait => {
                     if !waited {
                         waited = true;
