@@ -297,6 +297,10 @@ impl Relay<ClientStream> {
 
     async fn relay(&mut self, session: &mut SessionHandle) -> RelayEnd {
         let entry = Arc::clone(session.entry());
+        // One waiter for the whole session: registering a fresh one on every
+        // turn of the loop costs two lock round trips per message.
+        let ended = session.ended();
+        tokio::pin!(ended);
         if !self.client_in.is_empty() {
             if let Err(end) = self.take_client_frames() {
                 return end;
@@ -316,7 +320,7 @@ impl Relay<ClientStream> {
             // poll_io keeps no state between polls, so losing this race is harmless.
             let polled = tokio::select! {
                 biased;
-                reason = session.ended() => return self.fatal(reason),
+                reason = &mut ended => return self.fatal(reason),
                 polled = poll_fn(|cx| self.poll_io(cx)) => polled,
             };
             let progress = match polled {
