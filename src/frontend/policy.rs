@@ -40,6 +40,8 @@ pub struct ClientPolicy {
     session_state_used: bool,
     /// The client reset its own settings (RESET ALL / DISCARD ALL).
     settings_wiped: bool,
+    /// The client changed a setting in a way pgtenant cannot follow.
+    settings_untracked: bool,
     /// Extended-protocol messages were sent since the last Sync.
     unsynced: bool,
     /// Session-level setting changes sent since the relay last took them.
@@ -77,6 +79,7 @@ impl ClientPolicy {
             statements: session_features.map(|_| ClientStatements::default()),
             session_state_used: false,
             settings_wiped: false,
+            settings_untracked: false,
             unsynced: false,
             statements_discarded_on_sync: false,
             setting_changes: Vec::new(),
@@ -120,6 +123,12 @@ impl ClientPolicy {
     /// Takes the "client reset its settings" flag.
     pub fn take_settings_wiped(&mut self) -> bool {
         std::mem::take(&mut self.settings_wiped)
+    }
+
+    /// The client changed a setting pgtenant cannot replay: its server
+    /// session must be reset before anyone uses it again.
+    pub fn take_settings_untracked(&mut self) -> bool {
+        std::mem::take(&mut self.settings_untracked)
     }
 
     /// The server backend now serving the client (for notification pids).
@@ -279,6 +288,9 @@ impl ClientPolicy {
         }
         if verdict.wipes_settings {
             self.settings_wiped = true;
+        }
+        if verdict.untracked_settings {
+            self.settings_untracked = true;
         }
     }
 

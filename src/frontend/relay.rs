@@ -459,6 +459,9 @@ impl Relay<ClientStream> {
                 if let (false, Some(lease)) = (changes.is_empty(), self.server.as_mut()) {
                     self.attachment.note_setting_changes(lease, changes);
                 }
+                if let (true, Some(lease)) = (self.policy.take_settings_untracked(), self.server.as_mut()) {
+                    lease.conn().dirty = true;
+                }
                 if self.policy.session_state_used() {
                     self.attachment.pinned = true;
                 }

@@ -33,6 +33,10 @@ pub struct Inspection {
     pub discards_statements: bool,
     /// Session-level `SET name …` (statement text) and `RESET name` (None), in order.
     pub setting_changes: Vec<(String, Option<String>)>,
+    /// It changes a session-level setting in a way pgtenant cannot follow
+    /// (`set_config()` with a computed value or scope): the server session
+    /// is reset before anyone uses it again.
+    pub untracked_settings: bool,
 }
 
 /// A LISTEN, UNLISTEN or NOTIFY statement and where it sits in the string.
@@ -96,8 +100,14 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
             });
         }
     }
-    if let Some(error) = walk_tokens(sql, tenant_setting) {
+    let set_statements = inspection.setting_changes.len();
+    if let Some(error) = walk_tokens(sql, tenant_setting, &mut inspection) {
         return Inspection::deny(error);
+    }
+    if set_statements > 0 && inspection.setting_changes.len() > set_statements {
+        // SET statements and set_config() calls in one string: their order
+        // is not known here, so neither is the final value.
+        inspection.untracked_settings = true;
     }
     inspection
 }
@@ -224,7 +234,7 @@ fn explain_analyzes(explain: &protobuf::ExplainStmt) -> bool {
 
 /// Walks every token: identifiers followed by `(` are calls; refused
 /// relation names are refused wherever they appear.
-fn walk_tokens(sql: &str, tenant_setting: &str) -> Option<ClientError> {
+fn walk_tokens(sql: &str, tenant_setting: &str, inspection: &mut Inspection) -> Option<ClientError> {
     let tokens = match pg_query::scan_tokens(sql) {
         Ok(tokens) => tokens,
         Err(e) => return Some(ClientError::error("42601", parse_message(&e))),
@@ -250,14 +260,13 @@ fn walk_tokens(sql: &str, tenant_setting: &str) -> Option<ClientError> {
         if called && name == "set_config" {
             // Drivers call set_config on ordinary settings (asyncpg: jit); only
             // a constant name that is not reserved may pass.
-            let literal = significant.get(i + 2).filter(|t| t.token == Token::Sconst as i32);
-            let followed_by_comma = significant.get(i + 3).is_some_and(|t| t.token == Token::Ascii44 as i32);
-            let setting = literal
-                .filter(|_| followed_by_comma)
-                .and_then(|t| sql.get(t.start as usize..t.end as usize))
-                .and_then(plain_string_literal);
+            let arguments = &significant[i + 2..];
+            let setting = constant_argument(sql, arguments, 0).filter(|_| is_token(arguments.get(1), Token::Ascii44));
             match setting {
-                Some(setting) if !is_reserved_setting(&setting.to_ascii_lowercase(), tenant_setting) => continue,
+                Some(setting) if !is_reserved_setting(&setting.to_ascii_lowercase(), tenant_setting) => {
+                    note_set_config(sql, arguments, &setting, inspection);
+                    continue;
+                }
                 _ => return Some(denied(Danger::Context, "set_config()")),
             }
         }
@@ -270,6 +279,36 @@ fn walk_tokens(sql: &str, tenant_setting: &str) -> Option<ClientError> {
         }
     }
     None
+}
+
+fn is_token(token: Option<&&protobuf::ScanToken>, kind: Token) -> bool {
+    token.is_some_and(|t| t.token == kind as i32)
+}
+
+/// The text of a plain string literal at `arguments[index]`.
+fn constant_argument(sql: &str, arguments: &[&protobuf::ScanToken], index: usize) -> Option<String> {
+    let token = arguments.get(index).filter(|t| t.token == Token::Sconst as i32)?;
+    sql.get(token.start as usize..token.end as usize).and_then(plain_string_literal)
+}
+
+/// Records what an allowed `set_config(name, value, is_local)` does to the
+/// session: `set_config('n', 'v', false)` is `SET n TO 'v'` and follows the
+/// client like one; a transaction-local one (`true`) leaves nothing behind;
+/// anything computed cannot be followed, so the server session is reset.
+fn note_set_config(sql: &str, arguments: &[&protobuf::ScanToken], setting: &str, inspection: &mut Inspection) {
+    let value = constant_argument(sql, arguments, 2).filter(|_| is_token(arguments.get(3), Token::Ascii44));
+    let scope = arguments.get(4).map(|t| t.token);
+    let closed = is_token(arguments.get(5), Token::Ascii41);
+    match (value, scope, closed) {
+        (_, Some(scope), true) if scope == Token::TrueP as i32 => {}
+        (Some(value), Some(scope), true) if scope == Token::FalseP as i32 => {
+            let name = setting.to_ascii_lowercase();
+            let statement =
+                format!("SET {} TO {}", crate::quote::quote_ident(&name), crate::quote::quote_literal(&value));
+            inspection.setting_changes.push((name, Some(statement)));
+        }
+        _ => inspection.untracked_settings = true,
+    }
 }
 
 /// The value of a plain `'...'` literal (no E'', U&'' or dollar quoting).
@@ -328,6 +367,24 @@ fn decode_unicode_escapes(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_config_on_ordinary_settings_is_followed_or_flagged() {
+        let followed = inspect("SELECT set_config('jit', 'off', false)", "app.tenant_id");
+        assert_eq!(followed.setting_changes, vec![("jit".to_owned(), Some("SET \"jit\" TO 'off'".to_owned()))]);
+        assert!(!followed.untracked_settings && followed.denial.is_none());
+        let local = inspect("SELECT set_config('jit', 'off', true)", "app.tenant_id");
+        assert!(local.setting_changes.is_empty() && !local.untracked_settings);
+        for sql in [
+            "SELECT set_config('jit', $1, false)",
+            "SELECT set_config('work_mem', '3' || 'MB', false)",
+            "SELECT set_config('jit', 'off', $2)",
+            "SET jit = on; SELECT set_config('jit', 'off', false)",
+        ] {
+            let inspection = inspect(sql, "app.tenant_id");
+            assert!(inspection.untracked_settings && inspection.denial.is_none(), "{sql}");
+        }
+    }
 
     fn denial(sql: &str) -> Option<String> {
         inspect(sql, "app.tenant_id").denial.map(|e| format!("{} {}", e.code, e.message))

@@ -172,6 +172,24 @@ async fn transaction_mode_settings_follow_the_client() {
 }
 
 #[tokio::test]
+async fn transaction_mode_set_config_follows_the_client_or_resets_the_server_session() {
+    let env = transaction_env(1).await;
+    let hk = env.connect("hk_teller").await;
+    let barclays = env.connect("barclays_ops").await;
+    // A constant set_config is a SET: it follows hk and stays off barclays.
+    hk.batch_execute("SELECT set_config('work_mem', '3MB', false)").await.unwrap();
+    assert_eq!(value(&barclays, "SHOW work_mem").await, "4MB");
+    assert_eq!(value(&hk, "SHOW work_mem").await, "3MB");
+    // A computed one cannot be followed: the server session is reset before
+    // anyone uses it again, so nothing of it reaches barclays.
+    hk.batch_execute("SELECT set_config('work_mem', '5' || 'MB', false)").await.unwrap();
+    assert_eq!(value(&barclays, "SHOW work_mem").await, "4MB");
+    assert_eq!(backend_pid(&hk).await, backend_pid(&barclays).await, "no pinning");
+    assert_eq!(ids(&hk).await, "3,4");
+    assert_eq!(ids(&barclays).await, "7,8,9");
+}
+
+#[tokio::test]
 async fn transaction_mode_pins_a_client_that_needs_its_session() {
     let env = TestEnv::start_with(|c| {
         c.pool.size = 1;
