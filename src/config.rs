@@ -136,7 +136,7 @@ impl std::str::FromStr for PoolMode {
 }
 
 /// What transaction pooling does with features that need a whole session
-/// (session-level SET, SQL PREPARE, WITH HOLD cursors, LISTEN).
+/// (SQL PREPARE, WITH HOLD cursors, LISTEN, SET SESSION CHARACTERISTICS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionFeatures {

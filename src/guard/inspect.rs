@@ -26,8 +26,8 @@ pub struct Inspection {
     pub wipes_settings: bool,
     /// LISTEN / UNLISTEN / NOTIFY statements, whose channels pgtenant scopes to the tenant.
     pub channel_statements: Vec<ChannelStatement>,
-    /// It leaves state on the server session beyond its transaction (a
-    /// session-level SET, PREPARE, a WITH HOLD cursor, LISTEN).
+    /// It leaves state on the server session that pgtenant cannot carry to
+    /// another one (PREPARE, a WITH HOLD cursor, LISTEN, SET SESSION CHARACTERISTICS).
     pub session_state: bool,
     /// It drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
     pub discards_statements: bool,
