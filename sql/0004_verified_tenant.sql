@@ -104,3 +104,72 @@ BEGIN
     RETURN pg_catalog.string_to_array(payload[2], ',')::pg_catalog.uuid[];
 END
 $$;
+
+-- Switching a pooled server session to another tenant without verifying the
+-- HMAC again (about half of a switch's cost): the first context pgtenant
+-- installs on a server session also installs a 128-bit secret that pgtenant
+-- chose for it, and every later switch on that session must present it.
+-- The secret is committed in the signed token (its nonce field is the first
+-- 96 bits of sha256(secret), hex), so installing one takes a token pgtenant
+-- signed and the secret behind it: a client that reads its own token learns
+-- the commitment, never the secret. It lives in the session-local state of
+-- two sequences nobody but the catalog owner may read or write; it travels
+-- only as a bind parameter. DISCARD ALL / DISCARD SEQUENCES forget it, and
+-- pgtenant installs a fresh one with the next verified context.
+CREATE UNLOGGED SEQUENCE pgtenant.backend_secret_hi
+    AS bigint MINVALUE -9223372036854775808 MAXVALUE 9223372036854775807 START 0 CACHE 1 NO CYCLE;
+CREATE UNLOGGED SEQUENCE pgtenant.backend_secret_lo
+    AS bigint MINVALUE -9223372036854775808 MAXVALUE 9223372036854775807 START 0 CACHE 1 NO CYCLE;
+REVOKE ALL ON SEQUENCE pgtenant.backend_secret_hi, pgtenant.backend_secret_lo FROM PUBLIC;
+
+-- The verified context, as set_context(token, compat_setting), plus the
+-- session's switching secret the token commits to.
+CREATE FUNCTION pgtenant.set_context(token text, compat_setting text, secret text) RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tenant uuid;
+BEGIN
+    IF secret !~ '^[0-9a-f]{32}$'
+       OR pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.decode(secret, 'hex')), 'hex'), 24)
+          IS DISTINCT FROM pg_catalog.split_part(token, '.', 3) THEN
+        RAISE EXCEPTION 'invalid tenant context' USING ERRCODE = '42501';
+    END IF;
+    tenant := pgtenant.set_context(token, compat_setting);
+    PERFORM pg_catalog.setval('pgtenant.backend_secret_hi', ('x' || pg_catalog.left(secret, 16))::bit(64)::bigint);
+    PERFORM pg_catalog.setval('pgtenant.backend_secret_lo', ('x' || pg_catalog.right(secret, 16))::bit(64)::bigint);
+    RETURN tenant;
+END
+$$;
+
+-- Another tenant on a server session whose secret the caller knows. The
+-- token is not checked here (the secret proves the caller is pgtenant); it
+-- is installed for visible_tenants(), which verifies it when it lists more
+-- than the tenant. Without an installed secret currval() fails: no switch.
+CREATE FUNCTION pgtenant.switch_context(token text, compat_setting text, secret text) RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tenant uuid;
+    hex text;
+BEGIN
+    IF secret !~ '^[0-9a-f]{32}$'
+       OR pg_catalog.currval('pgtenant.backend_secret_hi') <> ('x' || pg_catalog.left(secret, 16))::bit(64)::bigint
+       OR pg_catalog.currval('pgtenant.backend_secret_lo') <> ('x' || pg_catalog.right(secret, 16))::bit(64)::bigint THEN
+        RAISE EXCEPTION 'invalid tenant context' USING ERRCODE = '42501';
+    END IF;
+    IF compat_setting !~ '^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$'
+       OR pg_catalog.lower(compat_setting) LIKE 'pgtenant.%' THEN
+        RAISE EXCEPTION 'invalid tenant setting name %', compat_setting USING ERRCODE = '22023';
+    END IF;
+    tenant := pg_catalog.split_part(token, '.', 4)::uuid;
+    hex := pg_catalog.replace(tenant::text, '-', '');
+    PERFORM pg_catalog.set_config('pgtenant.context', token, false);
+    PERFORM pg_catalog.setval('pgtenant.verified_tenant_hi', ('x' || pg_catalog.left(hex, 16))::bit(64)::bigint);
+    PERFORM pg_catalog.setval('pgtenant.verified_tenant_lo', ('x' || pg_catalog.right(hex, 16))::bit(64)::bigint);
+    PERFORM pg_catalog.set_config(compat_setting, tenant::text, false);
+    RETURN tenant;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION pgtenant.set_context(text, text, text), pgtenant.switch_context(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtenant.set_context(text, text, text), pgtenant.switch_context(text, text, text)
+    TO pgtenant_readwrite, pgtenant_readonly;

@@ -13,7 +13,8 @@ use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, put_cstr, write_message};
-use crate::tenancy::{context, TenantContext};
+use crate::tenancy::context::{self, ContextChange};
+use crate::tenancy::TenantContext;
 use crate::upstream::connect::read_message;
 use crate::upstream::pool::{Lease, Pool, PoolError};
 
@@ -105,16 +106,26 @@ impl Attachment {
             conn.applied.clear();
             conn.statements.clear();
             conn.tenant = None;
+            // DISCARD ALL forgets the sequences' session state, the secret with it.
+            conn.switch_secret = None;
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if conn.tenant.as_deref() != Some(self.context.tenant_id.as_str()) {
+            let (secret, change) = match conn.switch_secret {
+                Some(secret) => (secret, ContextChange::Switch),
+                None => (context::new_switch_secret(), ContextChange::Verify),
+            };
             context::encode_set_context(
                 &mut prefix,
                 &self.context_key,
                 &self.context,
                 conn.cancel.process_id,
                 &self.tenant_setting,
+                &secret,
+                change,
             );
+            // A failed exchange ends the client's session and closes this server session.
+            conn.switch_secret = Some(secret);
             own_ready += context::SET_CONTEXT_READY_COUNT;
             conn.tenant = Some(self.context.tenant_id.clone());
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -170,15 +181,22 @@ impl Attachment {
 
     /// The context exchange for the server session in `lease`, to restore it
     /// after the client reset everything (RESET ALL / DISCARD ALL).
-    pub fn context_exchange(&self, lease: &Lease) -> BytesMut {
+    pub fn context_exchange(&self, lease: &mut Lease) -> BytesMut {
         let mut out = BytesMut::with_capacity(256);
+        // After the client's reset the secret may be gone (DISCARD ALL or
+        // SEQUENCES): verify again, installing a fresh one.
+        let secret = context::new_switch_secret();
+        let conn = lease.conn();
         context::encode_set_context(
             &mut out,
             &self.context_key,
             &self.context,
-            lease.conn_ref().cancel.process_id,
+            conn.cancel.process_id,
             &self.tenant_setting,
+            &secret,
+            ContextChange::Verify,
         );
+        conn.switch_secret = Some(secret);
         out
     }
 

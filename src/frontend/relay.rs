@@ -550,7 +550,7 @@ impl Relay<ClientStream> {
                     self.last_server_tag = b'Z';
                     self.to_client_ends_ready = true;
                     if released {
-                        if let Some(lease) = &self.server {
+                        if let Some(lease) = self.server.as_mut() {
                             let exchange = self.attachment.context_exchange(lease);
                             self.to_server.extend_from_slice(&exchange);
                             self.own_ready_pending += 1;

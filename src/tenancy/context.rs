@@ -5,7 +5,10 @@
 //! `pgtenant.set_context()`, which checks it and records the verified tenant
 //! where only the catalog owner's code can write it (sql/0004):
 //! `current_tenant()` and `visible_tenants()` read that record, so a value the
-//! client wrote into the setting itself is worth nothing. The exchange runs as its own
+//! client wrote into the setting itself is worth nothing. The first context
+//! on a server session also installs a switching secret the token commits
+//! to; later switches present the secret (`pgtenant.switch_context()`) and
+//! skip the verification. The exchange runs as its own
 //! Parse/Bind/Execute/Sync while the server is idle (a client cannot wrap it
 //! in a transaction it rolls back), with the token as a bind parameter (it
 //! never appears in query text).
@@ -13,26 +16,49 @@
 use bytes::BytesMut;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::TenantContext;
 use crate::protocol::frontend;
 
-const SET_CONTEXT_SQL: &str = "SELECT pgtenant.set_context($1, $2)";
+const SET_CONTEXT_SQL: &str = "SELECT pgtenant.set_context($1, $2, $3)";
+const SWITCH_CONTEXT_SQL: &str = "SELECT pgtenant.switch_context($1, $2, $3)";
 
 /// Number of ReadyForQuery messages the server sends in answer to
 /// [`encode_set_context`]; the relay swallows that many.
 pub const SET_CONTEXT_READY_COUNT: u32 = 1;
 
-/// The signed token for `context` on the backend with process id `backend_pid`.
-pub fn sign_token(key: &[u8], context: &TenantContext, backend_pid: i32) -> String {
-    let mut nonce = [0u8; 12];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    let body = format!("v1.{backend_pid}.{}.{}.{}", hex(&nonce), context.tenant_id, context.visible_tenants);
+/// The random secret pgtenant installs on a server session with its first
+/// verified context; later switches on that session present it instead of
+/// being verified again (sql/0004).
+pub type SwitchSecret = [u8; 16];
+
+/// A fresh switching secret for a server session.
+pub fn new_switch_secret() -> SwitchSecret {
+    let mut secret = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut secret);
+    secret
+}
+
+/// The signed token for `context` on the backend with process id
+/// `backend_pid`, committing to `secret`: its nonce is the first 96 bits of
+/// sha256(secret).
+pub fn sign_token(key: &[u8], context: &TenantContext, backend_pid: i32, secret: &SwitchSecret) -> String {
+    let commitment = Sha256::digest(secret);
+    let body = format!("v1.{backend_pid}.{}.{}.{}", hex(&commitment[..12]), context.tenant_id, context.visible_tenants);
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(body.as_bytes());
     format!("{body}.{}", hex(&mac.finalize().into_bytes()))
+}
+
+/// How the server session gets its context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextChange {
+    /// Verified against the key, installing the session's switching secret.
+    Verify,
+    /// The session already holds the secret: a switch without verification.
+    Switch,
 }
 
 /// Appends the context exchange for `context` on backend `backend_pid` to `buf`.
@@ -42,16 +68,28 @@ pub fn encode_set_context(
     context: &TenantContext,
     backend_pid: i32,
     tenant_setting: &str,
+    secret: &SwitchSecret,
+    change: ContextChange,
 ) {
-    let token = sign_token(key, context, backend_pid);
-    frontend::parse_unnamed(buf, SET_CONTEXT_SQL);
-    frontend::bind_unnamed_text(buf, &[&token, tenant_setting]);
+    let token = sign_token(key, context, backend_pid, secret);
+    let sql = match change {
+        ContextChange::Verify => SET_CONTEXT_SQL,
+        ContextChange::Switch => SWITCH_CONTEXT_SQL,
+    };
+    frontend::parse_unnamed(buf, sql);
+    frontend::bind_unnamed_text(buf, &[&token, tenant_setting, &hex(secret)]);
     frontend::execute_unnamed(buf);
     frontend::sync(buf);
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -61,11 +99,14 @@ mod tests {
     #[test]
     fn token_layout() {
         let context = TenantContext { tenant_id: "t1".into(), visible_tenants: "t1,t2".into() };
-        let token = sign_token(&[7u8; 64], &context, 4242);
+        let secret = [0xabu8; 16];
+        let token = sign_token(&[7u8; 64], &context, 4242, &secret);
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 6);
         assert_eq!((parts[0], parts[1], parts[3], parts[4]), ("v1", "4242", "t1", "t1,t2"));
+        assert_eq!(parts[2], &hex(&Sha256::digest(secret))[..24], "the nonce commits to the secret");
         assert_eq!(parts[5].len(), 64);
-        assert_ne!(token, sign_token(&[7u8; 64], &context, 4242), "a fresh nonce each time");
+        assert_ne!(token, sign_token(&[7u8; 64], &context, 4242, &new_switch_secret()));
+        assert_eq!(hex(&[0x01, 0xfe]), "01fe");
     }
 }

@@ -60,6 +60,9 @@ pub struct ServerConn {
     pub applied: std::collections::BTreeMap<String, String>,
     /// Prepared statements on it (transaction pooling).
     pub statements: crate::frontend::statements::ServerStatements,
+    /// The switching secret installed on it with its last verified context
+    /// (None: the next context must be verified).
+    pub switch_secret: Option<crate::tenancy::context::SwitchSecret>,
     created: Instant,
     idle_since: Instant,
 }
@@ -275,6 +278,7 @@ impl Pool {
             dirty: false,
             applied: Default::default(),
             statements: Default::default(),
+            switch_secret: None,
             created: now,
             idle_since: now,
         }

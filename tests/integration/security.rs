@@ -332,7 +332,11 @@ async fn forged_context_token_sees_nothing() {
 
 /// A token for `pid` signed with the database's key, as pgtenant would make it.
 async fn mint_token(env: &TestEnv, pid: i32, tenant: &str, visible: &str) -> String {
-    let body = format!("v1.{pid}.0123456789abcdef.{tenant}.{visible}");
+    mint_token_with_nonce(env, pid, tenant, visible, "0123456789abcdef").await
+}
+
+async fn mint_token_with_nonce(env: &TestEnv, pid: i32, tenant: &str, visible: &str, nonce: &str) -> String {
+    let body = format!("v1.{pid}.{nonce}.{tenant}.{visible}");
     let admin = env.superuser().await;
     let mac: String = admin
         .query_one(
@@ -380,6 +384,71 @@ async fn genuine_token_of_another_tenant_in_the_setting_sees_nothing() {
     // into the setting without set_context(): it does not name the verified tenant.
     let parent = mint_token(&env, pid, HSBC, &format!("{HSBC},{HSBC_HK},{HSBC_LONDON}")).await;
     app.batch_execute(&format!("SET pgtenant.context = '{parent}'")).await.unwrap();
+    assert!(account_ids(&app).await.is_empty());
+}
+
+/// The nonce that commits a token to a switching secret (hex).
+async fn commitment(env: &TestEnv, secret: &str) -> String {
+    let admin = env.superuser().await;
+    admin.query_one("SELECT left(encode(sha256(decode($1, 'hex')), 'hex'), 24)", &[&secret]).await.unwrap().get(0)
+}
+
+const SECRET: &str = "00112233445566778899aabbccddeeff";
+const OTHER_SECRET: &str = "ffeeddccbbaa99887766554433221100";
+
+#[tokio::test]
+async fn switching_tenants_takes_the_sessions_secret() {
+    let env = TestEnv::start().await;
+    let app = guard_bypassed(&env).await;
+    let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let nonce = commitment(&env, SECRET).await;
+    let token = mint_token_with_nonce(&env, pid, HSBC_HK, HSBC_HK, &nonce).await;
+    app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id', $2)", &[&token, &SECRET]).await.unwrap();
+    assert_eq!(account_ids(&app).await, vec![3, 4]);
+    let unsigned = format!("v1.{pid}.{nonce}.{}.{}.{}", b(), b(), "0".repeat(64));
+    // Without the secret: refused, nothing changes.
+    for guess in [OTHER_SECRET, "", "not hex at all"] {
+        let err = app
+            .query_one("SELECT pgtenant.switch_context($1, 'app.tenant_id', $2)", &[&unsigned, &guess])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{guess}: {}", message(&err));
+        assert_eq!(account_ids(&app).await, vec![3, 4]);
+    }
+    // Its own token with a secret of the client's choosing installs nothing:
+    // the token commits to pgtenant's secret.
+    let err = app
+        .query_one("SELECT pgtenant.set_context($1, 'app.tenant_id', $2)", &[&token, &OTHER_SECRET])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    // The secret cannot be read back.
+    for sql in ["SELECT currval('pgtenant.backend_secret_hi')", "SELECT last_value FROM pgtenant.backend_secret_lo"] {
+        let err = app.query_one(sql, &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}");
+    }
+    // Whoever holds it (pgtenant) switches without a signature check.
+    app.query_one("SELECT pgtenant.switch_context($1, 'app.tenant_id', $2)", &[&unsigned, &SECRET]).await.unwrap();
+    assert_eq!(account_ids(&app).await, vec![7, 8, 9]);
+}
+
+#[tokio::test]
+async fn switching_without_an_installed_secret_fails() {
+    let env = TestEnv::start().await;
+    let (app, pid) = verified_hk_session(&env).await;
+    let token = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
+    let err =
+        app.query_one("SELECT pgtenant.switch_context($1, 'app.tenant_id', $2)", &[&token, &SECRET]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "55000", "{}", message(&err));
+    assert_eq!(account_ids(&app).await, vec![3, 4]);
+    // DISCARD ALL forgets an installed secret with everything else.
+    let nonce = commitment(&env, SECRET).await;
+    let signed = mint_token_with_nonce(&env, pid, HSBC_HK, HSBC_HK, &nonce).await;
+    app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id', $2)", &[&signed, &SECRET]).await.unwrap();
+    app.batch_execute("DISCARD ALL").await.unwrap();
+    let err =
+        app.query_one("SELECT pgtenant.switch_context($1, 'app.tenant_id', $2)", &[&token, &SECRET]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "55000");
     assert!(account_ids(&app).await.is_empty());
 }
 
