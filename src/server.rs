@@ -48,6 +48,7 @@ impl Server {
         let mut decoy_secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut decoy_secret);
         let catalog = Catalog::new(&config.control.url, config.control.pool_size).context("control.url")?;
+        catalog.check_migrated().await.context("control.url")?;
         let context_key = catalog.context_key().await.context("cannot load the context key through control.url")?;
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {

@@ -123,6 +123,22 @@ impl Catalog {
             .ok_or_else(|| CatalogError::Invalid("no context key in the catalog; run `pgtenant migrate`".into()))
     }
 
+    /// Fails unless every migration this binary knows has been applied: it
+    /// calls the SQL functions of the newest one.
+    pub async fn check_migrated(&self) -> Result<(), CatalogError> {
+        let client = self.pool.get().await?;
+        let applied: Option<i32> =
+            client.query_one("SELECT max(version) FROM pgtenant.schema_migrations", &[]).await?.get(0);
+        let needed = crate::migrate::MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+        match applied {
+            Some(version) if version >= needed => Ok(()),
+            applied => Err(CatalogError::Invalid(format!(
+                "the catalog is at migration {}, this pgtenant needs {needed}; run `pgtenant migrate`",
+                applied.unwrap_or(0)
+            ))),
+        }
+    }
+
     /// A pooled connection, for the admin reads and writes beside this file.
     pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, CatalogError> {
         Ok(self.pool.get().await?)

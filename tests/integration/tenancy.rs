@@ -146,3 +146,15 @@ async fn unscoped_reference_table_is_shared_and_read_only() {
     let err = hk.execute("DELETE FROM fx_rates", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
 }
+
+#[tokio::test]
+async fn serve_refuses_a_catalog_that_is_not_migrated() {
+    let env = TestEnv::start().await;
+    let admin = env.superuser().await;
+    admin.batch_execute("DELETE FROM pgtenant.schema_migrations WHERE version = 4").await.unwrap();
+    let error = match pgtenant::server::Server::start(&env.config).await {
+        Ok(_) => panic!("a catalog at migration 3 must be refused"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("the catalog is at migration 3, this pgtenant needs 4; run `pgtenant migrate`"), "{error}");
+}
