@@ -354,8 +354,7 @@ impl Config {
     /// The pool mode, statement timeout and server-connection cap for the tenant `slug`.
     pub fn tenant_limits(&self, slug: &str) -> TenantLimits {
         let overrides = self.tenants.get(slug);
-        let pick = |f: fn(&TenantOverrides) -> Option<u64>, default: u64| overrides.and_then(f).unwrap_or(default);
-        let timeout_ms = pick(|o| o.statement_timeout_ms, self.pool.statement_timeout_ms);
+        let timeout_ms = overrides.and_then(|o| o.statement_timeout_ms).unwrap_or(self.pool.statement_timeout_ms);
         TenantLimits {
             pool_mode: overrides.and_then(|o| o.pool_mode).unwrap_or(self.pool.mode),
             statement_timeout: (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms)),

@@ -9,6 +9,7 @@ pub mod dev;
 pub mod error;
 pub mod frontend;
 pub mod guard;
+pub mod hex;
 pub mod metrics;
 pub mod migrate;
 pub mod protocol;

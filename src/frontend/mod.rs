@@ -8,6 +8,7 @@ pub mod listener;
 pub mod params;
 pub mod policy;
 pub mod relay;
+pub mod request_timer;
 pub mod scram;
 pub mod settings;
 pub mod statements;

@@ -489,8 +489,7 @@ fn message_body(frame: &[u8]) -> Result<&[u8], ClientError> {
 pub fn channel_prefix(tenant_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(tenant_id.as_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("t{hex}.")
+    format!("t{}.", crate::hex::hex(&digest[..6]))
 }
 
 #[cfg(test)]

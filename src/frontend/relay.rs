@@ -7,19 +7,18 @@
 //! in both directions, so neither side can block the other into a deadlock,
 //! and a full outbound buffer stops reading from the side that fills it.
 
-use std::future::{poll_fn, Future};
-use std::io;
-use std::pin::{pin, Pin};
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::attach::{own_exchange_error, Attached, Attachment};
 use super::policy::ClientPolicy;
+use super::request_timer::RequestTimer;
 use super::statements::Edit;
-use super::stream::ClientStream;
+use super::stream::{poll_drain, poll_read_some, ClientStream};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::parse_parameter_status;
@@ -29,7 +28,6 @@ use crate::upstream::pool::Lease;
 
 /// Stop reading from a side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Transaction state of the server session, from its last ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,17 +90,7 @@ pub struct Relay<C> {
     /// Own exchanges at the end of the queue whose errors are logged, not fatal.
     tolerated_own_errors: u32,
     /// The tenant's limit on how long a request may keep the server busy.
-    statement_timeout: Option<std::time::Duration>,
-    /// Armed while a request of the client's is in the server's hands.
-    request_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    request_armed: bool,
-    /// pgtenant cancelled the running request for its timeout: the
-    /// cancellation error the server sends says so.
-    timed_out_request: bool,
-    /// pgtenant sent a CancelRequest for the server session it holds: one
-    /// that arrives late must not hit another client's work, so that server
-    /// session is closed rather than pooled.
-    server_cancelled: bool,
+    timer: RequestTimer,
 }
 
 #[derive(Default)]
@@ -146,58 +134,31 @@ impl Relay<ClientStream> {
             policy,
             wants_server: false,
             tolerated_own_errors: 0,
-            statement_timeout: None,
-            request_deadline: None,
-            request_armed: false,
-            timed_out_request: false,
-            server_cancelled: false,
+            timer: RequestTimer::default(),
         }
     }
 
     /// Cancels a request that keeps the server busy longer than `limit`.
     pub fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) {
-        self.statement_timeout = limit;
+        self.timer = RequestTimer::new(limit);
     }
 
-    /// Starts the clock on the request just handed to the server.
-    fn arm_request_timer(&mut self) {
-        let Some(limit) = self.statement_timeout else { return };
-        if self.request_armed || self.server.is_none() || self.to_server.is_empty() {
-            return;
+    /// Starts the clock on a request just handed to the server.
+    fn start_request_timer(&mut self) {
+        if self.server.is_some() && !self.to_server.is_empty() {
+            self.timer.start();
         }
-        let deadline = tokio::time::Instant::now() + limit;
-        match self.request_deadline.as_mut() {
-            Some(sleep) => sleep.as_mut().reset(deadline),
-            None => self.request_deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        self.request_armed = true;
     }
 
     /// The server answered everything the client sent: the clock stops.
-    fn disarm_request_timer_if_answered(&mut self) {
+    fn stop_request_timer_if_answered(&mut self) {
         if self.to_client_ends_ready
             && self.own_ready_pending == 0
             && self.server_frame_left == 0
             && self.policy.at_rest()
         {
-            self.request_armed = false;
-            self.timed_out_request = false;
+            self.timer.stop();
         }
-    }
-
-    /// Asks the server to cancel what it runs for this client, as a client's
-    /// own CancelRequest would; the error it answers with is then reworded.
-    fn cancel_timed_out_request(&mut self) {
-        self.request_armed = false;
-        let Some(lease) = self.server.as_ref() else { return };
-        let target = lease.conn_ref().cancel.clone();
-        self.timed_out_request = true;
-        self.server_cancelled = true;
-        tokio::spawn(async move {
-            if let Err(e) = crate::upstream::connect::send_cancel(&target).await {
-                tracing::warn!(error = %e, "could not cancel a request past its statement timeout");
-            }
-        });
     }
 
     /// The server session's transaction state as of its last ReadyForQuery.
@@ -217,7 +178,7 @@ impl Relay<ClientStream> {
         if let Some(lease) = self.server.take() {
             let clean = !matches!(end, RelayEnd::ServerGone | RelayEnd::Fatal(_))
                 && self.server_at_rest()
-                && !std::mem::take(&mut self.server_cancelled);
+                && self.timer.take_session_reusable();
             // A session not known to be idle is closed: the backend rolls back
             // whatever the client left open and exits.
             let wiped = self.policy.take_settings_wiped();
@@ -244,7 +205,7 @@ impl Relay<ClientStream> {
         }
         if let Some(lease) = self.server.take() {
             let wiped = self.policy.take_settings_wiped();
-            let reusable = !std::mem::take(&mut self.server_cancelled);
+            let reusable = self.timer.take_session_reusable();
             self.attachment.release(lease, reusable, wiped);
         }
         self.shrink_idle_buffers();
@@ -286,7 +247,7 @@ impl Relay<ClientStream> {
         if !self.client_in.is_empty() {
             self.take_client_frames()?;
         }
-        self.arm_request_timer();
+        self.start_request_timer();
         Ok(())
     }
 
@@ -335,10 +296,12 @@ impl Relay<ClientStream> {
                 if self.policy.session_state_used() {
                     self.attachment.pinned = true;
                 }
-                self.arm_request_timer();
+                self.start_request_timer();
             }
             if progress.request_timed_out {
-                self.cancel_timed_out_request();
+                if let Some(lease) = &self.server {
+                    self.timer.cancel(lease.conn_ref().cancel.clone());
+                }
             }
             if progress.server_data {
                 if let Err(end) = self.take_server_frames() {
@@ -360,7 +323,7 @@ impl Relay<ClientStream> {
                 if self.policy.session_state_used() {
                     self.attachment.pinned = true;
                 }
-                self.disarm_request_timer_if_answered();
+                self.stop_request_timer_if_answered();
                 self.release_if_at_rest();
             }
             if progress.server_closed {
@@ -401,9 +364,7 @@ impl Relay<ClientStream> {
                 Poll::Pending => {}
             }
         }
-        if let Some(deadline) = self.request_deadline.as_mut().filter(|_| self.request_armed) {
-            progress.request_timed_out = deadline.as_mut().poll(cx).is_ready();
-        }
+        progress.request_timed_out = self.timer.poll_expired(cx);
         if progress.client_data
             || progress.server_data
             || progress.client_closed
@@ -503,7 +464,11 @@ impl Relay<ClientStream> {
             let whole = tracked_reply
                 || match header.tag {
                     b'Z' | b'A' | b'S' => true,
-                    b'E' => self.own_ready_pending > 0 || self.policy.reads_server_errors() || self.timed_out_request,
+                    b'E' => {
+                        self.own_ready_pending > 0
+                            || self.policy.reads_server_errors()
+                            || self.timer.awaits_cancellation()
+                    }
                     _ => false,
                 };
             if whole && self.server_in.len() < header.frame_len {
@@ -570,17 +535,10 @@ impl Relay<ClientStream> {
                     continue;
                 }
                 b'E' if self.own_ready_pending == 0
-                    && self.timed_out_request
-                    && is_cancellation(&self.server_in[..header.frame_len]) =>
+                    && self.timer.is_its_cancellation(&self.server_in[..header.frame_len]) =>
                 {
-                    self.timed_out_request = false;
                     self.server_in.advance(header.frame_len);
-                    let limit = self.statement_timeout.unwrap_or_default().as_millis();
-                    ClientError::error(
-                        sqlstate::QUERY_CANCELED,
-                        format!("canceling statement due to statement timeout (pgtenant limits this tenant's requests to {limit} ms)"),
-                    )
-                    .encode(&mut self.to_client);
+                    self.timer.timeout_error().encode(&mut self.to_client);
                     self.last_server_tag = b'E';
                     self.to_client_ends_ready = false;
                     continue;
@@ -642,13 +600,6 @@ impl Relay<ClientStream> {
     }
 }
 
-/// An ErrorResponse with SQLSTATE 57014 (query_canceled).
-fn is_cancellation(frame: &[u8]) -> bool {
-    frame
-        .get(HEADER_LEN..)
-        .is_some_and(|body| crate::protocol::backend::parse_error_fields(body).code == sqlstate::QUERY_CANCELED)
-}
-
 fn client_frame_error(e: FrameError) -> ClientError {
     match e {
         FrameError::BadLength(len) => ClientError::protocol_violation(format!("invalid message length {len}")),
@@ -657,34 +608,4 @@ fn client_frame_error(e: FrameError) -> ClientError {
             tag as char
         )),
     }
-}
-
-/// Writes as much of `buf` as the socket takes now.
-fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut BytesMut) -> io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    while !buf.is_empty() {
-        match Pin::new(&mut *w).poll_write(cx, buf) {
-            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => buf.advance(n),
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => return Ok(()),
-        }
-    }
-    // Buffered transports (TLS) hold bytes until flushed.
-    match Pin::new(&mut *w).poll_flush(cx) {
-        Poll::Ready(Err(e)) => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn poll_read_some<R: AsyncRead + Unpin>(
-    r: &mut R,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    buf.reserve(READ_CHUNK);
-    let read = pin!(r.read_buf(buf));
-    read.poll(cx)
 }

@@ -34,8 +34,8 @@ pub struct Prepared {
 impl Prepared {
     pub fn new(query_and_types: &[u8]) -> Prepared {
         let digest = Sha256::digest(query_and_types);
-        let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
-        Prepared { server_name: format!("pgt_{hex}"), query_and_types: query_and_types.to_vec() }
+        let name = crate::hex::hex(&digest[..10]);
+        Prepared { server_name: format!("pgt_{name}"), query_and_types: query_and_types.to_vec() }
     }
 }
 

@@ -1,10 +1,13 @@
-//! A client socket: plain TCP, or TLS after SSLRequest or a direct TLS hello.
+//! A client socket: plain TCP, or TLS after SSLRequest or a direct TLS hello;
+//! and the non-blocking read/write steps the relay polls sockets with.
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -69,4 +72,37 @@ impl AsyncWrite for ClientStream {
 
 fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "client stream closed")
+}
+
+/// Bytes read per call at most (the buffer grows by this much).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Writes as much of `buf` as the socket takes now.
+pub fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut BytesMut) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    while !buf.is_empty() {
+        match Pin::new(&mut *w).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => buf.advance(n),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    // Buffered transports (TLS) hold bytes until flushed.
+    match Pin::new(&mut *w).poll_flush(cx) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+pub fn poll_read_some<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    buf.reserve(READ_CHUNK);
+    let read = pin!(r.read_buf(buf));
+    read.poll(cx)
 }
