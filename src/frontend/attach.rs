@@ -16,7 +16,7 @@ use crate::protocol::backend::{parse_error_fields, parse_parameter_status, put_c
 use crate::tenancy::context::{self, ContextChange};
 use crate::tenancy::TenantContext;
 use crate::upstream::connect::read_message;
-use crate::upstream::pool::{Lease, Pool, PoolError};
+use crate::upstream::pool::{Lease, Pool, PoolError, ServerConn};
 
 use super::settings::{self, Settings};
 
@@ -111,21 +111,7 @@ impl Attachment {
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if conn.tenant.as_deref() != Some(self.context.tenant_id.as_str()) {
-            let (secret, change) = match conn.switch_secret {
-                Some(secret) => (secret, ContextChange::Switch),
-                None => (context::new_switch_secret(), ContextChange::Verify),
-            };
-            context::encode_set_context(
-                &mut prefix,
-                &self.context_key,
-                &self.context,
-                conn.cancel.process_id,
-                &self.tenant_setting,
-                &secret,
-                change,
-            );
-            // A failed exchange ends the client's session and closes this server session.
-            conn.switch_secret = Some(secret);
+            self.put_context(conn, &mut prefix, true);
             own_ready += context::SET_CONTEXT_READY_COUNT;
             conn.tenant = Some(self.context.tenant_id.clone());
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -185,19 +171,23 @@ impl Attachment {
         let mut out = BytesMut::with_capacity(256);
         // After the client's reset the secret may be gone (DISCARD ALL or
         // SEQUENCES): verify again, installing a fresh one.
-        let secret = context::new_switch_secret();
-        let conn = lease.conn();
-        context::encode_set_context(
-            &mut out,
-            &self.context_key,
-            &self.context,
-            conn.cancel.process_id,
-            &self.tenant_setting,
-            &secret,
-            ContextChange::Verify,
-        );
-        conn.switch_secret = Some(secret);
+        self.put_context(lease.conn(), &mut out, false);
         out
+    }
+
+    /// Queues the exchange that gives `conn` this client's context: a switch
+    /// when `may_switch` and the session holds a switching secret, else a
+    /// verified context that installs a fresh secret. A failed exchange ends
+    /// the client's session and closes the server session, so the secret is
+    /// recorded as sent.
+    fn put_context(&self, conn: &mut ServerConn, out: &mut BytesMut, may_switch: bool) {
+        let (secret, change) = match conn.switch_secret.filter(|_| may_switch) {
+            Some(secret) => (secret, ContextChange::Switch),
+            None => (context::new_switch_secret(), ContextChange::Verify),
+        };
+        let pid = conn.cancel.process_id;
+        context::encode_set_context(out, &self.context_key, &self.context, pid, &self.tenant_setting, &secret, change);
+        conn.switch_secret = Some(secret);
     }
 
     /// Session-level SET/RESET the client just sent on the server session in

@@ -152,7 +152,8 @@ impl Relay<ClientStream> {
 
     /// The server answered everything the client sent: the clock stops.
     fn stop_request_timer_if_answered(&mut self) {
-        if self.to_client_ends_ready
+        if !self.timer.is_idle()
+            && self.to_client_ends_ready
             && self.own_ready_pending == 0
             && self.server_frame_left == 0
             && self.policy.at_rest()

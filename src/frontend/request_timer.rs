@@ -49,6 +49,11 @@ impl RequestTimer {
         self.armed = true;
     }
 
+    /// Neither counting nor waiting for a cancellation: nothing to stop.
+    pub fn is_idle(&self) -> bool {
+        !self.armed && !self.cancelled_request
+    }
+
     /// Everything the client sent was answered.
     pub fn stop(&mut self) {
         self.armed = false;

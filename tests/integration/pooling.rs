@@ -287,6 +287,7 @@ async fn a_tenant_in_session_mode_keeps_its_server_session() {
         c.pool.size = 1;
         c.pool.mode = PoolMode::Transaction;
         c.pool.checkout_timeout_secs = 1;
+        c.pool.session_features = SessionFeatures::Refuse;
         c.tenants.insert("hsbc-hk".into(), overrides(Some(PoolMode::Session), None, None));
     })
     .await;
@@ -295,7 +296,7 @@ async fn a_tenant_in_session_mode_keeps_its_server_session() {
     // Between hsbc-hk's transactions its server session is still its own.
     let err = env.refused("barclays_ops", PASSWORD).await;
     assert_eq!(sqlstate(&err), "53300");
-    // A PREPARE needs no pinning in session mode and is not refused.
+    // Transaction mode would refuse a PREPARE here (session_features = refuse); session mode runs it.
     hk.batch_execute("PREPARE mine AS SELECT 1; EXECUTE mine").await.unwrap();
     drop(hk);
     eventually("hsbc-hk's server session to go back to the pool", || async {
