@@ -16,5 +16,6 @@ pub mod protocol;
 pub mod quote;
 pub mod server;
 pub mod sessions;
+pub mod setting_rules;
 pub mod tenancy;
 pub mod upstream;

@@ -80,6 +80,7 @@ impl Server {
                 crate::guard::Guard::disabled(&config.proxy.tenant_setting)
             }),
             marker_prefix: format!("pgtenant_refused_{:016x}_", rand::random::<u64>()),
+            statement_secret: rand::random(),
         });
 
         let proxy = TcpListener::bind(config.proxy.listen)

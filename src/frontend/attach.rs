@@ -4,7 +4,8 @@
 //! message is pipelined ahead of it, never waited for: DISCARD ALL when a
 //! client left session state, the tenant context when it carries another
 //! tenant's (or none), and the difference between the settings on it and this
-//! client's own.
+//! client's own. The context exchange never runs under another client's
+//! settings: those its outcome could depend on are reset first.
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -13,6 +14,7 @@ use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, put_cstr, write_message};
+use crate::setting_rules;
 use crate::tenancy::context::{self, ContextChange};
 use crate::tenancy::TenantContext;
 use crate::upstream::connect::read_message;
@@ -38,16 +40,28 @@ pub struct Attachment {
     tenant_cap: usize,
 }
 
+/// What one of pgtenant's own exchanges (each ending with one
+/// ReadyForQuery, which the relay swallows) is for: it decides what a
+/// failure of it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnExchange {
+    /// DISCARD ALL or the tenant context: a failure ends the session.
+    Required,
+    /// Resetting a setting another client left: one that never took effect
+    /// (an unknown name, a value refused at the time) fails harmlessly.
+    ResetSetting,
+    /// One of the client's own settings: a failure refuses the login, and
+    /// later is logged (the value is no longer accepted).
+    ClientSetting,
+}
+
 /// A checked-out server session and what must run on it first.
 pub struct Attached {
     pub lease: Lease,
     /// Pipelined exchanges to send before the client's bytes.
     pub prefix: BytesMut,
-    /// ReadyForQuery messages the prefix produces (swallowed by the relay).
-    pub own_ready: u32,
-    /// The prefix ends with the client's settings, whose failure (a value
-    /// the server no longer accepts) must not end the session.
-    pub settings_last: bool,
+    /// The exchanges in `prefix`, in order.
+    pub exchanges: Vec<OwnExchange>,
 }
 
 impl Attachment {
@@ -99,10 +113,11 @@ impl Attachment {
         let counters = self.pool.counters();
         let conn = lease.conn();
         let mut prefix = BytesMut::with_capacity(512);
-        let mut own_ready = 0;
+        let mut exchanges = Vec::new();
         if conn.dirty {
             write_message(&mut prefix, b'Q', |b| put_cstr(b, "DISCARD ALL"));
-            own_ready += 1;
+            exchanges.push(OwnExchange::Required);
+            conn.dirty = false;
             conn.applied.clear();
             conn.statements.clear();
             conn.tenant = None;
@@ -111,50 +126,46 @@ impl Attachment {
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if conn.tenant.as_deref() != Some(self.context.tenant_id.as_str()) {
-            self.put_context(conn, &mut prefix, true);
-            own_ready += context::SET_CONTEXT_READY_COUNT;
-            conn.tenant = Some(self.context.tenant_id.clone());
+            self.put_context_exchange(conn, &mut prefix, &mut exchanges, true);
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let mut settings_last = false;
-        if let Some(sql) = settings::transition(&conn.applied, &self.settings) {
-            write_message(&mut prefix, b'Q', |b| put_cstr(b, &sql));
-            own_ready += 1;
-            conn.applied = self.settings.clone();
-            settings_last = true;
+        } else {
+            self.put_settings(conn, &mut prefix, &mut exchanges);
         }
         conn.last_client = Some(self.client_id);
         self.cancel.set_target(Some(conn.cancel.clone()));
-        Ok(Attached { lease, prefix, own_ready, settings_last })
+        Ok(Attached { lease, prefix, exchanges })
     }
 
     /// Checks a server session out and runs the prefix to completion, so that a
     /// bad startup setting or a context failure ends the login as PostgreSQL
     /// would. Used once, at login.
     pub async fn acquire_ready(&mut self) -> Result<Lease, ClientError> {
-        let Attached { mut lease, prefix, own_ready, .. } = self.acquire().await?;
-        if own_ready == 0 {
+        let Attached { mut lease, prefix, exchanges } = self.acquire().await?;
+        if exchanges.is_empty() {
             return Ok(lease);
         }
         let conn = lease.conn();
         let lost = |_| ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection");
         conn.stream.write_all(&prefix).await.map_err(lost)?;
         let mut inbuf = BytesMut::with_capacity(1024);
-        let mut remaining = own_ready;
+        let mut pending = exchanges.iter();
+        let mut current = pending.next();
         let mut failure = None;
-        while remaining > 0 {
+        while let Some(exchange) = current {
             let (tag, body) = read_message(&mut conn.stream, &mut inbuf)
                 .await
                 .map_err(lost)?
                 .map_err(|e| ClientError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
             match tag {
-                b'E' if failure.is_none() => failure = Some(own_exchange_error(&body)),
+                b'E' if failure.is_none() && *exchange != OwnExchange::ResetSetting => {
+                    failure = Some(own_exchange_error(&body));
+                }
                 b'S' => {
                     if let Some((name, value)) = parse_parameter_status(&body) {
                         conn.note_parameter(name, value);
                     }
                 }
-                b'Z' => remaining -= 1,
+                b'Z' => current = pending.next(),
                 _ => {}
             }
         }
@@ -166,13 +177,59 @@ impl Attachment {
     }
 
     /// The context exchange for the server session in `lease`, to restore it
-    /// after the client reset everything (RESET ALL / DISCARD ALL).
-    pub fn context_exchange(&self, lease: &mut Lease) -> BytesMut {
+    /// after the client reset everything (RESET ALL / DISCARD ALL, which
+    /// `settings_wiped` says also reset its settings) or DISCARD SEQUENCES.
+    pub fn context_exchange(&mut self, lease: &mut Lease, settings_wiped: bool) -> (BytesMut, Vec<OwnExchange>) {
+        let conn = lease.conn();
+        if settings_wiped {
+            conn.applied.clear();
+            self.settings.clear();
+        }
         let mut out = BytesMut::with_capacity(256);
+        let mut exchanges = Vec::new();
         // After the client's reset the secret may be gone (DISCARD ALL or
         // SEQUENCES): verify again, installing a fresh one.
-        self.put_context(lease.conn(), &mut out, false);
-        out
+        self.put_context_exchange(conn, &mut out, &mut exchanges, false);
+        (out, exchanges)
+    }
+
+    /// Queues this client's context on `conn` with no other client's
+    /// setting in force that it could depend on: those are reset first, and
+    /// the client's own applied after it.
+    fn put_context_exchange(
+        &self,
+        conn: &mut ServerConn,
+        out: &mut BytesMut,
+        exchanges: &mut Vec<OwnExchange>,
+        may_switch: bool,
+    ) {
+        let risky: Vec<String> =
+            conn.applied.keys().filter(|name| !setting_rules::leaves_own_exchanges_alone(name)).cloned().collect();
+        for name in risky {
+            settings::encode_change(out, (&name, None));
+            exchanges.push(OwnExchange::ResetSetting);
+            conn.applied.remove(&name);
+        }
+        self.put_context(conn, out, may_switch);
+        exchanges.push(OwnExchange::Required);
+        conn.tenant = Some(self.context.tenant_id.clone());
+        self.put_settings(conn, out, exchanges);
+    }
+
+    /// Queues the changes that give `conn` this client's settings.
+    fn put_settings(&self, conn: &mut ServerConn, out: &mut BytesMut, exchanges: &mut Vec<OwnExchange>) {
+        let changes = settings::transition(&conn.applied, &self.settings);
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            settings::encode_change(out, change);
+            exchanges.push(match change.1 {
+                Some(_) => OwnExchange::ClientSetting,
+                None => OwnExchange::ResetSetting,
+            });
+        }
+        conn.applied = self.settings.clone();
     }
 
     /// Queues the exchange that gives `conn` this client's context: a switch
@@ -194,11 +251,11 @@ impl Attachment {
     /// `lease`: they become the client's settings, applied there already.
     pub fn note_setting_changes(&mut self, lease: &mut Lease, changes: Vec<(String, Option<String>)>) {
         let conn = lease.conn();
-        for (name, statement) in changes {
-            match statement {
-                Some(statement) => {
-                    conn.applied.insert(name.clone(), statement.clone());
-                    self.settings.insert(name, statement);
+        for (name, value) in changes {
+            match value {
+                Some(value) => {
+                    conn.applied.insert(name.clone(), value.clone());
+                    self.settings.insert(name, value);
                 }
                 None => {
                     conn.applied.remove(&name);

@@ -15,6 +15,7 @@ use super::attach::{Attached, Attachment};
 use super::policy::{channel_prefix, ClientPolicy};
 use super::relay::{Relay, RelayEnd};
 use super::settings;
+use super::statements::statement_namespace;
 use super::stream::ClientStream;
 use super::{auth, params, ProxyState};
 use crate::cancel::CancelKey;
@@ -195,6 +196,7 @@ async fn run_session(
         state.marker_prefix.clone(),
         channel_prefix(&login.context.tenant_id),
         transaction_pooling.then_some(state.session_features),
+        statement_namespace(&state.statement_secret, &login.context.tenant_id),
         key.process_id,
     );
     let mut session = state.sessions.register(
@@ -212,7 +214,7 @@ async fn run_session(
     );
     // Nothing of the handshake is kept for the life of the session.
     drop((startup, login));
-    let attached = Attached { lease, prefix: BytesMut::new(), own_ready: 0, settings_last: false };
+    let attached = Attached { lease, prefix: BytesMut::new(), exchanges: Vec::new() };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     relay.set_statement_timeout(statement_timeout);
     // Bytes the client pipelined behind its last authentication message.

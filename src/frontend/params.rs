@@ -5,15 +5,10 @@
 //! setting. Settings that carry or could replace the tenant context are refused.
 
 use crate::error::{sqlstate, ClientError};
+use crate::setting_rules::{self, CONTEXT_MANAGED};
 
 /// Startup keys pgtenant consumes itself and never forwards.
 const CONSUMED: &[&str] = &["user", "database", "replication", "options"];
-
-/// Settings no client may choose, whatever their spelling of case.
-const RESERVED: &[&str] = &["role", "session_authorization"];
-
-/// The message of every refusal that protects the tenant context.
-pub const CONTEXT_MANAGED: &str = "the tenant context is managed by pgtenant and cannot be changed by the client";
 
 /// Turns the client's startup parameters into the settings sent upstream.
 pub fn upstream_params(
@@ -25,12 +20,12 @@ pub fn upstream_params(
         if CONSUMED.contains(&name.as_str()) || name.starts_with("_pq_.") {
             continue;
         }
-        check_setting(name, tenant_setting)?;
+        check_setting(name, value, tenant_setting)?;
         out.push((name.clone(), value.clone()));
     }
     if let Some((_, options)) = params.iter().find(|(k, _)| k == "options") {
         for (name, value) in parse_options(options)? {
-            check_setting(&name, tenant_setting)?;
+            check_setting(&name, &value, tenant_setting)?;
             out.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
             out.push((name, value));
         }
@@ -38,14 +33,12 @@ pub fn upstream_params(
     Ok(out)
 }
 
-fn check_setting(name: &str, tenant_setting: &str) -> Result<(), ClientError> {
+fn check_setting(name: &str, value: &str, tenant_setting: &str) -> Result<(), ClientError> {
     let lower = name.to_ascii_lowercase();
-    if RESERVED.contains(&lower.as_str())
-        || lower == tenant_setting.to_ascii_lowercase()
-        || lower.starts_with("pgtenant.")
-    {
+    if setting_rules::is_reserved(&lower, &tenant_setting.to_ascii_lowercase()) {
         return Err(ClientError::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, CONTEXT_MANAGED));
     }
+    setting_rules::check_value(&lower, value).map_err(|e| ClientError::fatal(e.code, e.message))?;
     // A setting becomes a key of pgtenant's own upstream startup packet, after
     // its `user` and `database`; the server takes the last value of a key, so
     // `options=-c user=postgres` would log in as another role. PostgreSQL
@@ -174,6 +167,20 @@ mod tests {
         // Mixed-case raw keys are settings to PostgreSQL (which refuses them), not the user.
         let err = upstream_params(&p(&[("User", "postgres")]), "app.tenant_id").unwrap_err();
         assert_eq!(err.code, "42704");
+    }
+
+    #[test]
+    fn settings_that_change_how_text_is_read_are_refused() {
+        for params in [
+            p(&[("standard_conforming_strings", "off")]),
+            p(&[("options", "-c standard_conforming_strings=off")]),
+            p(&[("client_encoding", "SJIS")]),
+            p(&[("options", "--client-encoding=BIG5")]),
+        ] {
+            let err = upstream_params(&params, "app.tenant_id").unwrap_err();
+            assert_eq!((err.code, err.severity), ("42501", crate::error::Severity::Fatal), "{params:?}");
+        }
+        assert!(upstream_params(&p(&[("client_encoding", "UTF8")]), "app.tenant_id").is_ok());
     }
 
     #[test]

@@ -67,6 +67,7 @@ impl ClientPolicy {
         marker_prefix: String,
         channel_prefix: String,
         session_features: Option<SessionFeatures>,
+        statement_namespace: [u8; 32],
         client_pid: i32,
     ) -> Self {
         ClientPolicy {
@@ -76,7 +77,7 @@ impl ClientPolicy {
             pending_denials: VecDeque::new(),
             channel_prefix,
             session_features,
-            statements: session_features.map(|_| ClientStatements::default()),
+            statements: session_features.map(|_| ClientStatements::new(statement_namespace)),
             session_state_used: false,
             settings_wiped: false,
             settings_untracked: false,
@@ -277,15 +278,20 @@ impl ClientPolicy {
     fn refusal(&mut self, verdict: &Inspection) -> Option<ClientError> {
         match &verdict.denial {
             Some(denial) => Some(denial.clone()),
+            None if verdict.reads_pooled_statements && self.statements.is_some() => Some(ClientError::error(
+                crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
+                "pg_prepared_statements is not available in transaction pooling: the prepared statements of a \
+                 pooled server connection belong to clients of every tenant",
+            )),
             None => self.session_feature(verdict.session_state),
         }
     }
 
-    /// Notes what a statement does to the client's own settings.
+    /// Notes what a statement does to the client's own settings (in session
+    /// pooling too: the context exchange after DISCARD SEQUENCES must not run
+    /// under them).
     fn note_settings(&mut self, verdict: &Inspection) {
-        if self.statements.is_some() {
-            self.setting_changes.extend(verdict.setting_changes.iter().cloned());
-        }
+        self.setting_changes.extend(verdict.setting_changes.iter().cloned());
         if verdict.wipes_settings {
             self.settings_wiped = true;
         }
@@ -505,7 +511,7 @@ mod tests {
     #[test]
     fn refuse_mode_replaces_session_features_with_a_marker() {
         let guard = Arc::new(Guard::new("app.tenant_id"));
-        let mut policy = ClientPolicy::new(guard, "m_".into(), "t.".into(), Some(SessionFeatures::Refuse), 1);
+        let mut policy = ClientPolicy::new(guard, "m_".into(), "t.".into(), Some(SessionFeatures::Refuse), [0; 32], 1);
         let mut out = BytesMut::new();
         policy.client_frame(&query("PREPARE p AS SELECT 1"), &mut out, None).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("SELECT m_1"), "{out:?}");

@@ -7,6 +7,7 @@
 //! in both directions, so neither side can block the other into a deadlock,
 //! and a full outbound buffer stops reading from the side that fills it.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::attach::{own_exchange_error, Attached, Attachment};
+use super::attach::{own_exchange_error, Attached, Attachment, OwnExchange};
 use super::policy::ClientPolicy;
 use super::request_timer::RequestTimer;
 use super::statements::Edit;
@@ -24,6 +25,7 @@ use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::parse_parameter_status;
 use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
 use crate::sessions::{SessionHandle, SessionState};
+use crate::setting_rules;
 use crate::upstream::pool::Lease;
 
 /// Stop reading from a side while this much is waiting to be written to the other.
@@ -77,8 +79,9 @@ pub struct Relay<C> {
     /// Bytes of a server frame still to pass through (or drop) unread.
     server_frame_left: usize,
     server_frame_dropped: bool,
-    /// ReadyForQuery messages that answer pgtenant's own exchanges, not the client's.
-    own_ready_pending: u32,
+    /// pgtenant's own exchanges sent and not yet answered (each by one
+    /// ReadyForQuery that is not the client's), in order.
+    own_pending: VecDeque<OwnExchange>,
     last_server_tag: u8,
     /// The last frame queued for the client is a ReadyForQuery: the server waits.
     to_client_ends_ready: bool,
@@ -87,8 +90,6 @@ pub struct Relay<C> {
     policy: ClientPolicy,
     /// Client messages wait for a server session to be attached.
     wants_server: bool,
-    /// Own exchanges at the end of the queue whose errors are logged, not fatal.
-    tolerated_own_errors: u32,
     /// The tenant's limit on how long a request may keep the server busy.
     timer: RequestTimer,
 }
@@ -104,7 +105,7 @@ struct Progress {
 
 impl Relay<ClientStream> {
     /// A relay whose first bytes to each side are already queued; the server
-    /// will answer `own_ready_pending` exchanges of pgtenant's before the client's.
+    /// will answer the attachment's own exchanges before the client's.
     pub fn new(
         client: ClientStream,
         attached: Attached,
@@ -113,7 +114,7 @@ impl Relay<ClientStream> {
         max_message_bytes: usize,
         mut policy: ClientPolicy,
     ) -> Self {
-        let Attached { lease, prefix: to_server, own_ready: own_ready_pending, .. } = attached;
+        let Attached { lease, prefix: to_server, exchanges } = attached;
         policy.set_server_pid(lease.conn_ref().cancel.process_id);
         Relay {
             client,
@@ -126,14 +127,13 @@ impl Relay<ClientStream> {
             client_frame_left: 0,
             server_frame_left: 0,
             server_frame_dropped: false,
-            own_ready_pending,
+            own_pending: exchanges.into(),
             last_server_tag: 0,
             to_client_ends_ready: false,
             status: TxnStatus::Idle,
             max_message_bytes,
             policy,
             wants_server: false,
-            tolerated_own_errors: 0,
             timer: RequestTimer::default(),
         }
     }
@@ -154,7 +154,7 @@ impl Relay<ClientStream> {
     fn stop_request_timer_if_answered(&mut self) {
         if !self.timer.is_idle()
             && self.to_client_ends_ready
-            && self.own_ready_pending == 0
+            && self.own_pending.is_empty()
             && self.server_frame_left == 0
             && self.policy.at_rest()
         {
@@ -191,7 +191,7 @@ impl Relay<ClientStream> {
     /// The server session is idle and nothing is in flight either way.
     fn server_at_rest(&self) -> bool {
         self.status == TxnStatus::Idle
-            && self.own_ready_pending == 0
+            && self.own_pending.is_empty()
             && self.policy.at_rest()
             && self.server_frame_left == 0
             && self.server_in.is_empty()
@@ -235,14 +235,12 @@ impl Relay<ClientStream> {
             Ok(attached) => attached,
             Err(error) => return Err(self.fatal(error)),
         };
-        let Attached { lease, mut prefix, own_ready, settings_last } = attached;
-        // Only the settings exchange (the prefix's last) may fail without ending the session.
-        self.tolerated_own_errors = u32::from(settings_last);
+        let Attached { lease, mut prefix, exchanges } = attached;
         self.policy.set_server_pid(lease.conn_ref().cancel.process_id);
         prefix.extend_from_slice(&self.to_server);
         self.to_server = prefix;
-        self.own_ready_pending += own_ready;
-        self.policy.own_batches_sent(own_ready);
+        self.policy.own_batches_sent(exchanges.len() as u32);
+        self.own_pending.extend(exchanges);
         self.status = TxnStatus::Idle;
         self.server = Some(lease);
         if !self.client_in.is_empty() {
@@ -314,7 +312,7 @@ impl Relay<ClientStream> {
                         return end;
                     }
                 }
-                if self.own_ready_pending == 0 && self.server_frame_left == 0 && self.to_client_ends_ready {
+                if self.own_pending.is_empty() && self.server_frame_left == 0 && self.to_client_ends_ready {
                     entry.set_state(match self.status {
                         TxnStatus::Idle => SessionState::Idle,
                         TxnStatus::InTransaction => SessionState::IdleInTransaction,
@@ -461,12 +459,12 @@ impl Relay<ClientStream> {
                 }
             };
             let tracked_reply =
-                matches!(header.tag, b'1' | b'3') && self.own_ready_pending == 0 && self.policy.tracking_replies();
+                matches!(header.tag, b'1' | b'3') && self.own_pending.is_empty() && self.policy.tracking_replies();
             let whole = tracked_reply
                 || match header.tag {
                     b'Z' | b'A' | b'S' => true,
                     b'E' => {
-                        self.own_ready_pending > 0
+                        !self.own_pending.is_empty()
                             || self.policy.reads_server_errors()
                             || self.timer.awaits_cancellation()
                     }
@@ -502,9 +500,7 @@ impl Relay<ClientStream> {
                     };
                     self.status = status;
                     self.policy.batch_done();
-                    if self.own_ready_pending > 0 {
-                        self.own_ready_pending -= 1;
-                        self.tolerated_own_errors = self.tolerated_own_errors.min(self.own_ready_pending);
+                    if self.own_pending.pop_front().is_some() {
                         self.server_in.advance(header.frame_len);
                         continue;
                     }
@@ -517,10 +513,11 @@ impl Relay<ClientStream> {
                     self.to_client_ends_ready = true;
                     if released {
                         if let Some(lease) = self.server.as_mut() {
-                            let exchange = self.attachment.context_exchange(lease);
+                            let wiped = self.policy.take_settings_wiped();
+                            let (exchange, exchanges) = self.attachment.context_exchange(lease, wiped);
                             self.to_server.extend_from_slice(&exchange);
-                            self.own_ready_pending += 1;
-                            self.policy.own_batches_sent(1);
+                            self.policy.own_batches_sent(exchanges.len() as u32);
+                            self.own_pending.extend(exchanges);
                         }
                     }
                     continue;
@@ -535,7 +532,7 @@ impl Relay<ClientStream> {
                     }
                     continue;
                 }
-                b'E' if self.own_ready_pending == 0
+                b'E' if self.own_pending.is_empty()
                     && self.timer.is_its_cancellation(&self.server_in[..header.frame_len]) =>
                 {
                     self.server_in.advance(header.frame_len);
@@ -544,7 +541,7 @@ impl Relay<ClientStream> {
                     self.to_client_ends_ready = false;
                     continue;
                 }
-                b'E' if self.own_ready_pending == 0 && self.policy.reads_server_errors() => {
+                b'E' if self.own_pending.is_empty() && self.policy.reads_server_errors() => {
                     if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
                         self.server_in.advance(header.frame_len);
                         self.to_client.extend_from_slice(&replacement);
@@ -553,28 +550,42 @@ impl Relay<ClientStream> {
                         continue;
                     }
                 }
-                b'E' if self.own_ready_pending > 0 && self.own_ready_pending <= self.tolerated_own_errors => {
+                b'E' if !self.own_pending.is_empty() => {
                     let error = own_exchange_error(&self.server_in[HEADER_LEN..header.frame_len]);
-                    tracing::warn!(code = error.code, message = %error.message, "a client setting could not be replayed");
-                    if let Some(lease) = self.server.as_mut() {
-                        // Its settings are now unknown: reset it before anyone else uses it.
-                        lease.conn().dirty = true;
+                    match self.own_pending.front() {
+                        Some(OwnExchange::Required) => return Err(self.fatal(error)),
+                        Some(OwnExchange::ClientSetting) => {
+                            tracing::warn!(code = error.code, message = %error.message, "a client setting could not be replayed");
+                        }
+                        // A setting that never took effect has nothing to reset.
+                        _ => tracing::debug!(code = error.code, message = %error.message, "resetting a setting failed"),
                     }
                 }
-                b'E' if self.own_ready_pending > 0 => {
-                    let error = own_exchange_error(&self.server_in[HEADER_LEN..header.frame_len]);
-                    return Err(self.fatal(error));
-                }
                 b'S' => {
-                    if let (Some(lease), Some((name, value))) =
-                        (self.server.as_mut(), parse_parameter_status(&self.server_in[HEADER_LEN..header.frame_len]))
-                    {
-                        lease.conn().note_parameter(name, value);
+                    let status = parse_parameter_status(&self.server_in[HEADER_LEN..header.frame_len]);
+                    if let Some((name, value)) = status {
+                        if !setting_rules::lexing_is_safe(name, value) {
+                            // Something the guard did not see changed how the
+                            // server reads text: this server session is done.
+                            tracing::error!(
+                                setting = name,
+                                value,
+                                "the server session now reads statements differently"
+                            );
+                            let error = ClientError::fatal(
+                                sqlstate::INSUFFICIENT_PRIVILEGE,
+                                format!("{name} was changed to \"{value}\", which pgtenant does not allow"),
+                            );
+                            return Err(self.fatal(error));
+                        }
+                        if let Some(lease) = self.server.as_mut() {
+                            lease.conn().note_parameter(name, value);
+                        }
                     }
                 }
                 _ => {}
             }
-            self.server_frame_dropped = self.own_ready_pending > 0;
+            self.server_frame_dropped = !self.own_pending.is_empty();
             self.server_frame_left = header.frame_len;
             if !self.server_frame_dropped {
                 self.last_server_tag = header.tag;

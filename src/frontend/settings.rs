@@ -1,100 +1,59 @@
-//! A client's own session settings (from its startup packet), kept as SQL
-//! so they can follow the client to whichever pooled server session serves it.
+//! A client's own session settings, carried to whichever pooled server
+//! session serves it.
+//!
+//! A setting is kept as its name and its value in the form `set_config()`
+//! and a startup packet take. pgtenant applies it with
+//! `SELECT pg_catalog.set_config($1, $2, false)` — name and value as bind
+//! parameters, a NULL value to reset — never as SQL text: text built from a
+//! client's value would be read under whatever `standard_conforming_strings`
+//! and `client_encoding` the server session has, and could become SQL.
 
 use std::collections::BTreeMap;
 
-use crate::quote::{quote_ident, quote_literal};
+use bytes::BytesMut;
 
-/// Settings whose values are lists of identifiers: quoting the whole value
-/// as one string would make it a single element.
-const IDENTIFIER_LISTS: &[&str] = &["search_path", "temp_tablespaces"];
+use crate::protocol::frontend;
 
-/// Setting name (lower case) → the `SET` statement that applies it.
+/// Setting name (lower case) → value.
 pub type Settings = BTreeMap<String, String>;
+
+/// pgtenant's one statement that changes a setting.
+const SET_CONFIG_SQL: &str = "SELECT pg_catalog.set_config($1, $2, false)";
 
 /// The settings of a client's startup parameters (already filtered by
 /// [`super::params::upstream_params`]).
 pub fn from_startup(params: &[(String, String)]) -> Settings {
-    params.iter().map(|(name, value)| (name.to_ascii_lowercase(), set_statement(name, value))).collect()
+    params.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect()
 }
 
-/// `SET name TO value`, quoted as the server reads a startup value.
-pub fn set_statement(name: &str, value: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let value_sql = if IDENTIFIER_LISTS.contains(&lower.as_str()) {
-        let items: Vec<String> = split_identifier_list(value).iter().map(|item| quote_ident(item)).collect();
-        if items.is_empty() {
-            "''".to_string()
-        } else {
-            items.join(", ")
-        }
-    } else {
-        quote_literal(value)
-    };
-    format!("SET {} TO {value_sql}", quote_ident(&lower))
+/// One change of one setting: a value to set, or `None` to reset it.
+pub type Change<'a> = (&'a str, Option<&'a str>);
+
+/// The changes that turn a server session's `applied` settings into
+/// `wanted`: resets first, then the values, `client_encoding` first among
+/// them (the client wrote the others' bytes in it).
+pub fn transition<'a>(applied: &'a Settings, wanted: &'a Settings) -> Vec<Change<'a>> {
+    let resets = applied.keys().filter(|name| !wanted.contains_key(*name)).map(|name| (name.as_str(), None));
+    let sets = in_application_order(wanted)
+        .filter(|(name, value)| applied.get(*name) != Some(*value))
+        .map(|(name, value)| (name.as_str(), Some(value.as_str())));
+    resets.chain(sets).collect()
 }
 
-/// The statements that turn a server session's `applied` settings into
-/// `wanted`; `None` when they already match.
-pub fn transition(applied: &Settings, wanted: &Settings) -> Option<String> {
-    let mut sql = String::new();
-    for name in applied.keys().filter(|k| !wanted.contains_key(*k)) {
-        sql.push_str(&format!("RESET {};", quote_ident(name)));
-    }
-    for (name, statement) in wanted {
-        if applied.get(name) != Some(statement) {
-            sql.push_str(statement);
-            sql.push(';');
-        }
-    }
-    (!sql.is_empty()).then_some(sql)
+/// `settings` in the order they are applied: `client_encoding` first.
+pub fn in_application_order(settings: &Settings) -> impl Iterator<Item = (&String, &String)> {
+    let encoding = settings.get_key_value("client_encoding");
+    encoding.into_iter().chain(settings.iter().filter(|(name, _)| name.as_str() != "client_encoding"))
 }
 
-/// Splits `a, "B c", d` as PostgreSQL's SplitIdentifierString does:
-/// unquoted names are lower-cased, quoted ones kept.
-fn split_identifier_list(value: &str) -> Vec<String> {
-    let mut items = Vec::new();
-    let mut chars = value.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let Some(&first) = chars.peek() else { break };
-        let mut item = String::new();
-        if first == '"' {
-            chars.next();
-            while let Some(c) = chars.next() {
-                if c == '"' {
-                    if chars.peek() == Some(&'"') {
-                        chars.next();
-                        item.push('"');
-                    } else {
-                        break;
-                    }
-                } else {
-                    item.push(c);
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' || c.is_whitespace() {
-                    break;
-                }
-                item.push(c.to_ascii_lowercase());
-                chars.next();
-            }
-        }
-        items.push(item);
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek() == Some(&',') {
-            chars.next();
-        } else {
-            break;
-        }
-    }
-    items
+/// Appends one change as its own exchange (Parse/Bind/Execute/Sync), so that
+/// a value the server refuses fails alone. The server answers with one
+/// ReadyForQuery.
+pub fn encode_change(buf: &mut BytesMut, (name, value): Change<'_>) {
+    frontend::parse_unnamed(buf, SET_CONFIG_SQL);
+    frontend::bind_unnamed(buf, &[Some(name), value]);
+    frontend::execute_unnamed(buf);
+    frontend::sync(buf);
 }
 
 #[cfg(test)]
@@ -106,21 +65,26 @@ mod tests {
     }
 
     #[test]
-    fn statements_quote_values_as_the_server_reads_them() {
-        assert_eq!(set_statement("application_name", "it's"), "SET \"application_name\" TO 'it''s'");
-        assert_eq!(set_statement("DateStyle", "ISO, MDY"), "SET \"datestyle\" TO 'ISO, MDY'");
+    fn transitions_reset_what_the_last_client_set_and_apply_the_rest() {
+        let a = settings(&[("application_name", "a"), ("DateStyle", "ISO")]);
+        let b = settings(&[("application_name", "b"), ("client_encoding", "LATIN1")]);
+        assert_eq!(transition(&a, &a), vec![]);
         assert_eq!(
-            set_statement("search_path", "\"$user\", Public,\"My Schema\""),
-            "SET \"search_path\" TO \"$user\", \"public\", \"My Schema\""
+            transition(&a, &b),
+            vec![("datestyle", None), ("client_encoding", Some("LATIN1")), ("application_name", Some("b"))]
         );
+        assert_eq!(transition(&Settings::new(), &Settings::new()), vec![]);
     }
 
     #[test]
-    fn transitions_reset_what_the_last_client_set_and_apply_the_rest() {
-        let a = settings(&[("application_name", "a"), ("DateStyle", "ISO")]);
-        let b = settings(&[("application_name", "b")]);
-        assert_eq!(transition(&a, &a), None);
-        assert_eq!(transition(&a, &b).unwrap(), "RESET \"datestyle\";SET \"application_name\" TO 'b';");
-        assert_eq!(transition(&Settings::new(), &Settings::new()), None);
+    fn values_travel_as_bind_parameters() {
+        let value = "x';DO $$ BEGIN END $$;--\\";
+        let mut buf = BytesMut::new();
+        encode_change(&mut buf, ("application_name", Some(value)));
+        let parse_len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+        let parse = &buf[..1 + parse_len];
+        assert!(parse.windows(SET_CONFIG_SQL.len()).any(|w| w == SET_CONFIG_SQL.as_bytes()));
+        assert!(!parse.windows(value.len()).any(|w| w == value.as_bytes()), "the value is not in the statement");
+        assert!(buf.windows(value.len()).any(|w| w == value.as_bytes()), "the value is a parameter");
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! A client's named statement may be used on any server session. pgtenant
 //! keeps the client's Parse per name, names the server-side statement after a
-//! hash of its text and parameter types (`pgt_<hash>`, shared by every client
-//! of a server session), prepares it lazily on whichever server session runs
-//! a Bind or Describe of it, and rewrites names in Bind, Describe and Close.
+//! keyed hash of the tenant, its text and parameter types (`pgt_<hash>`,
+//! shared by the clients of one tenant, never across tenants: no tenant can
+//! run, close, or time another tenant's statements, nor compute their names),
+//! prepares it lazily on whichever server session runs a Bind or Describe of
+//! it, and rewrites names in Bind, Describe and Close.
 //! The server's replies to messages pgtenant added or replaced are dropped or
 //! rewritten in order, tracked per batch (a batch ends at Sync, Query or
 //! FunctionCall; after an error the server skips to the end of the batch, so
@@ -32,11 +34,18 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(query_and_types: &[u8]) -> Prepared {
-        let digest = Sha256::digest(query_and_types);
+    /// A statement of the tenant whose [`statement_namespace`] is `namespace`.
+    pub fn new(namespace: &[u8; 32], query_and_types: &[u8]) -> Prepared {
+        let digest = Sha256::new().chain_update(namespace).chain_update(query_and_types).finalize();
         let name = crate::hex::hex(&digest[..10]);
         Prepared { server_name: format!("pgt_{name}"), query_and_types: query_and_types.to_vec() }
     }
+}
+
+/// The key under which a tenant's server-side statements are named: the
+/// process's random `secret` and the tenant id.
+pub fn statement_namespace(secret: &[u8; 32], tenant_id: &str) -> [u8; 32] {
+    Sha256::new().chain_update(secret).chain_update(tenant_id.as_bytes()).finalize().into()
 }
 
 /// The statements prepared on one server session.
@@ -124,13 +133,19 @@ impl ReplyEdits {
 }
 
 /// The client's named statements and the rewriting of their messages.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientStatements {
+    namespace: [u8; 32],
     by_name: HashMap<String, Arc<Prepared>>,
     pub edits: ReplyEdits,
 }
 
 impl ClientStatements {
+    /// The statements of a client whose tenant's [`statement_namespace`] is `namespace`.
+    pub fn new(namespace: [u8; 32]) -> ClientStatements {
+        ClientStatements { namespace, by_name: HashMap::new(), edits: ReplyEdits::default() }
+    }
+
     /// The client forgot every statement (DISCARD ALL, DEALLOCATE ALL).
     pub fn clear(&mut self) {
         self.by_name.clear();
@@ -138,7 +153,7 @@ impl ClientStatements {
 
     /// A named Parse: remembered; sent to the server only if it lacks it.
     pub fn parse(&mut self, name: &str, query_and_types: &[u8], server: &mut ServerStatements, out: &mut BytesMut) {
-        let prepared = Arc::new(Prepared::new(query_and_types));
+        let prepared = Arc::new(Prepared::new(&self.namespace, query_and_types));
         self.by_name.insert(name.to_owned(), Arc::clone(&prepared));
         if server.contains(&prepared.server_name) {
             close(out, b'S', NOOP_NAME);
@@ -234,9 +249,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_names_depend_on_text_and_types_only() {
-        assert_eq!(Prepared::new(b"SELECT 1\0\0\0").server_name, Prepared::new(b"SELECT 1\0\0\0").server_name);
-        assert_ne!(Prepared::new(b"SELECT 1\0\0\0").server_name, Prepared::new(b"SELECT 2\0\0\0").server_name);
+    fn server_names_depend_on_tenant_text_and_types() {
+        let secret = [7u8; 32];
+        let (a, b) = (statement_namespace(&secret, "tenant-a"), statement_namespace(&secret, "tenant-b"));
+        let name = |namespace: &[u8; 32], text: &[u8]| Prepared::new(namespace, text).server_name;
+        assert_eq!(name(&a, b"SELECT 1\0\0\0"), name(&a, b"SELECT 1\0\0\0"));
+        assert_ne!(name(&a, b"SELECT 1\0\0\0"), name(&a, b"SELECT 2\0\0\0"));
+        assert_ne!(name(&a, b"SELECT 1\0\0\0"), name(&b, b"SELECT 1\0\0\0"), "never shared across tenants");
+        let other_process = statement_namespace(&[8u8; 32], "tenant-a");
+        assert_ne!(name(&a, b"SELECT 1\0\0\0"), name(&other_process, b"SELECT 1\0\0\0"));
     }
 
     #[test]

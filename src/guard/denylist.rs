@@ -43,6 +43,7 @@ const FUNCTIONS: &[(&str, Danger)] = &[
     ("pg_read_binary_file", Danger::ServerFiles),
     ("pg_stat_file", Danger::ServerFiles),
     ("pg_notify", Danger::Notify),
+    ("pg_prepared_xact", Danger::OtherSessions),
 ];
 
 /// Function name prefixes refused.
@@ -57,8 +58,18 @@ const FUNCTION_PREFIXES: &[(&str, Danger)] = &[
 ];
 
 /// Relations refused wherever named: they show other sessions of the role.
-const RELATIONS: &[&str] =
-    &["pg_stat_activity", "pg_locks", "pg_stat_statements", "pg_largeobject", "pg_largeobject_metadata"];
+const RELATIONS: &[&str] = &[
+    "pg_stat_activity",
+    "pg_locks",
+    "pg_stat_statements",
+    "pg_largeobject",
+    "pg_largeobject_metadata",
+    "pg_prepared_xacts",
+];
+
+/// The view of a server session's prepared statements and the function
+/// behind it: in transaction pooling they list other clients' statements.
+const POOLED_STATEMENT_VIEWS: &[&str] = &["pg_prepared_statements", "pg_prepared_statement"];
 
 /// The danger of calling `name` (lower case), if any.
 pub fn function_danger(name: &str) -> Option<Danger> {
@@ -79,6 +90,11 @@ pub fn function_danger(name: &str) -> Option<Danger> {
         return Some(Danger::DynamicSql);
     }
     None
+}
+
+/// True when `name` (lower case) reads the server session's prepared statements.
+pub fn reads_pooled_statements(name: &str) -> bool {
+    POOLED_STATEMENT_VIEWS.contains(&name)
 }
 
 /// True when `name` (lower case) is a refused relation.

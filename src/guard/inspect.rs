@@ -9,9 +9,9 @@ use std::ops::Range;
 use pg_query::protobuf::{self, Token};
 use pg_query::NodeEnum;
 
-use super::denylist::{function_danger, relation_refused, Danger};
+use super::denylist::{function_danger, reads_pooled_statements, relation_refused, Danger};
 use crate::error::{sqlstate, ClientError};
-use crate::frontend::params::CONTEXT_MANAGED;
+use crate::setting_rules::{self, CONTEXT_MANAGED};
 
 /// What the guard concluded about one query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,8 +31,13 @@ pub struct Inspection {
     pub session_state: bool,
     /// It drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
     pub discards_statements: bool,
-    /// Session-level `SET name …` (statement text) and `RESET name` (None), in order.
+    /// Session-level `SET name …` and `RESET name` (None), in order: the
+    /// setting's name (lower case) and its value as `set_config()` takes it.
     pub setting_changes: Vec<(String, Option<String>)>,
+    /// It reads the prepared statements of its server session
+    /// (`pg_prepared_statements`), which transaction pooling shares among
+    /// clients of every tenant.
+    pub reads_pooled_statements: bool,
     /// It changes a session-level setting in a way pgtenant cannot follow
     /// (`set_config()` with a computed value or scope): the server session
     /// is reset before anyone uses it again.
@@ -74,14 +79,6 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
         let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else { continue };
         if let Some(error) = judge_statement(node, tenant_setting, &mut inspection) {
             return Inspection::deny(error);
-        }
-        if let NodeEnum::VariableSetStmt(set) = node {
-            let start = raw.stmt_location.max(0) as usize;
-            let end = if raw.stmt_len > 0 { start + raw.stmt_len as usize } else { sql.len() };
-            let text = sql.get(start..end.min(sql.len())).unwrap_or_default().trim().trim_end_matches(';').trim();
-            if let Some(change) = setting_change(set, text) {
-                inspection.setting_changes.push(change);
-            }
         }
         if matches!(node, NodeEnum::ListenStmt(_) | NodeEnum::UnlistenStmt(_) | NodeEnum::NotifyStmt(_)) {
             let start = raw.stmt_location.max(0) as usize;
@@ -153,12 +150,20 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
                 inspection.wipes_settings = true;
                 return None;
             }
-            if !set.is_local && setting_change(set, "").is_none() {
-                // SET SESSION CHARACTERISTICS and the like: kept only by a whole session.
-                inspection.session_state = true;
-            }
             let name = set.name.to_ascii_lowercase();
-            is_reserved_setting(&name, tenant_setting).then(|| denied(Danger::Context, &name))
+            if setting_rules::is_reserved(&name, tenant_setting) {
+                return Some(denied(Danger::Context, &name));
+            }
+            if let Err(refusal) = check_lexical_set(set, &name) {
+                return Some(refusal);
+            }
+            match setting_change(set, &name) {
+                Some(Some(change)) => inspection.setting_changes.push(change),
+                Some(None) => {}
+                // SET SESSION CHARACTERISTICS and the like: kept only by a whole session.
+                None => inspection.session_state = true,
+            }
+            None
         }
         NodeEnum::DiscardStmt(discard) => {
             if discard.target == protobuf::DiscardMode::DiscardAll as i32 {
@@ -181,6 +186,14 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
         NodeEnum::AlterRoleSetStmt(_) | NodeEnum::AlterDatabaseSetStmt(_) | NodeEnum::AlterSystemStmt(_) => {
             Some(denied(Danger::Context, "ALTER ... SET"))
         }
+        NodeEnum::TransactionStmt(transaction) if is_two_phase(transaction) => Some(ClientError::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "prepared transactions are not allowed through pgtenant: every tenant of the session role could \
+             see and finish them",
+        )),
+        NodeEnum::AlterFunctionStmt(alter) if alter.actions.iter().any(is_set_action) => {
+            Some(denied(Danger::Context, "ALTER FUNCTION ... SET"))
+        }
         NodeEnum::DoStmt(_) => Some(denied(Danger::DynamicSql, "DO")),
         NodeEnum::CreateFunctionStmt(_) => Some(denied(Danger::DynamicSql, "CREATE FUNCTION / PROCEDURE")),
         NodeEnum::LoadStmt(_) => Some(denied(Danger::ServerFiles, "LOAD")),
@@ -195,21 +208,93 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
     }
 }
 
-/// A session-level change of one named setting that pgtenant can replay on
-/// another server session: `SET name TO …` (its text) or `RESET name`.
-fn setting_change(set: &protobuf::VariableSetStmt, text: &str) -> Option<(String, Option<String>)> {
+/// What a SET/RESET does to the session's settings: `Some(Some(change))` a
+/// change pgtenant can replay elsewhere, `Some(None)` nothing that outlasts
+/// the transaction, `None` a change it cannot follow.
+fn setting_change(set: &protobuf::VariableSetStmt, name: &str) -> Option<Option<(String, Option<String>)>> {
     use protobuf::VariableSetKind as Kind;
-    if set.is_local || set.name.is_empty() || set.name.contains(' ') {
+    if set.is_local || setting_rules::is_transaction_scoped(name) {
+        return Some(None);
+    }
+    if name.is_empty() || name.contains(' ') {
         return None;
     }
-    let name = set.name.to_ascii_lowercase();
     match set.kind {
-        k if k == Kind::VarSetValue as i32 || k == Kind::VarSetDefault as i32 || k == Kind::VarSetCurrent as i32 => {
-            Some((name, Some(text.to_owned())))
-        }
-        k if k == Kind::VarReset as i32 => Some((name, None)),
+        k if k == Kind::VarSetValue as i32 => Some(Some((name.to_owned(), Some(set_value(set, name)?)))),
+        k if k == Kind::VarSetDefault as i32 || k == Kind::VarReset as i32 => Some(Some((name.to_owned(), None))),
         _ => None,
     }
+}
+
+/// The value of `SET name TO a, b, …` as `set_config()` (and a startup
+/// packet) takes it, built as PostgreSQL's flatten_set_variable_args does;
+/// `None` for forms pgtenant does not replay (an INTERVAL time zone).
+fn set_value(set: &protobuf::VariableSetStmt, name: &str) -> Option<String> {
+    use protobuf::a_const::Val;
+    let mut items = Vec::with_capacity(set.args.len());
+    for arg in &set.args {
+        let NodeEnum::AConst(constant) = arg.node.as_ref()? else { return None };
+        items.push(match constant.val.as_ref()? {
+            Val::Ival(i) => i.ival.to_string(),
+            Val::Fval(f) => f.fval.clone(),
+            Val::Boolval(b) => b.boolval.to_string(),
+            Val::Sval(s) if quotes_list_items(name) => quote_identifier(&s.sval),
+            Val::Sval(s) => s.sval.clone(),
+            Val::Bsval(_) => return None,
+        });
+    }
+    (!items.is_empty()).then(|| items.join(", "))
+}
+
+/// Settings whose list items PostgreSQL keeps as quoted identifiers (GUC_LIST_QUOTE).
+fn quotes_list_items(name: &str) -> bool {
+    matches!(name, "search_path" | "temp_tablespaces" | "local_preload_libraries" | "session_preload_libraries")
+}
+
+/// PostgreSQL's quote_identifier: quoted unless a plain lower-case name
+/// that is no keyword (unreserved keywords excepted).
+fn quote_identifier(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let keyword = || {
+        pg_query::scan_tokens(name).map_or(true, |tokens| {
+            tokens.len() != 1
+                || !matches!(
+                    protobuf::KeywordKind::try_from(tokens[0].keyword_kind),
+                    Ok(protobuf::KeywordKind::NoKeyword | protobuf::KeywordKind::UnreservedKeyword)
+                )
+        })
+    };
+    if plain && !keyword() {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// Refuses a SET of a lexical setting to a value under which the server
+/// would read statements differently from the guard (also `SET LOCAL`).
+fn check_lexical_set(set: &protobuf::VariableSetStmt, name: &str) -> Result<(), ClientError> {
+    if !setting_rules::is_lexical(name) || set.kind != protobuf::VariableSetKind::VarSetValue as i32 {
+        return Ok(());
+    }
+    match set_value(set, name) {
+        Some(value) => setting_rules::check_value(name, &value),
+        None => setting_rules::check_value(name, ""),
+    }
+}
+
+/// PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED.
+fn is_two_phase(transaction: &protobuf::TransactionStmt) -> bool {
+    use protobuf::TransactionStmtKind as Kind;
+    [Kind::TransStmtPrepare, Kind::TransStmtCommitPrepared, Kind::TransStmtRollbackPrepared]
+        .iter()
+        .any(|k| transaction.kind == *k as i32)
+}
+
+/// An `ALTER FUNCTION … SET name …` action (a setting changed on every call).
+fn is_set_action(action: &protobuf::Node) -> bool {
+    matches!(action.node.as_ref(), Some(NodeEnum::DefElem(def)) if def.defname == "set")
 }
 
 /// `CURSOR_OPT_HOLD` of PostgreSQL's parsenodes.h.
@@ -268,8 +353,10 @@ fn walk_tokens(sql: &str, tenant_setting: &str, inspection: &mut Inspection) -> 
             let arguments = &significant[i + 2..];
             let setting = constant_argument(sql, arguments, 0).filter(|_| is_token(arguments.get(1), Token::Ascii44));
             match setting {
-                Some(setting) if !is_reserved_setting(&setting.to_ascii_lowercase(), tenant_setting) => {
-                    note_set_config(sql, arguments, &setting, inspection);
+                Some(setting) if !setting_rules::is_reserved(&setting.to_ascii_lowercase(), tenant_setting) => {
+                    if let Err(refusal) = note_set_config(sql, arguments, &setting, inspection) {
+                        return Some(refusal);
+                    }
                     continue;
                 }
                 _ => return Some(denied(Danger::Context, "set_config()")),
@@ -281,6 +368,9 @@ fn walk_tokens(sql: &str, tenant_setting: &str, inspection: &mut Inspection) -> 
             }
         } else if relation_refused(&name) {
             return Some(denied(Danger::OtherSessions, &name));
+        }
+        if reads_pooled_statements(&name) {
+            inspection.reads_pooled_statements = true;
         }
     }
     None
@@ -299,33 +389,36 @@ fn constant_argument(sql: &str, arguments: &[&protobuf::ScanToken], index: usize
 /// Records what an allowed `set_config(name, value, is_local)` does to the
 /// session: `set_config('n', 'v', false)` is `SET n TO 'v'` and follows the
 /// client like one; a transaction-local one (`true`) leaves nothing behind;
-/// anything computed cannot be followed, so the server session is reset.
-fn note_set_config(sql: &str, arguments: &[&protobuf::ScanToken], setting: &str, inspection: &mut Inspection) {
+/// anything computed cannot be followed, so the server session is reset. A
+/// lexical setting must get a constant, acceptable value in either scope.
+fn note_set_config(
+    sql: &str,
+    arguments: &[&protobuf::ScanToken],
+    setting: &str,
+    inspection: &mut Inspection,
+) -> Result<(), ClientError> {
     let value = constant_argument(sql, arguments, 2).filter(|_| is_token(arguments.get(3), Token::Ascii44));
     let scope = arguments.get(4).map(|t| t.token);
     let closed = is_token(arguments.get(5), Token::Ascii41);
+    let name = setting.to_ascii_lowercase();
+    if setting_rules::is_lexical(&name) {
+        setting_rules::check_value(&name, value.as_deref().unwrap_or_default())?;
+    }
     match (value, scope, closed) {
         (_, Some(scope), true) if scope == Token::TrueP as i32 => {}
+        (_, Some(scope), true) if scope == Token::FalseP as i32 && setting_rules::is_transaction_scoped(&name) => {}
         (Some(value), Some(scope), true) if scope == Token::FalseP as i32 => {
-            let name = setting.to_ascii_lowercase();
-            let statement =
-                format!("SET {} TO {}", crate::quote::quote_ident(&name), crate::quote::quote_literal(&value));
-            inspection.setting_changes.push((name, Some(statement)));
+            inspection.setting_changes.push((name, Some(value)));
         }
         _ => inspection.untracked_settings = true,
     }
+    Ok(())
 }
 
 /// The value of a plain `'...'` literal (no E'', U&'' or dollar quoting).
 fn plain_string_literal(text: &str) -> Option<String> {
     let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
     Some(inner.replace("''", "'"))
-}
-
-/// Settings no client may change: the tenant setting, pgtenant's own, the role.
-fn is_reserved_setting(name: &str, tenant_setting: &str) -> bool {
-    let name = name.trim();
-    name == tenant_setting || name.starts_with("pgtenant.") || name == "role" || name == "session_authorization"
 }
 
 /// The name PostgreSQL sees for an identifier token, lower-cased for comparison.
@@ -383,7 +476,7 @@ mod tests {
     #[test]
     fn set_config_on_ordinary_settings_is_followed_or_flagged() {
         let followed = inspect("SELECT set_config('jit', 'off', false)", "app.tenant_id");
-        assert_eq!(followed.setting_changes, vec![("jit".to_owned(), Some("SET \"jit\" TO 'off'".to_owned()))]);
+        assert_eq!(followed.setting_changes, vec![("jit".to_owned(), Some("off".to_owned()))]);
         assert!(!followed.untracked_settings && followed.denial.is_none());
         let local = inspect("SELECT set_config('jit', 'off', true)", "app.tenant_id");
         assert!(local.setting_changes.is_empty() && !local.untracked_settings);
@@ -508,6 +601,90 @@ mod tests {
     }
 
     #[test]
+    fn set_values_are_kept_as_set_config_takes_them() {
+        let value = |sql: &str| {
+            let i = inspect(sql, "app.tenant_id");
+            assert!(i.denial.is_none() && !i.session_state, "{sql}: {i:?}");
+            i.setting_changes.into_iter().next().and_then(|(_, v)| v)
+        };
+        assert_eq!(value("SET application_name = 'it''s'").as_deref(), Some("it's"));
+        assert_eq!(value(r"SET application_name = E'a\\'';do'").as_deref(), Some(r"a\';do"));
+        assert_eq!(value("SET statement_timeout = 5").as_deref(), Some("5"));
+        assert_eq!(value("SET extra_float_digits = -1").as_deref(), Some("-1"));
+        assert_eq!(value("SET seed = 0.5").as_deref(), Some("0.5"));
+        assert_eq!(value("SET DateStyle = ISO, DMY").as_deref(), Some("iso, dmy"));
+        assert_eq!(
+            value("SET search_path = public, \"My Schema\", 'a, b'").as_deref(),
+            Some("public, \"My Schema\", \"a, b\"")
+        );
+        assert_eq!(
+            value("SET search_path TO \"$user\", public, \"select\"").as_deref(),
+            Some("\"$user\", public, \"select\"")
+        );
+        assert_eq!(value("SET SCHEMA 'x'").as_deref(), Some("x"));
+        assert_eq!(value("SET TIME ZONE 'UTC'").as_deref(), Some("UTC"));
+        assert_eq!(value("SET work_mem TO DEFAULT"), None);
+        assert!(inspect("SET TIME ZONE INTERVAL '+02:00' HOUR TO MINUTE", "app.tenant_id").session_state);
+        // Transaction-scoped settings are not session state to carry.
+        let i = inspect("SET transaction_read_only = on; SET LOCAL work_mem = '1MB'", "app.tenant_id");
+        assert!(i.setting_changes.is_empty() && !i.session_state, "{i:?}");
+    }
+
+    #[test]
+    fn settings_that_change_how_text_is_read_are_refused() {
+        for sql in [
+            "SET standard_conforming_strings = off",
+            "SET standard_conforming_strings TO false",
+            "SET LOCAL standard_conforming_strings = 0",
+            "SET client_encoding = 'SJIS'",
+            "SET NAMES 'BIG5'",
+            "SET client_encoding = GBK",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "SELECT set_config('standard_conforming_strings', 'off', true)",
+            "SELECT set_config('standard_conforming_strings', lower('OFF'), false)",
+            "SELECT set_config('client_encoding', $1, false)",
+            "SELECT set_config('CLIENT_ENCODING', 'win932', false)",
+        ] {
+            let d = denial(sql).unwrap_or_else(|| panic!("allowed: {sql}"));
+            assert!(d.starts_with("42501 "), "{sql}: {d}");
+        }
+        for sql in [
+            "SET standard_conforming_strings = on",
+            "RESET standard_conforming_strings",
+            "SET client_encoding = 'UTF8'",
+            "SET NAMES 'LATIN1'",
+            "SELECT set_config('client_encoding', 'UTF8', false)",
+        ] {
+            assert_eq!(denial(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn prepared_transactions_and_shared_session_views() {
+        for sql in [
+            "PREPARE TRANSACTION 'x'",
+            "COMMIT PREPARED 'x'",
+            "ROLLBACK PREPARED 'x'",
+            "SELECT gid FROM pg_prepared_xacts",
+            "SELECT * FROM pg_prepared_xact()",
+            "ALTER FUNCTION f() SET search_path = x",
+            "ALTER FUNCTION f() RESET ALL",
+        ] {
+            assert!(denial(sql).is_some_and(|d| d.starts_with("42501 ")), "{sql}");
+        }
+        for sql in [
+            "SELECT name, statement FROM pg_prepared_statements",
+            "SELECT * FROM pg_catalog.\"pg_prepared_statements\"",
+            "SELECT * FROM pg_prepared_statement()",
+            "CREATE VIEW v AS SELECT * FROM pg_prepared_statements",
+        ] {
+            let i = inspect(sql, "app.tenant_id");
+            assert!(i.reads_pooled_statements && i.denial.is_none(), "{sql}");
+        }
+        assert!(!inspect("SELECT * FROM pg_cursors", "app.tenant_id").reads_pooled_statements);
+    }
+
+    #[test]
     fn unparsable_sql_is_refused() {
         let d = denial("SELEKT 1").unwrap();
         assert!(d.starts_with("42601 syntax error"), "{d}");
@@ -538,10 +715,7 @@ mod session_state_tests {
         let i = inspect("SET statement_timeout = '5s'; RESET search_path", "app.tenant_id");
         assert_eq!(
             i.setting_changes,
-            vec![
-                ("statement_timeout".into(), Some("SET statement_timeout = '5s'".into())),
-                ("search_path".into(), None)
-            ]
+            vec![("statement_timeout".into(), Some("5s".into())), ("search_path".into(), None)]
         );
     }
 }

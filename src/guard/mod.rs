@@ -120,6 +120,6 @@ mod tests {
         let sql = "SELECT 1; LISTEN jobs; NOTIFY jobs, 'it''s'; UNLISTEN *";
         let verdict = guard.check(sql);
         let rewritten = rewrite_channels(sql, &verdict.channel_statements, "t1.");
-        assert_eq!(rewritten, "SELECT 1; LISTEN \"t1.jobs\"; NOTIFY \"t1.jobs\", 'it''s'; UNLISTEN *");
+        assert_eq!(rewritten, "SELECT 1; LISTEN \"t1.jobs\"; NOTIFY \"t1.jobs\", E'it''s'; UNLISTEN *");
     }
 }

@@ -15,16 +15,21 @@ pub fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
 }
 
 /// Bind of the unnamed statement to the unnamed portal, every parameter in
-/// text format, results in text format.
-pub fn bind_unnamed_text(buf: &mut BytesMut, params: &[&str]) {
+/// text format (`None`: SQL NULL), results in text format.
+pub fn bind_unnamed(buf: &mut BytesMut, params: &[Option<&str>]) {
     write_message(buf, b'B', |b| {
         put_cstr(b, "");
         put_cstr(b, "");
         b.put_i16(0);
         b.put_i16(params.len() as i16);
         for p in params {
-            b.put_i32(p.len() as i32);
-            b.put_slice(p.as_bytes());
+            match p {
+                Some(p) => {
+                    b.put_i32(p.len() as i32);
+                    b.put_slice(p.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
         }
         b.put_i16(0);
     });

@@ -11,7 +11,8 @@
 //! skip the verification. The exchange runs as its own
 //! Parse/Bind/Execute/Sync while the server is idle (a client cannot wrap it
 //! in a transaction it rolls back), with the token as a bind parameter (it
-//! never appears in query text).
+//! never appears in query text), inside `BEGIN READ WRITE … COMMIT` so that a
+//! read-only default (of the session role, say) cannot stop its setval().
 
 use bytes::BytesMut;
 use hmac::{Hmac, Mac};
@@ -77,9 +78,16 @@ pub fn encode_set_context(
         ContextChange::Verify => SET_CONTEXT_SQL,
         ContextChange::Switch => SWITCH_CONTEXT_SQL,
     };
-    frontend::parse_unnamed(buf, sql);
-    frontend::bind_unnamed_text(buf, &[&token, tenant_setting, &hex(secret)]);
-    frontend::execute_unnamed(buf);
+    let secret = hex(secret);
+    for (statement, params) in [
+        ("BEGIN READ WRITE", &[][..]),
+        (sql, &[Some(token.as_str()), Some(tenant_setting), Some(secret.as_str())][..]),
+        ("COMMIT", &[][..]),
+    ] {
+        frontend::parse_unnamed(buf, statement);
+        frontend::bind_unnamed(buf, params);
+        frontend::execute_unnamed(buf);
+    }
     frontend::sync(buf);
 }
 

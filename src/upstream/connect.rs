@@ -201,6 +201,16 @@ async fn connect_inner(
         }
     }
     let (process_id, secret_key) = backend_key.ok_or_else(|| protocol("no BackendKeyData"))?;
+    // The guard reads client SQL as the server does only in this state; a
+    // role or database default that leaves it is a configuration error.
+    if let Some((name, value)) =
+        parameters.iter().find(|(name, value)| !crate::setting_rules::lexing_is_safe(name, value))
+    {
+        return Err(protocol(&format!(
+            "the upstream session starts with {name} = {value}; pgtenant needs standard_conforming_strings on \
+             and an ASCII-safe client_encoding (check ALTER ROLE/DATABASE ... SET)"
+        )));
+    }
     Ok(ServerConnection {
         stream,
         parameters,

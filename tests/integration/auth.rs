@@ -74,7 +74,8 @@ async fn startup_settings_reach_the_server_but_not_the_context() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "ledger-ui");
-    assert_eq!(row.get::<_, String>(1), "pg_catalog, public");
+    // As PostgreSQL keeps a startup value: verbatim.
+    assert_eq!(row.get::<_, String>(1), "pg_catalog,public");
     assert_eq!(row.get::<_, String>(2), "7s");
 
     for options in [

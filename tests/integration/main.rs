@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod config_example;
 mod drivers;
+mod pooled_state;
 mod pooling;
 mod psql;
 mod relay;

@@ -151,7 +151,7 @@ impl TestEnv {
 
 pub async fn connect_url(url: &str) -> Client {
     let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e:?}"));
     tokio::spawn(connection);
     client
 }
