@@ -12,6 +12,7 @@ pub mod guard;
 pub mod hex;
 pub mod metrics;
 pub mod migrate;
+pub mod notifiers;
 pub mod protocol;
 pub mod quote;
 pub mod server;

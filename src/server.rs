@@ -81,6 +81,7 @@ impl Server {
             }),
             marker_prefix: format!("pgtenant_refused_{:016x}_", rand::random::<u64>()),
             statement_secret: rand::random(),
+            notifiers: Default::default(),
         });
 
         let proxy = TcpListener::bind(config.proxy.listen)

@@ -31,7 +31,10 @@ pub struct Attachment {
     tenant_setting: String,
     /// The client's cancel-key id, which also identifies it to the pool.
     client_id: i32,
+    /// The client's settings now (what its session would show).
     settings: Settings,
+    /// The settings of its startup packet: what RESET restores, as on PostgreSQL.
+    startup_settings: Settings,
     cancel: CancelHandle,
     /// In transaction mode: the client used a feature that needs its whole
     /// server session, so it keeps this one until it disconnects.
@@ -84,6 +87,7 @@ impl Attachment {
             context_key,
             tenant_setting,
             client_id,
+            startup_settings: settings.clone(),
             settings,
             cancel,
             pinned: false,
@@ -126,7 +130,7 @@ impl Attachment {
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if conn.tenant.as_deref() != Some(self.context.tenant_id.as_str()) {
-            self.put_context_exchange(conn, &mut prefix, &mut exchanges, true);
+            self.put_context_exchange(conn, &mut prefix, &mut exchanges, Exchange::AtCheckout);
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
             self.put_settings(conn, &mut prefix, &mut exchanges);
@@ -176,20 +180,26 @@ impl Attachment {
         }
     }
 
-    /// The context exchange for the server session in `lease`, to restore it
-    /// after the client reset everything (RESET ALL / DISCARD ALL, which
-    /// `settings_wiped` says also reset its settings) or DISCARD SEQUENCES.
-    pub fn context_exchange(&mut self, lease: &mut Lease, settings_wiped: bool) -> (BytesMut, Vec<OwnExchange>) {
+    /// The exchange that restores the context and the client's settings on
+    /// the server session in `lease` after the client reset them: RESET ALL
+    /// / DISCARD ALL (`settings_wiped`: every setting is back to its startup
+    /// value), RESET of a startup setting, DISCARD SEQUENCES.
+    /// `in_client_transaction`: the client's transaction block is open.
+    pub fn context_exchange(
+        &mut self,
+        lease: &mut Lease,
+        settings_wiped: bool,
+        in_client_transaction: bool,
+    ) -> (BytesMut, Vec<OwnExchange>) {
         let conn = lease.conn();
         if settings_wiped {
             conn.applied.clear();
-            self.settings.clear();
+            self.settings = self.startup_settings.clone();
         }
         let mut out = BytesMut::with_capacity(256);
         let mut exchanges = Vec::new();
-        // After the client's reset the secret may be gone (DISCARD ALL or
-        // SEQUENCES): verify again, installing a fresh one.
-        self.put_context_exchange(conn, &mut out, &mut exchanges, false);
+        let exchange = if in_client_transaction { Exchange::InClientTransaction } else { Exchange::AfterReset };
+        self.put_context_exchange(conn, &mut out, &mut exchanges, exchange);
         (out, exchanges)
     }
 
@@ -201,16 +211,20 @@ impl Attachment {
         conn: &mut ServerConn,
         out: &mut BytesMut,
         exchanges: &mut Vec<OwnExchange>,
-        may_switch: bool,
+        exchange: Exchange,
     ) {
-        let risky: Vec<String> =
-            conn.applied.keys().filter(|name| !setting_rules::leaves_own_exchanges_alone(name)).cloned().collect();
-        for name in risky {
-            settings::encode_change(out, (&name, None));
-            exchanges.push(OwnExchange::ResetSetting);
-            conn.applied.remove(&name);
+        // Inside the client's transaction a failed reset would abort it; the
+        // settings there are the client's own.
+        if exchange != Exchange::InClientTransaction {
+            let risky: Vec<String> =
+                conn.applied.keys().filter(|name| !setting_rules::leaves_own_exchanges_alone(name)).cloned().collect();
+            for name in risky {
+                settings::encode_change(out, (&name, None));
+                exchanges.push(OwnExchange::ResetSetting);
+                conn.applied.remove(&name);
+            }
         }
-        self.put_context(conn, out, may_switch);
+        self.put_context(conn, out, exchange);
         exchanges.push(OwnExchange::Required);
         conn.tenant = Some(self.context.tenant_id.clone());
         self.put_settings(conn, out, exchanges);
@@ -233,41 +247,58 @@ impl Attachment {
     }
 
     /// Queues the exchange that gives `conn` this client's context: a switch
-    /// when `may_switch` and the session holds a switching secret, else a
-    /// verified context that installs a fresh secret. A failed exchange ends
-    /// the client's session and closes the server session, so the secret is
+    /// at checkout when the session holds a switching secret, else (also
+    /// after a client's reset, which may have dropped the secret) a verified
+    /// context that installs a fresh secret. A failed exchange ends the
+    /// client's session and closes the server session, so the secret is
     /// recorded as sent.
-    fn put_context(&self, conn: &mut ServerConn, out: &mut BytesMut, may_switch: bool) {
-        let (secret, change) = match conn.switch_secret.filter(|_| may_switch) {
+    fn put_context(&self, conn: &mut ServerConn, out: &mut BytesMut, exchange: Exchange) {
+        let (secret, change) = match conn.switch_secret.filter(|_| exchange == Exchange::AtCheckout) {
             Some(secret) => (secret, ContextChange::Switch),
             None => (context::new_switch_secret(), ContextChange::Verify),
         };
-        let pid = conn.cancel.process_id;
-        context::encode_set_context(out, &self.context_key, &self.context, pid, &self.tenant_setting, &secret, change);
+        let install = context::Installation {
+            backend_pid: conn.cancel.process_id,
+            secret,
+            change,
+            own_transaction: exchange != Exchange::InClientTransaction,
+        };
+        context::encode_set_context(out, &self.context_key, &self.context, &self.tenant_setting, &install);
         conn.switch_secret = Some(secret);
     }
 
     /// Session-level SET/RESET the client just sent on the server session in
     /// `lease`: they become the client's settings, applied there already.
-    pub fn note_setting_changes(&mut self, lease: &mut Lease, changes: Vec<(String, Option<String>)>) {
+    /// True when a RESET named a setting of the startup packet, whose value
+    /// pgtenant must now put back (the server reset it to its own default).
+    pub fn note_setting_changes(&mut self, lease: &mut Lease, changes: Vec<(String, Option<String>)>) -> bool {
         let conn = lease.conn();
+        let mut restore = false;
         for (name, value) in changes {
+            conn.applied.remove(&name);
             match value {
                 Some(value) => {
                     conn.applied.insert(name.clone(), value.clone());
                     self.settings.insert(name, value);
                 }
-                None => {
-                    conn.applied.remove(&name);
-                    self.settings.remove(&name);
-                }
+                // The server reset it to its own default; the client's is its startup value.
+                None => match self.startup_settings.get(&name) {
+                    Some(startup) => {
+                        self.settings.insert(name, startup.clone());
+                        restore = true;
+                    }
+                    None => {
+                        self.settings.remove(&name);
+                    }
+                },
             }
         }
+        restore
     }
 
-    /// The client reset its own settings: it wants the defaults from now on.
-    pub fn forget_settings(&mut self) {
-        self.settings.clear();
+    /// The client reset all its settings: their startup values from now on.
+    pub fn reset_settings(&mut self) {
+        self.settings = self.startup_settings.clone();
     }
 
     /// Hands the server session back. `clean_idle`: it is idle with nothing in
@@ -282,10 +313,22 @@ impl Attachment {
         }
         if client_settings_wiped {
             conn.applied.clear();
-            self.settings.clear();
+            self.settings = self.startup_settings.clone();
         }
         self.pool.checkin(lease, clean_idle);
     }
+}
+
+/// Where a context exchange runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exchange {
+    /// At checkout, between clients: a switch may take the session's secret.
+    AtCheckout,
+    /// After the client's reset, with the server idle.
+    AfterReset,
+    /// After the client's reset, inside its open transaction block: no
+    /// transaction of pgtenant's own, nothing that could fail and abort it.
+    InClientTransaction,
 }
 
 /// The client-facing error for a failure of pgtenant's own exchange: the

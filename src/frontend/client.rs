@@ -197,6 +197,7 @@ async fn run_session(
         channel_prefix(&login.context.tenant_id),
         transaction_pooling.then_some(state.session_features),
         statement_namespace(&state.statement_secret, &login.context.tenant_id),
+        Arc::clone(&state.notifiers),
         key.process_id,
     );
     let mut session = state.sessions.register(

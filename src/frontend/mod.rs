@@ -55,6 +55,8 @@ pub struct ProxyState {
     pub context_key: Vec<u8>,
     /// Key for the decoy verifiers of unknown users; random per process.
     pub decoy_secret: [u8; 32],
+    /// Which client sent NOTIFY through which server backend.
+    pub notifiers: Arc<crate::notifiers::Notifiers>,
     /// Key of server-side statement names (transaction pooling), random per
     /// process: no client can compute another tenant's statement names.
     pub statement_secret: [u8; 32],

@@ -8,7 +8,7 @@
 //! fails on the server at the same place in the stream; the server's error
 //! for the marker is then swapped for pgtenant's own.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
@@ -16,7 +16,8 @@ use bytes::{BufMut, BytesMut};
 use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
-use crate::guard::{self, Guard, Inspection};
+use crate::guard::{self, ChannelCommand, Guard, Inspection};
+use crate::notifiers::Notifiers;
 use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
 use crate::protocol::frame::{read_cstr, HEADER_LEN};
 
@@ -52,6 +53,9 @@ pub struct ClientPolicy {
     context_dirty: bool,
     /// An extended-protocol reset waits for its Sync.
     reset_awaits_sync: bool,
+    /// What prepared statements (by name) do to the context and the
+    /// settings each time they are executed.
+    prepared_effects: HashMap<String, PreparedEffects>,
     /// Client messages that each end with one ReadyForQuery, sent and unanswered.
     client_syncs_in_flight: u32,
     /// Stop forwarding client messages until the in-flight ones are answered.
@@ -59,6 +63,8 @@ pub struct ClientPolicy {
     /// The server backend's pid, shown to the client as `client_pid` in notifications.
     server_pid: i32,
     client_pid: i32,
+    /// The process's record of who sent NOTIFY through which backend.
+    notifiers: Arc<Notifiers>,
 }
 
 impl ClientPolicy {
@@ -68,6 +74,7 @@ impl ClientPolicy {
         channel_prefix: String,
         session_features: Option<SessionFeatures>,
         statement_namespace: [u8; 32],
+        notifiers: Arc<Notifiers>,
         client_pid: i32,
     ) -> Self {
         ClientPolicy {
@@ -86,10 +93,12 @@ impl ClientPolicy {
             setting_changes: Vec::new(),
             context_dirty: false,
             reset_awaits_sync: false,
+            prepared_effects: HashMap::new(),
             client_syncs_in_flight: 0,
             hold: false,
             server_pid: 0,
             client_pid,
+            notifiers,
         }
     }
 
@@ -139,7 +148,9 @@ impl ClientPolicy {
 
     /// True when `tag` is a client message this policy reads whole.
     pub fn inspects(&self, tag: u8) -> bool {
-        matches!(tag, b'Q' | b'P' | b'F' | b'S') || (self.statements.is_some() && matches!(tag, b'B' | b'D' | b'C'))
+        matches!(tag, b'Q' | b'P' | b'F' | b'S')
+            || (self.statements.is_some() && matches!(tag, b'B' | b'D' | b'C'))
+            || (tag == b'B' && !self.prepared_effects.is_empty())
     }
 
     /// True when ParseComplete/CloseComplete replies must be read.
@@ -188,6 +199,9 @@ impl ClientPolicy {
             b'P' => self.parse(frame, to_server, server)?,
             b'B' | b'D' | b'C' => {
                 self.unsynced = true;
+                if frame[0] == b'B' {
+                    self.bind_effects(frame);
+                }
                 let rewritten = match (self.statements.as_mut(), server) {
                     (Some(statements), Some(server)) => match frame[0] {
                         b'B' => statements.bind(frame, server, to_server),
@@ -263,6 +277,7 @@ impl ClientPolicy {
             write_message(to_server, b'Q', |b| put_cstr(b, &rewritten));
         }
         self.note_settings(&verdict);
+        self.note_notify(&verdict);
         if verdict.discards_statements {
             self.forget_statements(server);
         }
@@ -347,14 +362,47 @@ impl ClientPolicy {
                 b.put_slice(&query_and_types);
             }),
         }
-        if verdict.discards_statements {
-            self.statements_discarded_on_sync = true;
+        // Resets and setting changes take effect when the statement is
+        // executed (at Bind), not when it is prepared: it may run many
+        // times, or never.
+        let effects = PreparedEffects {
+            discards_statements: verdict.discards_statements,
+            resets_context: verdict.resets_context,
+            wipes_settings: verdict.wipes_settings,
+            setting_changes: verdict.setting_changes.clone(),
+        };
+        if effects.any() {
+            self.prepared_effects.insert(name.to_owned(), effects);
+        } else if !self.prepared_effects.is_empty() {
+            self.prepared_effects.remove(name);
         }
-        if verdict.resets_context {
-            self.reset_awaits_sync = true;
+        if verdict.untracked_settings {
+            self.settings_untracked = true;
         }
-        self.note_settings(&verdict);
+        self.note_notify(&verdict);
         Ok(())
+    }
+
+    /// A Bind of a prepared statement with effects: a reset restores the
+    /// context after the batch's Sync; setting changes are noted.
+    fn bind_effects(&mut self, frame: &[u8]) {
+        if self.prepared_effects.is_empty() {
+            return;
+        }
+        let Some((_portal, rest)) = frame.get(HEADER_LEN..).and_then(read_cstr) else { return };
+        let Some((statement, _)) = read_cstr(rest) else { return };
+        let Some(effects) = self.prepared_effects.get(statement) else { return };
+        self.statements_discarded_on_sync |= effects.discards_statements;
+        self.reset_awaits_sync |= effects.resets_context;
+        self.settings_wiped |= effects.wipes_settings;
+        self.setting_changes.extend(effects.setting_changes.iter().cloned());
+    }
+
+    /// Records this client as the sender of what its server backend notifies.
+    fn note_notify(&self, verdict: &Inspection) {
+        if verdict.channel_statements.iter().any(|s| s.kind == ChannelCommand::Notify) {
+            self.notifiers.record(self.server_pid, self.client_pid);
+        }
     }
 
     /// The client's statements are gone (DISCARD ALL, DEALLOCATE ALL), and so
@@ -438,6 +486,18 @@ impl ClientPolicy {
         None
     }
 
+    /// The client's last Query or Parse reset a setting pgtenant must put
+    /// back (a startup value): handled like a context reset, before the
+    /// client's next statement.
+    pub fn restore_after(&mut self, tag: u8) {
+        if tag == b'Q' {
+            self.context_dirty = true;
+            self.hold = true;
+        } else {
+            self.reset_awaits_sync = true;
+        }
+    }
+
     /// Accounts for one ReadyForQuery answering the client. True when the
     /// context must be sent now because a reset wiped it.
     pub fn client_ready(&mut self, failed_transaction: bool) -> bool {
@@ -463,7 +523,7 @@ impl ClientPolicy {
         let (channel, rest) = read_cstr(&body[4..])?;
         let (payload, _) = read_cstr(rest)?;
         let channel = channel.strip_prefix(&self.channel_prefix)?;
-        let pid = if pid == self.server_pid { self.client_pid } else { pid };
+        let pid = if pid == self.server_pid { self.client_pid } else { self.notifiers.client_of(pid).unwrap_or(pid) };
         let mut out = BytesMut::with_capacity(frame.len());
         write_message(&mut out, b'A', |b| {
             b.put_i32(pid);
@@ -471,6 +531,21 @@ impl ClientPolicy {
             put_cstr(b, payload);
         });
         Some(out)
+    }
+}
+
+/// What executing a prepared statement does beyond its rows.
+#[derive(Debug)]
+struct PreparedEffects {
+    discards_statements: bool,
+    resets_context: bool,
+    wipes_settings: bool,
+    setting_changes: Vec<(String, Option<String>)>,
+}
+
+impl PreparedEffects {
+    fn any(&self) -> bool {
+        self.discards_statements || self.resets_context || self.wipes_settings || !self.setting_changes.is_empty()
     }
 }
 
@@ -511,7 +586,15 @@ mod tests {
     #[test]
     fn refuse_mode_replaces_session_features_with_a_marker() {
         let guard = Arc::new(Guard::new("app.tenant_id"));
-        let mut policy = ClientPolicy::new(guard, "m_".into(), "t.".into(), Some(SessionFeatures::Refuse), [0; 32], 1);
+        let mut policy = ClientPolicy::new(
+            guard,
+            "m_".into(),
+            "t.".into(),
+            Some(SessionFeatures::Refuse),
+            [0; 32],
+            Default::default(),
+            1,
+        );
         let mut out = BytesMut::new();
         policy.client_frame(&query("PREPARE p AS SELECT 1"), &mut out, None).unwrap();
         assert!(String::from_utf8_lossy(&out).contains("SELECT m_1"), "{out:?}");

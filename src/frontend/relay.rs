@@ -229,7 +229,7 @@ impl Relay<ClientStream> {
         }
         self.wants_server = false;
         if self.policy.take_settings_wiped() {
-            self.attachment.forget_settings();
+            self.attachment.reset_settings();
         }
         let attached = match self.attachment.acquire().await {
             Ok(attached) => attached,
@@ -417,7 +417,9 @@ impl Relay<ClientStream> {
                 }
                 let changes = self.policy.take_setting_changes();
                 if let (false, Some(lease)) = (changes.is_empty(), self.server.as_mut()) {
-                    self.attachment.note_setting_changes(lease, changes);
+                    if self.attachment.note_setting_changes(lease, changes) {
+                        self.policy.restore_after(header.tag);
+                    }
                 }
                 if let (true, Some(lease)) = (self.policy.take_settings_untracked(), self.server.as_mut()) {
                     lease.conn().dirty = true;
@@ -514,7 +516,8 @@ impl Relay<ClientStream> {
                     if released {
                         if let Some(lease) = self.server.as_mut() {
                             let wiped = self.policy.take_settings_wiped();
-                            let (exchange, exchanges) = self.attachment.context_exchange(lease, wiped);
+                            let in_transaction = status == TxnStatus::InTransaction;
+                            let (exchange, exchanges) = self.attachment.context_exchange(lease, wiped, in_transaction);
                             self.to_server.extend_from_slice(&exchange);
                             self.policy.own_batches_sent(exchanges.len() as u32);
                             self.own_pending.extend(exchanges);

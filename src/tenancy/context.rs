@@ -63,27 +63,36 @@ pub enum ContextChange {
     Switch,
 }
 
-/// Appends the context exchange for `context` on backend `backend_pid` to `buf`.
+/// How one context goes onto one server session.
+#[derive(Debug, Clone, Copy)]
+pub struct Installation {
+    pub backend_pid: i32,
+    pub secret: SwitchSecret,
+    pub change: ContextChange,
+    /// In a transaction of pgtenant's own (`BEGIN READ WRITE … COMMIT`);
+    /// false inside the client's open transaction block, which must not be
+    /// committed for it.
+    pub own_transaction: bool,
+}
+
+/// Appends the context exchange for `context` to `buf`.
 pub fn encode_set_context(
     buf: &mut BytesMut,
     key: &[u8],
     context: &TenantContext,
-    backend_pid: i32,
     tenant_setting: &str,
-    secret: &SwitchSecret,
-    change: ContextChange,
+    install: &Installation,
 ) {
-    let token = sign_token(key, context, backend_pid, secret);
-    let sql = match change {
+    let token = sign_token(key, context, install.backend_pid, &install.secret);
+    let sql = match install.change {
         ContextChange::Verify => SET_CONTEXT_SQL,
         ContextChange::Switch => SWITCH_CONTEXT_SQL,
     };
-    let secret = hex(secret);
-    for (statement, params) in [
-        ("BEGIN READ WRITE", &[][..]),
-        (sql, &[Some(token.as_str()), Some(tenant_setting), Some(secret.as_str())][..]),
-        ("COMMIT", &[][..]),
-    ] {
+    let secret = hex(&install.secret);
+    let set: (&str, &[Option<&str>]) = (sql, &[Some(&token), Some(tenant_setting), Some(&secret)]);
+    let statements: &[(&str, &[Option<&str>])] =
+        if install.own_transaction { &[("BEGIN READ WRITE", &[]), set, ("COMMIT", &[])] } else { &[set] };
+    for (statement, params) in statements {
         frontend::parse_unnamed(buf, statement);
         frontend::bind_unnamed(buf, params);
         frontend::execute_unnamed(buf);

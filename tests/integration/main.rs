@@ -14,4 +14,5 @@ mod relay;
 mod security;
 mod tenancy;
 mod tls;
+mod transparency;
 mod wire;

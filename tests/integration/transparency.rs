@@ -1,0 +1,120 @@
+//! A driver must not tell pgtenant from PostgreSQL: regression tests for
+//! behaviour that differed, each asserting what PostgreSQL itself does.
+
+use pgtenant::config::PoolMode;
+use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
+
+use crate::common::raw;
+use crate::common::*;
+
+async fn value(client: &Client, sql: &str) -> String {
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+async fn env_in(mode: PoolMode, size: usize) -> TestEnv {
+    TestEnv::start_with(|c| {
+        c.pool.mode = mode;
+        c.pool.size = size;
+    })
+    .await
+}
+
+/// PostgreSQL keeps startup-packet values as the session's reset values:
+/// RESET, SET … TO DEFAULT, RESET ALL and DISCARD ALL go back to them.
+#[tokio::test]
+async fn resets_go_back_to_the_startup_values() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = env_in(mode, 2).await;
+        let url = format!(
+            "{}?application_name=ledger&options=-c%20search_path%3Dpg_catalog,public",
+            env.url("hk_teller", PASSWORD)
+        );
+        let client = connect_url(&url).await;
+        let other = env.connect("barclays_ops").await;
+        let startup = [("application_name", "ledger"), ("search_path", "pg_catalog,public")];
+        for reset in [
+            "RESET ALL",
+            "DISCARD ALL",
+            "RESET search_path; RESET application_name",
+            "SET search_path TO DEFAULT; SET application_name TO DEFAULT",
+        ] {
+            client.simple_query("SET search_path = public; SET application_name = 'changed'").await.unwrap();
+            assert_eq!(value(&client, "SHOW application_name").await, "changed");
+            // Simple and extended protocol.
+            for via_parse in [false, true] {
+                if via_parse {
+                    for statement in reset.split("; ") {
+                        client.execute(statement, &[]).await.unwrap();
+                    }
+                } else {
+                    client.simple_query(reset).await.unwrap();
+                }
+                // Another tenant takes the server sessions in between.
+                value(&other, "SELECT 1").await;
+                for (name, expected) in startup {
+                    assert_eq!(value(&client, &format!("SHOW {name}")).await, expected, "{mode:?}: {reset}");
+                }
+                assert_eq!(value(&client, "SELECT string_agg(id::text, ',' ORDER BY id) FROM accounts").await, "3,4");
+                client.simple_query("SET search_path = public; SET application_name = 'changed'").await.unwrap();
+            }
+        }
+    }
+}
+
+/// A reset inside a transaction block is undone by ROLLBACK, and the
+/// context pgtenant puts back meanwhile must not commit the client's work.
+#[tokio::test]
+async fn a_reset_inside_a_transaction_does_not_commit_it() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = env_in(mode, 1).await;
+        let hk = env.connect("hk_teller").await;
+        for reset in ["RESET ALL", "DISCARD SEQUENCES", "RESET application_name"] {
+            hk.simple_query("BEGIN").await.unwrap();
+            hk.simple_query("UPDATE accounts SET holder = 'uncommitted' WHERE id = 3").await.unwrap();
+            hk.simple_query(reset).await.unwrap();
+            assert_eq!(
+                value(&hk, "SELECT holder FROM accounts WHERE id = 3").await,
+                "uncommitted",
+                "{mode:?}: {reset}: the transaction goes on, with the context"
+            );
+            hk.simple_query("ROLLBACK").await.unwrap();
+            let holder: String =
+                env.superuser().await.query_one("SELECT holder FROM accounts WHERE id = 3", &[]).await.unwrap().get(0);
+            assert_eq!(holder, "Kowloon Trading Ltd", "{mode:?}: {reset}: rolled back");
+            assert_eq!(value(&hk, "SELECT pgtenant.current_tenant()").await, HSBC_HK);
+        }
+    }
+}
+
+/// A notification from another session carries the process id that session
+/// was given in its BackendKeyData, as on PostgreSQL.
+#[tokio::test]
+async fn notifications_carry_the_senders_client_pid() {
+    for (mode, size) in [(PoolMode::Session, 3), (PoolMode::Transaction, 2)] {
+        let env = env_in(mode, size).await;
+        let (listener, mut messages) = env.connect_listening("hk_teller").await;
+        listener.batch_execute("LISTEN jobs").await.unwrap();
+        let mut sender =
+            raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.expect("login");
+        for round in 0..3 {
+            let replies = sender.query(&format!("NOTIFY jobs, 'round {round}'")).await;
+            assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+            let notification = loop {
+                match messages.recv().await.expect("a notification") {
+                    AsyncMessage::Notification(n) => break n,
+                    _ => continue,
+                }
+            };
+            assert_eq!(notification.payload(), format!("round {round}"));
+            assert_eq!(notification.channel(), "jobs");
+            assert_eq!(notification.process_id(), sender.key.0, "{mode:?}: the sender's own pid");
+        }
+    }
+}
