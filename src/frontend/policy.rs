@@ -16,6 +16,8 @@ use bytes::{BufMut, BytesMut};
 use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
+use crate::guard::inspect::note_set_config;
+use crate::guard::set_config::{Arg, BoundSetConfig};
 use crate::guard::{self, ChannelCommand, Guard, Inspection};
 use crate::notifiers::Notifiers;
 use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
@@ -200,7 +202,10 @@ impl ClientPolicy {
             b'B' | b'D' | b'C' => {
                 self.unsynced = true;
                 if frame[0] == b'B' {
-                    self.bind_effects(frame);
+                    if let Err(refusal) = self.bind_effects(frame) {
+                        self.refuse_bind(refusal, to_server);
+                        return Ok(());
+                    }
                 }
                 let rewritten = match (self.statements.as_mut(), server) {
                     (Some(statements), Some(server)) => match frame[0] {
@@ -298,6 +303,19 @@ impl ClientPolicy {
                 "pg_prepared_statements is not available in transaction pooling: the prepared statements of a \
                  pooled server connection belong to clients of every tenant",
             )),
+            // Names compared without case: a false match only refuses a harmless EXECUTE.
+            None if verdict.executes.iter().any(|name| {
+                self.prepared_effects.iter().any(|(prepared, effects)| {
+                    !effects.bound_set_configs.is_empty() && prepared.to_lowercase() == *name
+                })
+            }) =>
+            {
+                Some(ClientError::error(
+                    crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "EXECUTE of a statement that calls set_config() with bind parameters is not allowed through \
+                     pgtenant: it judges those parameters when the statement is bound",
+                ))
+            }
             None => self.session_feature(verdict.session_state),
         }
     }
@@ -366,6 +384,7 @@ impl ClientPolicy {
         // executed (at Bind), not when it is prepared: it may run many
         // times, or never.
         let effects = PreparedEffects {
+            bound_set_configs: verdict.bound_set_configs.clone(),
             discards_statements: verdict.discards_statements,
             resets_context: verdict.resets_context,
             wipes_settings: verdict.wipes_settings,
@@ -384,18 +403,30 @@ impl ClientPolicy {
     }
 
     /// A Bind of a prepared statement with effects: a reset restores the
-    /// context after the batch's Sync; setting changes are noted.
-    fn bind_effects(&mut self, frame: &[u8]) {
+    /// context after the batch's Sync; setting changes are noted;
+    /// set_config() calls with bind parameters are judged with their values.
+    fn bind_effects(&mut self, frame: &[u8]) -> Result<(), ClientError> {
         if self.prepared_effects.is_empty() {
-            return;
+            return Ok(());
         }
-        let Some((_portal, rest)) = frame.get(HEADER_LEN..).and_then(read_cstr) else { return };
-        let Some((statement, _)) = read_cstr(rest) else { return };
-        let Some(effects) = self.prepared_effects.get(statement) else { return };
+        let Some((_portal, rest)) = frame.get(HEADER_LEN..).and_then(read_cstr) else { return Ok(()) };
+        let Some((statement, parameters)) = read_cstr(rest) else { return Ok(()) };
+        let Some(effects) = self.prepared_effects.get(statement) else { return Ok(()) };
+        let mut bound = Inspection::default();
+        if !effects.bound_set_configs.is_empty() {
+            let values = BindValues::read(parameters)
+                .ok_or_else(|| ClientError::protocol_violation("malformed Bind message"))?;
+            for call in &effects.bound_set_configs {
+                judge_bound_set_config(call, &values, self.guard.tenant_setting(), &mut bound)?;
+            }
+        }
         self.statements_discarded_on_sync |= effects.discards_statements;
         self.reset_awaits_sync |= effects.resets_context;
         self.settings_wiped |= effects.wipes_settings;
         self.setting_changes.extend(effects.setting_changes.iter().cloned());
+        self.setting_changes.extend(bound.setting_changes);
+        self.settings_untracked |= bound.untracked_settings;
+        Ok(())
     }
 
     /// Records this client as the sender of what its server backend notifies.
@@ -437,6 +468,19 @@ impl ClientPolicy {
     fn refuse(&mut self, denial: ClientError, to_server: &mut BytesMut) {
         let marker = self.push_denial(denial);
         write_message(to_server, b'Q', |b| put_cstr(b, &format!("SELECT {marker}")));
+    }
+
+    /// Sends a Bind of a statement that does not exist, named by a marker, in
+    /// place of a refused Bind: the server fails it at the same place.
+    fn refuse_bind(&mut self, denial: ClientError, to_server: &mut BytesMut) {
+        let marker = self.push_denial(denial);
+        write_message(to_server, b'B', |b| {
+            put_cstr(b, "");
+            put_cstr(b, &marker);
+            b.put_i16(0);
+            b.put_i16(0);
+            b.put_i16(0);
+        });
     }
 
     /// Sends a Parse of a marker statement in place of a refused Parse.
@@ -537,6 +581,7 @@ impl ClientPolicy {
 /// What executing a prepared statement does beyond its rows.
 #[derive(Debug)]
 struct PreparedEffects {
+    bound_set_configs: Vec<BoundSetConfig>,
     discards_statements: bool,
     resets_context: bool,
     wipes_settings: bool,
@@ -545,8 +590,100 @@ struct PreparedEffects {
 
 impl PreparedEffects {
     fn any(&self) -> bool {
-        self.discards_statements || self.resets_context || self.wipes_settings || !self.setting_changes.is_empty()
+        !self.bound_set_configs.is_empty()
+            || self.discards_statements
+            || self.resets_context
+            || self.wipes_settings
+            || !self.setting_changes.is_empty()
     }
+}
+
+/// The parameter values of a Bind (after its portal and statement names).
+struct BindValues<'a> {
+    formats: Vec<i16>,
+    values: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> BindValues<'a> {
+    fn read(mut body: &'a [u8]) -> Option<BindValues<'a>> {
+        let mut take = |n: usize| -> Option<&'a [u8]> {
+            let (head, tail) = body.split_at_checked(n)?;
+            body = tail;
+            Some(head)
+        };
+        let count = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
+        let format_count = usize::try_from(count(take(2)?)).ok()?;
+        let mut formats = Vec::with_capacity(format_count);
+        for _ in 0..format_count {
+            formats.push(count(take(2)?));
+        }
+        let value_count = usize::try_from(count(take(2)?)).ok()?;
+        let mut values = Vec::with_capacity(value_count);
+        for _ in 0..value_count {
+            let len = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            values.push(if len < 0 { None } else { Some(take(usize::try_from(len).ok()?)?) });
+        }
+        Some(BindValues { formats, values })
+    }
+
+    /// Parameter `n` (1-based): `None` when absent, `Some(None)` when NULL.
+    fn get(&self, n: usize) -> Option<Option<&'a [u8]>> {
+        self.values.get(n.checked_sub(1)?).copied()
+    }
+
+    fn is_binary(&self, n: usize) -> bool {
+        match self.formats.len() {
+            0 => false,
+            1 => self.formats[0] == 1,
+            _ => self.formats.get(n.wrapping_sub(1)).is_some_and(|f| *f == 1),
+        }
+    }
+
+    /// An argument with its parameter replaced by the bound value.
+    fn resolve(&self, arg: &Arg, boolean: bool) -> Result<Arg, ClientError> {
+        let Arg::Param(n) = *arg else { return Ok(arg.clone()) };
+        let bytes = match self.get(n) {
+            Some(Some(bytes)) => bytes,
+            // NULL, or no such parameter (the server refuses the Bind).
+            _ => return Ok(Arg::Computed),
+        };
+        if boolean {
+            let truth = if self.is_binary(n) {
+                bytes.first().is_some_and(|b| *b != 0)
+            } else {
+                let text = String::from_utf8_lossy(bytes).trim().to_ascii_lowercase();
+                matches!(text.as_str(), "t" | "true" | "on" | "1" | "y" | "yes")
+            };
+            return Ok(Arg::Bool(truth));
+        }
+        std::str::from_utf8(bytes)
+            .map(|text| Arg::Const(text.to_owned()))
+            .map_err(|_| ClientError::error("22021", "pgtenant can only judge set_config() arguments sent as UTF-8"))
+    }
+}
+
+/// Judges one set_config() call with its bound values, as the guard judges
+/// a constant one.
+fn judge_bound_set_config(
+    call: &BoundSetConfig,
+    values: &BindValues<'_>,
+    tenant_setting: &str,
+    bound: &mut Inspection,
+) -> Result<(), ClientError> {
+    let name = match values.resolve(&call.name, false)? {
+        Arg::Const(name) => name.to_ascii_lowercase(),
+        // A NULL name: the server refuses the call.
+        _ => return Ok(()),
+    };
+    if crate::setting_rules::is_reserved(&name, tenant_setting) {
+        return Err(ClientError::error(
+            crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("set_config() of \"{name}\": {}", crate::setting_rules::CONTEXT_MANAGED),
+        ));
+    }
+    let value = values.resolve(&call.value, false)?;
+    let scope = values.resolve(&call.scope, true)?;
+    note_set_config(name, value, scope, bound)
 }
 
 /// The text of a Query or Parse. `Err(None)`: not UTF-8 but harmless by the

@@ -10,6 +10,7 @@ use pg_query::protobuf::{self, Token};
 use pg_query::NodeEnum;
 
 use super::denylist::{function_danger, reads_pooled_statements, relation_refused, Danger};
+use super::set_config::{self, Arg, BoundSetConfig};
 use crate::error::{sqlstate, ClientError};
 use crate::setting_rules::{self, CONTEXT_MANAGED};
 
@@ -34,6 +35,10 @@ pub struct Inspection {
     /// Session-level `SET name …` and `RESET name` (None), in order: the
     /// setting's name (lower case) and its value as `set_config()` takes it.
     pub setting_changes: Vec<(String, Option<String>)>,
+    /// `set_config()` calls whose setting name is a bind parameter, judged at Bind.
+    pub bound_set_configs: Vec<BoundSetConfig>,
+    /// Prepared statements it runs by name (`EXECUTE name`), lower case.
+    pub executes: Vec<String>,
     /// It reads the prepared statements of its server session
     /// (`pg_prepared_statements`), which transaction pooling shares among
     /// clients of every tenant.
@@ -98,7 +103,12 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
         }
     }
     let set_statements = inspection.setting_changes.len();
-    if let Some(error) = walk_tokens(sql, tenant_setting, &mut inspection) {
+    let prepares = parsed
+        .protobuf
+        .stmts
+        .iter()
+        .any(|raw| matches!(raw.stmt.as_ref().and_then(|s| s.node.as_ref()), Some(NodeEnum::PrepareStmt(_))));
+    if let Some(error) = walk_tokens(sql, tenant_setting, prepares, &mut inspection) {
         return Inspection::deny(error);
     }
     if set_statements > 0 && inspection.setting_changes.len() > set_statements {
@@ -319,7 +329,7 @@ fn explain_analyzes(explain: &protobuf::ExplainStmt) -> bool {
 
 /// Walks every token: identifiers followed by `(` are calls; refused
 /// relation names are refused wherever they appear.
-fn walk_tokens(sql: &str, tenant_setting: &str, inspection: &mut Inspection) -> Option<ClientError> {
+fn walk_tokens(sql: &str, tenant_setting: &str, prepares: bool, inspection: &mut Inspection) -> Option<ClientError> {
     // With no token at all, pg_query 18.1's scan_tokens builds a slice from a
     // null pointer (found by the guard fuzzer); blank text has no call to find.
     if sql.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)) {
@@ -339,6 +349,13 @@ fn walk_tokens(sql: &str, tenant_setting: &str, inspection: &mut Inspection) -> 
             ));
         }
         let is_ident = token.token == Token::Ident as i32 || token.token == Token::Uident as i32;
+        if token.token == Token::Execute as i32 {
+            let next =
+                significant.get(i + 1).filter(|t| t.token == Token::Ident as i32 || t.token == Token::Uident as i32);
+            if let Some(name) = next.and_then(|t| sql.get(t.start as usize..t.end as usize)).and_then(identifier_name) {
+                inspection.executes.push(name);
+            }
+        }
         if !is_ident {
             continue;
         }
@@ -348,19 +365,11 @@ fn walk_tokens(sql: &str, tenant_setting: &str, inspection: &mut Inspection) -> 
         };
         let called = significant.get(i + 1).is_some_and(|next| next.token == Token::Ascii40 as i32);
         if called && name == "set_config" {
-            // Drivers call set_config on ordinary settings (asyncpg: jit); only
-            // a constant name that is not reserved may pass.
-            let arguments = &significant[i + 2..];
-            let setting = constant_argument(sql, arguments, 0).filter(|_| is_token(arguments.get(1), Token::Ascii44));
-            match setting {
-                Some(setting) if !setting_rules::is_reserved(&setting.to_ascii_lowercase(), tenant_setting) => {
-                    if let Err(refusal) = note_set_config(sql, arguments, &setting, inspection) {
-                        return Some(refusal);
-                    }
-                    continue;
-                }
-                _ => return Some(denied(Danger::Context, "set_config()")),
+            // Drivers call set_config on ordinary settings (asyncpg: jit).
+            if let Err(refusal) = judge_set_config(sql, &significant[i + 2..], tenant_setting, prepares, inspection) {
+                return Some(refusal);
             }
+            continue;
         }
         if called {
             if let Some(danger) = function_danger(&name) {
@@ -376,49 +385,68 @@ fn walk_tokens(sql: &str, tenant_setting: &str, inspection: &mut Inspection) -> 
     None
 }
 
-fn is_token(token: Option<&&protobuf::ScanToken>, kind: Token) -> bool {
-    token.is_some_and(|t| t.token == kind as i32)
-}
-
-/// The text of a plain string literal at `arguments[index]`.
-fn constant_argument(sql: &str, arguments: &[&protobuf::ScanToken], index: usize) -> Option<String> {
-    let token = arguments.get(index).filter(|t| t.token == Token::Sconst as i32)?;
-    sql.get(token.start as usize..token.end as usize).and_then(plain_string_literal)
+/// Judges one `set_config(name, value, is_local)` call (`arguments` starts
+/// after its `(`): a constant name is judged here and, when its value and
+/// scope are constant, followed like `SET`; a name that is a bind parameter
+/// is judged at Bind; any other name cannot be judged and is refused.
+fn judge_set_config(
+    sql: &str,
+    arguments: &[&protobuf::ScanToken],
+    tenant_setting: &str,
+    prepares: bool,
+    inspection: &mut Inspection,
+) -> Result<(), ClientError> {
+    let [name, value, scope] = set_config::arguments(sql, arguments);
+    match name {
+        Arg::Const(name) => {
+            let name = name.to_ascii_lowercase();
+            if setting_rules::is_reserved(&name, tenant_setting) {
+                return Err(denied(Danger::Context, "set_config()"));
+            }
+            if matches!(value, Arg::Param(_)) || matches!(scope, Arg::Param(_)) {
+                inspection.bound_set_configs.push(BoundSetConfig { name: Arg::Const(name), value, scope });
+                return Ok(());
+            }
+            note_set_config(name, value, scope, inspection)
+        }
+        Arg::Param(_) if prepares => Err(ClientError::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "set_config() with its setting name as a PREPARE parameter is not allowed through pgtenant: it cannot \
+             see the name EXECUTE passes; use a protocol-level prepared statement or name the setting",
+        )),
+        Arg::Param(name) => {
+            inspection.bound_set_configs.push(BoundSetConfig { name: Arg::Param(name), value, scope });
+            Ok(())
+        }
+        _ => Err(ClientError::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "set_config() with a computed setting name is not allowed through pgtenant: it cannot tell whether \
+             the call changes the tenant context; name the setting as a constant or a bind parameter",
+        )),
+    }
 }
 
 /// Records what an allowed `set_config(name, value, is_local)` does to the
-/// session: `set_config('n', 'v', false)` is `SET n TO 'v'` and follows the
-/// client like one; a transaction-local one (`true`) leaves nothing behind;
-/// anything computed cannot be followed, so the server session is reset. A
-/// lexical setting must get a constant, acceptable value in either scope.
-fn note_set_config(
-    sql: &str,
-    arguments: &[&protobuf::ScanToken],
-    setting: &str,
-    inspection: &mut Inspection,
-) -> Result<(), ClientError> {
-    let value = constant_argument(sql, arguments, 2).filter(|_| is_token(arguments.get(3), Token::Ascii44));
-    let scope = arguments.get(4).map(|t| t.token);
-    let closed = is_token(arguments.get(5), Token::Ascii41);
-    let name = setting.to_ascii_lowercase();
+/// session (`name` is lower case and not reserved): with a constant value
+/// and `false` it is `SET name TO value` and follows the client like one; a
+/// transaction-local one (`true`) leaves nothing behind; anything computed
+/// cannot be followed, so the server session is reset. A lexical setting
+/// must get an acceptable value in either scope. Used again at Bind, with
+/// parameters replaced by their values.
+pub fn note_set_config(name: String, value: Arg, scope: Arg, inspection: &mut Inspection) -> Result<(), ClientError> {
     if setting_rules::is_lexical(&name) {
-        setting_rules::check_value(&name, value.as_deref().unwrap_or_default())?;
-    }
-    match (value, scope, closed) {
-        (_, Some(scope), true) if scope == Token::TrueP as i32 => {}
-        (_, Some(scope), true) if scope == Token::FalseP as i32 && setting_rules::is_transaction_scoped(&name) => {}
-        (Some(value), Some(scope), true) if scope == Token::FalseP as i32 => {
-            inspection.setting_changes.push((name, Some(value)));
+        match &value {
+            Arg::Const(value) => setting_rules::check_value(&name, value)?,
+            _ => setting_rules::check_value(&name, "")?,
         }
+    }
+    match (value, scope) {
+        (_, Arg::Bool(true)) => {}
+        (_, Arg::Bool(false)) if setting_rules::is_transaction_scoped(&name) => {}
+        (Arg::Const(value), Arg::Bool(false)) => inspection.setting_changes.push((name, Some(value))),
         _ => inspection.untracked_settings = true,
     }
     Ok(())
-}
-
-/// The value of a plain `'...'` literal (no E'', U&'' or dollar quoting).
-fn plain_string_literal(text: &str) -> Option<String> {
-    let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
-    Some(inner.replace("''", "'"))
 }
 
 /// The name PostgreSQL sees for an identifier token, lower-cased for comparison.
@@ -480,10 +508,12 @@ mod tests {
         assert!(!followed.untracked_settings && followed.denial.is_none());
         let local = inspect("SELECT set_config('jit', 'off', true)", "app.tenant_id");
         assert!(local.setting_changes.is_empty() && !local.untracked_settings);
+        for sql in ["SELECT set_config('jit', $1, false)", "SELECT set_config('jit', 'off', $2)"] {
+            let inspection = inspect(sql, "app.tenant_id");
+            assert!(inspection.bound_set_configs.len() == 1 && inspection.denial.is_none(), "{sql}");
+        }
         for sql in [
-            "SELECT set_config('jit', $1, false)",
             "SELECT set_config('work_mem', '3' || 'MB', false)",
-            "SELECT set_config('jit', 'off', $2)",
             "SET jit = on; SELECT set_config('jit', 'off', false)",
         ] {
             let inspection = inspect(sql, "app.tenant_id");
@@ -520,19 +550,38 @@ mod tests {
             "WITH x AS (SELECT set_config('app.tenant_id','b',false)) SELECT * FROM x",
             "COPY (SELECT set_config('app.tenant_id','b',false)) TO STDOUT",
             "SELECT set_config /* hidden */ ('app.tenant_id','b',false)",
-            "SELECT set_config('app.' || 'tenant_id', 'x', false)",
-            "SELECT set_config($1, 'x', false)",
-            "SELECT set_config(E'app.tenant_id', 'x', false)",
             "SELECT set_config('APP.TENANT_ID', 'x', false)",
             "SELECT set_config('pgtenant.context', 'x', false)",
             "SELECT set_config('role', 'postgres', false)",
-            "SELECT set_config(name, 'x', false) FROM pg_settings",
             "ALTER ROLE current_user SET app.tenant_id = 'x'",
             "ALTER DATABASE app SET app.tenant_id = 'x'",
         ] {
             let d = denial(sql).unwrap_or_else(|| panic!("allowed: {sql}"));
             assert!(d.starts_with("42501 the tenant context is managed by pgtenant"), "{sql}: {d}");
         }
+    }
+
+    #[test]
+    fn set_config_names_it_cannot_read_are_refused_and_bound_ones_wait_for_bind() {
+        for sql in [
+            "SELECT set_config('app.' || 'tenant_id', 'x', false)",
+            "SELECT set_config(E'app.tenant_id', 'x', false)",
+            "SELECT set_config(name, 'x', false) FROM pg_settings",
+            "SELECT set_config(lower($1), 'x', false)",
+        ] {
+            let d = denial(sql).unwrap_or_else(|| panic!("allowed: {sql}"));
+            assert!(d.starts_with("42501 set_config() with a computed setting name"), "{sql}: {d}");
+        }
+        let d = denial("PREPARE p AS SELECT set_config($1, 'x', false)").unwrap();
+        assert!(d.contains("PREPARE parameter"), "{d}");
+        let i = inspect("SELECT set_config($1, $2::text, false)", "app.tenant_id");
+        assert_eq!(
+            i.bound_set_configs,
+            vec![BoundSetConfig { name: Arg::Param(1), value: Arg::Param(2), scope: Arg::Bool(false) }]
+        );
+        assert!(i.denial.is_none() && !i.untracked_settings);
+        assert_eq!(inspect("EXECUTE evil('a', 'b')", "app.tenant_id").executes, vec!["evil".to_owned()]);
+        assert_eq!(inspect("EXPLAIN EXECUTE \"Evil\"", "app.tenant_id").executes, vec!["evil".to_owned()]);
     }
 
     #[test]
@@ -642,7 +691,6 @@ mod tests {
             "SELECT set_config('standard_conforming_strings', 'off', false)",
             "SELECT set_config('standard_conforming_strings', 'off', true)",
             "SELECT set_config('standard_conforming_strings', lower('OFF'), false)",
-            "SELECT set_config('client_encoding', $1, false)",
             "SELECT set_config('CLIENT_ENCODING', 'win932', false)",
         ] {
             let d = denial(sql).unwrap_or_else(|| panic!("allowed: {sql}"));

@@ -9,6 +9,7 @@
 pub mod denylist;
 pub mod inspect;
 pub mod prescan;
+pub mod set_config;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,11 @@ impl Guard {
     /// A guard that allows everything (`proxy.statement_guard = false`).
     pub fn disabled(tenant_setting: &str) -> Guard {
         Guard { enabled: false, ..Guard::new(tenant_setting) }
+    }
+
+    /// The tenant setting it protects (lower case).
+    pub fn tenant_setting(&self) -> &str {
+        &self.tenant_setting
     }
 
     /// Judges one query string (all its statements).

@@ -22,6 +22,7 @@ const RISKY: &[&str] = &[
     "alter",
     "listen",
     "prepare",
+    "execute",
     "hold",
     "notify",
     "copy",

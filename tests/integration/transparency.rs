@@ -118,3 +118,88 @@ async fn notifications_carry_the_senders_client_pid() {
         }
     }
 }
+
+/// `set_config(name, value, is_local)` with bind parameters (psycopg:
+/// `SELECT set_config(%s, %s, false)`) is judged with the bound values:
+/// ordinary settings work and follow the client, reserved ones are refused
+/// with a message that names them.
+#[tokio::test]
+async fn set_config_with_bind_parameters_is_judged_at_bind() {
+    for (mode, size) in [(PoolMode::Session, 2), (PoolMode::Transaction, 1)] {
+        let env = env_in(mode, size).await;
+        let hk = env.connect("hk_teller").await;
+        let other = env.connect("barclays_ops").await;
+        let row = hk
+            .query_one("SELECT set_config($1, $2, false)", &[&"default_transaction_isolation", &"serializable"])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "serializable");
+        hk.query_one("SELECT set_config($1, $2, $3)", &[&"work_mem", &"7MB", &true]).await.unwrap();
+        hk.query_one("SELECT set_config('application_name', $1, false)", &[&"bound-name"]).await.unwrap();
+        value(&other, "SELECT 1").await;
+        assert_eq!(value(&hk, "SHOW default_transaction_isolation").await, "serializable", "{mode:?}");
+        assert_eq!(value(&hk, "SHOW application_name").await, "bound-name", "{mode:?}");
+        assert_eq!(value(&hk, "SHOW work_mem").await, "4MB", "{mode:?}: a local one lasted its transaction");
+        assert_eq!(value(&other, "SHOW default_transaction_isolation").await, "read committed", "{mode:?}");
+
+        for (name, value) in [
+            ("app.tenant_id", BARCLAYS),
+            ("APP.TENANT_ID", BARCLAYS),
+            ("pgtenant.context", "v1.1.2.3.4.5"),
+            ("role", "pgtenant_owner"),
+            ("standard_conforming_strings", "off"),
+            ("client_encoding", "SJIS"),
+        ] {
+            for is_local in [false, true] {
+                let err =
+                    hk.query("SELECT set_config($1, $2, $3)", &[&name, &value, &is_local]).await.expect_err("refused");
+                assert_eq!(sqlstate(&err), "42501", "{mode:?}: {name}");
+                let text = message(&err);
+                assert!(text.contains(&name.to_ascii_lowercase()) || text.contains(name), "{mode:?}: {text}");
+            }
+        }
+        let err = hk
+            .query("SELECT set_config('standard_conforming_strings', $1, false)", &[&"off"])
+            .await
+            .expect_err("refused");
+        assert_eq!(sqlstate(&err), "42501");
+        // The refusal fails the Bind where it stands; the session goes on.
+        assert_eq!(value(&hk, "SELECT current_setting('app.tenant_id')").await, HSBC_HK);
+        assert_eq!(value(&hk, "SELECT string_agg(id::text, ',' ORDER BY id) FROM accounts").await, "3,4");
+    }
+}
+
+/// A statement prepared with a bound set_config() could be run by SQL
+/// EXECUTE with values the Bind check never sees: refused.
+#[tokio::test]
+async fn execute_cannot_bypass_the_bind_check() {
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend;
+    let env = env_in(PoolMode::Session, 2).await;
+    let mut raw = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    let mut out = BytesMut::new();
+    frontend::parse("Evil", "SELECT set_config($1, $2, false)", [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    raw.send(&out).await;
+    let replies = raw.until_ready().await;
+    assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+    for sql in [
+        format!("EXECUTE \"Evil\"('app.tenant_id', '{BARCLAYS}')"),
+        format!("EXPLAIN EXECUTE \"Evil\"('app.tenant_id', '{BARCLAYS}')"),
+        "execute \"Evil\"('pgtenant.context', '')".to_owned(),
+    ] {
+        let replies = raw.query(&sql).await;
+        let error = replies.iter().find(|m| m.tag == b'E').unwrap_or_else(|| panic!("{sql} ran: {replies:?}"));
+        assert_eq!(error.code().as_deref(), Some("42501"), "{sql}");
+        assert!(error.field(b'M').unwrap().contains("judges those parameters"), "{error:?}");
+    }
+    let rows = raw.query("SELECT current_setting('app.tenant_id')").await;
+    assert_eq!(raw::first_column(&rows), vec![HSBC_HK.to_owned()]);
+    let err = env
+        .connect("hk_teller")
+        .await
+        .simple_query("PREPARE p AS SELECT set_config($1, 'x', false)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+}
