@@ -30,6 +30,9 @@ pub struct ClientError {
     pub severity: Severity,
     pub code: &'static str,
     pub message: String,
+    /// More ErrorResponse fields, as PostgreSQL sends them for this error
+    /// (position `P`, source `F`/`L`/`R`), in order.
+    pub fields: Vec<(u8, String)>,
 }
 
 /// SQLSTATEs pgtenant sends itself.
@@ -50,11 +53,11 @@ pub mod sqlstate {
 
 impl ClientError {
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError { severity: Severity::Fatal, code, message: message.into() }
+        ClientError { severity: Severity::Fatal, code, message: message.into(), fields: Vec::new() }
     }
 
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        ClientError { severity: Severity::Error, code, message: message.into() }
+        ClientError { severity: Severity::Error, code, message: message.into(), fields: Vec::new() }
     }
 
     /// The error PostgreSQL gives for both an unknown user and a wrong password.
@@ -66,8 +69,14 @@ impl ClientError {
         Self::fatal(sqlstate::PROTOCOL_VIOLATION, message)
     }
 
+    /// The same error with one more ErrorResponse field.
+    pub fn with_field(mut self, field: u8, value: impl Into<String>) -> Self {
+        self.fields.push((field, value.into()));
+        self
+    }
+
     /// Appends this error as an ErrorResponse message.
     pub fn encode(&self, buf: &mut BytesMut) {
-        backend::error_response(buf, self.severity.as_str(), self.code, &self.message);
+        backend::error_response_with(buf, self.severity.as_str(), self.code, &self.message, &self.fields);
     }
 }

@@ -77,7 +77,7 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
     let parsed = match pg_query::parse(sql, 0) {
         Ok(parsed) => parsed,
         // Fail closed: what our parser cannot read does not reach the server.
-        Err(e) => return Inspection::deny(ClientError::error("42601", parse_message(&e))),
+        Err(e) => return Inspection::deny(super::syntax_error::syntax_error(sql, parse_message(&e))),
     };
     let mut inspection = Inspection::default();
     for raw in &parsed.protobuf.stmts {

@@ -10,6 +10,7 @@ pub mod denylist;
 pub mod inspect;
 pub mod prescan;
 pub mod set_config;
+pub mod syntax_error;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -82,9 +82,18 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
 
 /// An ErrorResponse or NoticeResponse with the fields every client shows.
 pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    error_response_with(buf, severity, code, message, &[]);
+}
+
+/// An ErrorResponse with more fields after the message (`P`, `F`, `L`, `R`, …).
+pub fn error_response_with(buf: &mut BytesMut, severity: &str, code: &str, message: &str, more: &[(u8, String)]) {
     write_message(buf, b'E', |b| {
         for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
             b.put_u8(field);
+            put_cstr(b, value);
+        }
+        for (field, value) in more {
+            b.put_u8(*field);
             put_cstr(b, value);
         }
         b.put_u8(0);

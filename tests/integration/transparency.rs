@@ -203,3 +203,23 @@ async fn execute_cannot_bypass_the_bind_check() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
 }
+
+/// A syntax error the guard finds carries what PostgreSQL's carries: the
+/// same message and position, and the parser's file and routine.
+#[tokio::test]
+async fn syntax_errors_carry_position_and_source() {
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    let direct = env.superuser().await;
+    for sql in ["SELECT 1; SELEKT 2", "SELECT 'unterminated", "SELECT set_config('a.b', 'c', false) FROM (", "DO $$"] {
+        let ours = hk.simple_query(sql).await.unwrap_err();
+        let theirs = direct.simple_query(sql).await.unwrap_err();
+        let (ours, theirs) = (ours.as_db_error().unwrap(), theirs.as_db_error().unwrap());
+        assert_eq!(ours.code(), theirs.code(), "{sql}");
+        assert_eq!(ours.message(), theirs.message(), "{sql}");
+        assert_eq!(ours.position(), theirs.position(), "{sql}");
+        assert_eq!(ours.file(), theirs.file(), "{sql}");
+        assert_eq!(ours.routine(), theirs.routine(), "{sql}");
+        assert!(ours.line().is_some(), "{sql}");
+    }
+}
