@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod cli;
 mod config_example;
+mod corpus;
 mod drivers;
 mod pooled_state;
 mod pooling;

@@ -39,9 +39,13 @@ impl Message {
     }
 }
 
+/// A byte stream to a server: TCP (pgtenant) or a Unix socket (PostgreSQL directly).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// An authenticated raw session.
 pub struct RawSession {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: BytesMut,
     /// The BackendKeyData pgtenant issued.
     pub key: (i32, i32),
@@ -56,7 +60,29 @@ pub async fn login(
     database: &str,
     params: &[(&str, &str)],
 ) -> Result<RawSession, Message> {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    login_on(Box::new(stream), user, password, database, params).await
+}
+
+/// Like [`login`], over a Unix socket (the cluster's, with trust authentication).
+#[allow(dead_code)]
+pub async fn login_unix(
+    path: &std::path::Path,
+    user: &str,
+    database: &str,
+    params: &[(&str, &str)],
+) -> Result<RawSession, Message> {
+    let stream = tokio::net::UnixStream::connect(path).await.expect("connect");
+    login_on(Box::new(stream), user, "", database, params).await
+}
+
+async fn login_on(
+    mut stream: Box<dyn Stream>,
+    user: &str,
+    password: &str,
+    database: &str,
+    params: &[(&str, &str)],
+) -> Result<RawSession, Message> {
     let mut out = BytesMut::new();
     let mut all: Vec<(&str, &str)> = vec![("user", user), ("database", database)];
     all.extend_from_slice(params);
