@@ -56,6 +56,10 @@ pub enum OwnExchange {
     /// One of the client's own settings: a failure refuses the login, and
     /// later is logged (the value is no longer accepted).
     ClientSetting,
+    /// One of the client's startup settings put back after its RESET: like
+    /// [`OwnExchange::ClientSetting`], and the client hears of the value
+    /// (ParameterStatus), as it would from PostgreSQL's own RESET.
+    RestoredSetting,
 }
 
 /// A checked-out server session and what must run on it first.
@@ -227,21 +231,30 @@ impl Attachment {
         self.put_context(conn, out, exchange);
         exchanges.push(OwnExchange::Required);
         conn.tenant = Some(self.context.tenant_id.clone());
-        self.put_settings(conn, out, exchanges);
+        let set =
+            if exchange == Exchange::AtCheckout { OwnExchange::ClientSetting } else { OwnExchange::RestoredSetting };
+        self.put_settings_as(conn, out, exchanges, set);
     }
 
     /// Queues the changes that give `conn` this client's settings.
     fn put_settings(&self, conn: &mut ServerConn, out: &mut BytesMut, exchanges: &mut Vec<OwnExchange>) {
+        self.put_settings_as(conn, out, exchanges, OwnExchange::ClientSetting);
+    }
+
+    fn put_settings_as(
+        &self,
+        conn: &mut ServerConn,
+        out: &mut BytesMut,
+        exchanges: &mut Vec<OwnExchange>,
+        set: OwnExchange,
+    ) {
         let changes = settings::transition(&conn.applied, &self.settings);
         if changes.is_empty() {
             return;
         }
         for change in changes {
             settings::encode_change(out, change);
-            exchanges.push(match change.1 {
-                Some(_) => OwnExchange::ClientSetting,
-                None => OwnExchange::ResetSetting,
-            });
+            exchanges.push(if change.1.is_some() { set } else { OwnExchange::ResetSetting });
         }
         conn.applied = self.settings.clone();
     }

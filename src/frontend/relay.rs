@@ -557,7 +557,7 @@ impl Relay<ClientStream> {
                     let error = own_exchange_error(&self.server_in[HEADER_LEN..header.frame_len]);
                     match self.own_pending.front() {
                         Some(OwnExchange::Required) => return Err(self.fatal(error)),
-                        Some(OwnExchange::ClientSetting) => {
+                        Some(OwnExchange::ClientSetting | OwnExchange::RestoredSetting) => {
                             tracing::warn!(code = error.code, message = %error.message, "a client setting could not be replayed");
                         }
                         // A setting that never took effect has nothing to reset.
@@ -588,9 +588,13 @@ impl Relay<ClientStream> {
                 }
                 _ => {}
             }
-            self.server_frame_dropped = !self.own_pending.is_empty();
+            // pgtenant's own replies are dropped, but for the ParameterStatus
+            // of a startup setting put back after the client's RESET.
+            let own = !self.own_pending.is_empty();
+            self.server_frame_dropped =
+                own && !(header.tag == b'S' && self.own_pending.front() == Some(&OwnExchange::RestoredSetting));
             self.server_frame_left = header.frame_len;
-            if !self.server_frame_dropped {
+            if !own {
                 self.last_server_tag = header.tag;
                 self.to_client_ends_ready = header.tag == b'Z';
             }

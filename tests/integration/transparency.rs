@@ -223,3 +223,27 @@ async fn syntax_errors_carry_position_and_source() {
         assert!(ours.line().is_some(), "{sql}");
     }
 }
+
+/// After RESET ALL the client hears the startup value of a reported
+/// setting (ParameterStatus), as PostgreSQL tells it.
+#[tokio::test]
+async fn reset_reports_the_startup_value_back() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = env_in(mode, 1).await;
+        let mut raw =
+            raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[("application_name", "ledger")])
+                .await
+                .unwrap();
+        raw.query("SET application_name = 'changed'").await;
+        let mut seen = raw.query("RESET ALL").await;
+        seen.extend(raw.query("SELECT 1").await);
+        let reported: Vec<String> = seen
+            .iter()
+            .filter(|m| m.tag == b'S')
+            .map(|m| String::from_utf8_lossy(&m.body).replace('\0', "="))
+            .collect();
+        assert_eq!(reported.last().map(String::as_str), Some("application_name=ledger="), "{mode:?}: {reported:?}");
+        let shown = raw::first_column(&raw.query("SHOW application_name").await);
+        assert_eq!(shown, vec!["ledger".to_owned()], "{mode:?}");
+    }
+}
