@@ -5,22 +5,10 @@
 //! exchange works whatever the previous client left.
 
 use pgtenant::config::PoolMode;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use crate::common::raw;
 use crate::common::*;
-
-/// The first column of the first row of a simple query.
-async fn value(client: &Client, sql: &str) -> String {
-    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .expect("a row")
-}
 
 async fn env_with(mode: PoolMode, size: usize) -> TestEnv {
     let env = TestEnv::start_with(|c| {

@@ -6,19 +6,6 @@ use tokio_postgres::Client;
 
 use crate::common::*;
 
-/// The first column of the first row of a simple query (unnamed statements:
-/// drivers' named prepared statements pin a client in transaction pooling).
-async fn value(client: &Client, sql: &str) -> String {
-    let messages = client.simple_query(sql).await.unwrap();
-    messages
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .expect("a row")
-}
-
 /// A test database served with transaction pooling over `size` server sessions.
 async fn transaction_env(size: usize) -> TestEnv {
     TestEnv::start_with(|c| {

@@ -2,21 +2,10 @@
 //! behaviour that differed, each asserting what PostgreSQL itself does.
 
 use pgtenant::config::PoolMode;
-use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
+use tokio_postgres::AsyncMessage;
 
 use crate::common::raw;
 use crate::common::*;
-
-async fn value(client: &Client, sql: &str) -> String {
-    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .expect("a row")
-}
 
 async fn env_in(mode: PoolMode, size: usize) -> TestEnv {
     TestEnv::start_with(|c| {

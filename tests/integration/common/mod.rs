@@ -166,6 +166,19 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e:?}")).message().to_owned()
 }
 
+/// The first column of the first row of a simple query (unnamed statements:
+/// drivers' named prepared statements pin a client in transaction pooling).
+pub async fn value(client: &Client, sql: &str) -> String {
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .expect("a row")
+}
+
 /// Sorted account ids a client sees.
 pub async fn account_ids(client: &Client) -> Vec<i64> {
     let rows = client.query("SELECT id FROM accounts ORDER BY id", &[]).await.expect("select accounts");
