@@ -274,7 +274,10 @@ impl Attachment {
             backend_pid: conn.cancel.process_id,
             secret,
             change,
-            own_transaction: exchange != Exchange::InClientTransaction,
+            // A transaction of its own only where the session could be read
+            // only: PostgreSQL 14+ reports default_transaction_read_only.
+            own_transaction: exchange != Exchange::InClientTransaction
+                && conn.reported("default_transaction_read_only") != Some("off"),
         };
         context::encode_set_context(out, &self.context_key, &self.context, &self.tenant_setting, &install);
         conn.switch_secret = Some(secret);

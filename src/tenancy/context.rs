@@ -11,8 +11,9 @@
 //! skip the verification. The exchange runs as its own
 //! Parse/Bind/Execute/Sync while the server is idle (a client cannot wrap it
 //! in a transaction it rolls back), with the token as a bind parameter (it
-//! never appears in query text), inside `BEGIN READ WRITE … COMMIT` so that a
-//! read-only default (of the session role, say) cannot stop its setval().
+//! never appears in query text), inside `BEGIN READ WRITE … COMMIT` when the
+//! session could be read-only (a default of the session role, say), so that
+//! nothing stops its setval().
 
 use bytes::BytesMut;
 use hmac::{Hmac, Mac};
@@ -70,8 +71,8 @@ pub struct Installation {
     pub secret: SwitchSecret,
     pub change: ContextChange,
     /// In a transaction of pgtenant's own (`BEGIN READ WRITE … COMMIT`);
-    /// false inside the client's open transaction block, which must not be
-    /// committed for it.
+    /// false where the session is known not to be read-only, and inside the
+    /// client's open transaction block, which must not be committed for it.
     pub own_transaction: bool,
 }
 

@@ -68,6 +68,11 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// The value the server last reported for `name` (ParameterStatus).
+    pub fn reported(&self, name: &str) -> Option<&str> {
+        self.parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     /// Records a ParameterStatus the server sent.
     pub fn note_parameter(&mut self, name: &str, value: &str) {
         match self.parameters.iter_mut().find(|(n, _)| n == name) {
