@@ -27,10 +27,6 @@ use crate::protocol::frontend;
 const SET_CONTEXT_SQL: &str = "SELECT pgtenant.set_context($1, $2, $3)";
 const SWITCH_CONTEXT_SQL: &str = "SELECT pgtenant.switch_context($1, $2, $3)";
 
-/// Number of ReadyForQuery messages the server sends in answer to
-/// [`encode_set_context`]; the relay swallows that many.
-pub const SET_CONTEXT_READY_COUNT: u32 = 1;
-
 /// The random secret pgtenant installs on a server session with its first
 /// verified context; later switches on that session present it instead of
 /// being verified again (sql/0004).
