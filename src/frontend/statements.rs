@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::protocol::backend::{put_cstr, write_message};
 
 /// Server-side statements kept per server session before the oldest is closed.
-pub const SERVER_CACHE_CAPACITY: usize = 256;
+pub const SERVER_CACHE_CAPACITY: usize = 1024;
 /// A statement name no client uses: closing it is a no-op that still answers CloseComplete.
 const NOOP_NAME: &str = "pgtenant_noop";
 
