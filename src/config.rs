@@ -295,7 +295,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !is_custom_setting_name(&self.proxy.tenant_setting) {
+        if !crate::setting_rules::is_custom_setting_name(&self.proxy.tenant_setting) {
             return Err(ConfigError::new(
                 "proxy.tenant_setting",
                 "must be a custom setting name of the form prefix.name (letters, digits, _)",
@@ -396,17 +396,6 @@ fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::new(key, "must name a host"));
     }
     Ok(())
-}
-
-/// True for `prefix.name` where both parts are plain identifiers.
-pub fn is_custom_setting_name(name: &str) -> bool {
-    let mut parts = name.split('.');
-    let ident = |s: &str| {
-        let mut chars = s.chars();
-        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if ident(a) && ident(b))
 }
 
 fn missing_field(message: &str) -> Option<String> {

@@ -18,5 +18,6 @@ pub mod quote;
 pub mod server;
 pub mod sessions;
 pub mod setting_rules;
+pub mod shutdown;
 pub mod tenancy;
 pub mod upstream;

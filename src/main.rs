@@ -107,7 +107,7 @@ async fn serve(config: &Config, path: Option<&std::path::Path>) -> anyhow::Resul
     }
     let server = pgtenant::server::Server::start(config).await?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let stop = pgtenant::dev::wait_for_stop_signal();
+    let stop = pgtenant::shutdown::stop_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shutdown::{Shutdown, Trigger};
 use anyhow::Context;
 use rand::RngCore;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cancel::CancelRegistry;
@@ -25,7 +25,7 @@ pub struct Server {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub state: Arc<ProxyState>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Trigger,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -93,7 +93,7 @@ impl Server {
         let proxy_addr = proxy.local_addr()?;
         let admin_addr = admin.local_addr()?;
 
-        let (shutdown, watcher) = watch::channel(false);
+        let (shutdown, watcher) = crate::shutdown::channel();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(reap_pools(Arc::clone(&state), watcher.clone())));
         tasks.push(tokio::spawn(listener::run(
@@ -110,9 +110,7 @@ impl Server {
         let router = crate::admin::router(Arc::clone(&state), &config.admin.token);
         let mut admin_watcher = watcher.clone();
         tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = admin_watcher.wait_for(|stop| *stop).await;
-            };
+            let stop = async move { admin_watcher.requested().await };
             if let Err(e) = axum::serve(admin, router).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "admin sidecar failed");
             }
@@ -138,7 +136,7 @@ impl Server {
     }
 
     pub async fn stop(self, drain: Duration) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.fire();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -162,13 +160,13 @@ impl Server {
 }
 
 /// Every second: closes expired idle server sessions and keeps `min_idle` open.
-async fn reap_pools(state: Arc<ProxyState>, mut shutdown: watch::Receiver<bool>) {
+async fn reap_pools(state: Arc<ProxyState>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.requested() => return,
         }
         for pool in std::iter::once(&state.readwrite).chain(state.readonly.as_ref()) {
             pool.reap();

@@ -22,6 +22,17 @@ pub fn is_reserved(name: &str, tenant_setting: &str) -> bool {
     name == tenant_setting || name.starts_with("pgtenant.") || name == "role" || name == "session_authorization"
 }
 
+/// True for `prefix.name` where both parts are plain identifiers.
+pub fn is_custom_setting_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let ident = |s: &str| {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if ident(a) && ident(b))
+}
+
 /// True for settings that last one transaction only (`SET TRANSACTION …`):
 /// nothing of them is session state to carry to another server session.
 pub fn is_transaction_scoped(name: &str) -> bool {

@@ -148,20 +148,7 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
     );
     println!("Ctrl-C stops everything.\n");
 
-    wait_for_stop_signal().await;
+    crate::shutdown::stop_signal().await;
     server.stop(Duration::from_secs(2)).await;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -5,31 +5,32 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
 
 use super::client::serve_client;
 use super::ProxyState;
 use crate::error::{sqlstate, ClientError};
 
 /// Accepts clients until `shutdown` turns true.
-pub async fn run(
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    max_clients: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(listener: TcpListener, state: Arc<ProxyState>, max_clients: usize, mut shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(max_clients));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.requested() => return,
         };
         let (mut socket, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                // Running out of file descriptors must not end the listener.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::task::yield_now().await;
+                // Running out of file descriptors must not end the listener,
+                // nor spin it: wait for some to be freed.
+                tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    _ = shutdown.requested() => return,
+                }
                 continue;
             }
         };

@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+
+use crate::shutdown::Shutdown;
 use tokio_postgres::{AsyncMessage, Client};
 
 use crate::error::{sqlstate, ClientError};
@@ -43,19 +45,19 @@ pub enum EventsError {
 
 /// Listens for catalog changes until `shutdown` turns true, reconnecting
 /// with backoff; never returns early and never panics.
-pub async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdown: Shutdown) {
     let mut backoff = BACKOFF_START;
     loop {
         let outcome = tokio::select! {
             outcome = listen(&control_url, &sessions, &mut backoff) => outcome,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.requested() => return,
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %e, retry_in = ?backoff, "catalog listener disconnected");
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.requested() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

@@ -165,6 +165,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             drop(conn);
+            self.pool.inner.counters.closed.fetch_add(1, Ordering::Relaxed);
             self.pool.release_slot(&self.tenant, true);
         }
     }

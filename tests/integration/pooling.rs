@@ -380,3 +380,17 @@ async fn excess_clients_get_53300_at_once() {
     let err = env.refused("barclays_ops", PASSWORD).await;
     assert_eq!(sqlstate(&err), "53300");
 }
+
+/// A server session dropped without being handed back (here: a login whose
+/// startup setting the server refuses) counts as closed, so created − closed
+/// is what the pool holds.
+#[tokio::test]
+async fn a_dropped_server_session_counts_as_closed() {
+    let env = TestEnv::start_with(|c| c.pool.size = 2).await;
+    let url = format!("{}?options=-c%20work_mem%3Dlots", env.url("hk_teller", PASSWORD));
+    assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls).await.is_err(), "the bad setting refuses the login");
+    let figures = env.server.state.readwrite.figures();
+    assert_eq!(figures.created, 1, "{figures:?}");
+    assert_eq!(figures.closed, 1, "{figures:?}");
+    assert_eq!(figures.active + figures.idle, 0, "{figures:?}");
+}
