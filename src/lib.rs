@@ -3,6 +3,7 @@
 //! tenant context the client cannot change. See ARCHITECTURE.md.
 
 pub mod admin;
+pub mod blocking;
 pub mod cancel;
 pub mod config;
 pub mod dev;

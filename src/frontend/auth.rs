@@ -125,7 +125,9 @@ where
     if !rest.is_empty() {
         return Err(malformed("PasswordMessage"));
     }
-    Ok(verifier.matches_password(password).then_some(None))
+    let (verifier, password) = (verifier.clone(), password.to_owned());
+    let matches = crate::blocking::run(move || verifier.matches_password(&password)).await.unwrap_or(false);
+    Ok(matches.then_some(None))
 }
 
 fn malformed(what: &str) -> ClientError {

@@ -18,6 +18,8 @@ pub enum CatalogError {
     Config(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("pgtenant is shutting down")]
+    ShuttingDown,
 }
 
 /// What authentication needs to know about a login.
@@ -97,7 +99,7 @@ impl Catalog {
         password: &str,
         access: Access,
     ) -> Result<(), CatalogError> {
-        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let verifier = crate::blocking::scram_verifier(password).await.ok_or(CatalogError::ShuttingDown)?;
         let client = self.pool.get().await?;
         let changed = client
             .execute(

@@ -5,7 +5,7 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, CatalogError};
 use super::store::{db_failure, rfc3339, StoreError};
 use super::validate;
 use super::Access;
@@ -51,9 +51,9 @@ fn not_found(username: &str) -> StoreError {
     StoreError::NotFound(format!("no login {username:?}"))
 }
 
-/// A verifier with a fresh random salt.
-fn verifier(password: &str) -> String {
-    postgres_protocol::password::scram_sha_256(password.as_bytes())
+/// A verifier with a fresh random salt (computed off the async workers).
+async fn verifier(password: &str) -> Result<String, StoreError> {
+    crate::blocking::scram_verifier(password).await.ok_or(StoreError::Unavailable(CatalogError::ShuttingDown))
 }
 
 impl Catalog {
@@ -68,7 +68,7 @@ impl Catalog {
         validate::username(username)?;
         validate::password(password)?;
         let tenant_id = self.get_tenant(tenant).await?.id;
-        let verifier = verifier(password);
+        let verifier = verifier(password).await?;
         let client = self.client().await?;
         let sql = format!(
             "INSERT INTO pgtenant.logins (username, tenant_id, verifier, access) \
@@ -110,7 +110,10 @@ impl Catalog {
         if let Some(password) = &changes.password {
             validate::password(password)?;
         }
-        let verifier = changes.password.as_deref().map(verifier);
+        let verifier = match changes.password.as_deref() {
+            Some(password) => Some(verifier(password).await?),
+            None => None,
+        };
         let client = self.client().await?;
         let sql = format!(
             "UPDATE pgtenant.logins \
