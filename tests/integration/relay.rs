@@ -155,7 +155,7 @@ async fn notices_and_notifications_reach_the_client() {
     let env = TestEnv::start().await;
     let (listener, mut rx) = env.connect_listening("hk_teller").await;
     listener.batch_execute("DROP TABLE IF EXISTS no_such_table").await.unwrap();
-    match rx.recv().await.unwrap() {
+    match next_message(&mut rx).await {
         AsyncMessage::Notice(notice) => {
             assert!(notice.message().contains("does not exist, skipping"))
         }
@@ -164,7 +164,7 @@ async fn notices_and_notifications_reach_the_client() {
     listener.batch_execute("LISTEN ledger").await.unwrap();
     let sender = env.connect("hk_teller").await;
     sender.batch_execute("NOTIFY ledger, 'posted'").await.unwrap();
-    match rx.recv().await.unwrap() {
+    match next_message(&mut rx).await {
         AsyncMessage::Notification(n) => {
             assert_eq!(n.channel(), "ledger");
             assert_eq!(n.payload(), "posted");

@@ -3,6 +3,7 @@
 //! Each test is one attempt; each asserts the refusal (SQLSTATE and words)
 //! and that no row of another tenant reached the client.
 
+use pgtenant::config::PoolMode;
 use tokio_postgres::{AsyncMessage, Client};
 
 use crate::common::raw::{self, first_column};
@@ -659,7 +660,7 @@ async fn notify_never_reaches_another_tenant() {
     // Barclays' own notification, sent after: if hk's crossed over, it would come first.
     let barclays = env.connect("barclays_ops").await;
     barclays.batch_execute("NOTIFY ledger, 'from barclays'").await.unwrap();
-    match rx.recv().await.unwrap() {
+    match next_message(&mut rx).await {
         AsyncMessage::Notification(n) => {
             assert_eq!(n.channel(), "ledger");
             assert_eq!(n.payload(), "from barclays");
@@ -669,15 +670,27 @@ async fn notify_never_reaches_another_tenant() {
     assert_isolated(&hk).await;
 }
 
+/// The cursor's server connection is the next client's (one server session,
+/// asserted by backend pid), so a leak could show.
 #[tokio::test]
 async fn with_hold_cursor_does_not_cross_clients() {
-    let env = TestEnv::start().await;
-    let barclays = env.connect("barclays_ops").await;
-    barclays.batch_execute("DECLARE secrets CURSOR WITH HOLD FOR SELECT * FROM accounts").await.unwrap();
-    let hk = env.connect("hk_teller").await;
-    let err = hk.simple_query("FETCH ALL FROM secrets").await.unwrap_err();
-    assert_eq!(sqlstate(&err), "34000");
-    assert_isolated(&hk).await;
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = TestEnv::start_with(|c| {
+            c.pool.size = 1;
+            c.pool.mode = mode;
+        })
+        .await;
+        let (barclays, connection) = env.connect_abortable("barclays_ops").await;
+        barclays.batch_execute("DECLARE secrets CURSOR WITH HOLD FOR SELECT * FROM accounts").await.unwrap();
+        let pid = value(&barclays, "SELECT pg_backend_pid()").await;
+        drop(barclays);
+        let _ = connection.await;
+        let hk = env.connect("hk_teller").await;
+        assert_eq!(value(&hk, "SELECT pg_backend_pid()").await, pid, "{mode:?}: the same server session");
+        let err = hk.simple_query("FETCH ALL FROM secrets").await.unwrap_err();
+        assert_eq!(sqlstate(&err), "34000", "{mode:?}");
+        assert_isolated(&hk).await;
+    }
 }
 
 // ---- writes ---------------------------------------------------------------

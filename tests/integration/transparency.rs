@@ -96,7 +96,7 @@ async fn notifications_carry_the_senders_client_pid() {
             let replies = sender.query(&format!("NOTIFY jobs, 'round {round}'")).await;
             assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
             let notification = loop {
-                match messages.recv().await.expect("a notification") {
+                match next_message(&mut messages).await {
                     AsyncMessage::Notification(n) => break n,
                     _ => continue,
                 }

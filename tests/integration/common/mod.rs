@@ -179,6 +179,17 @@ pub async fn value(client: &Client, sql: &str) -> String {
         .expect("a row")
 }
 
+/// The next asynchronous message of a [`TestEnv::connect_listening`]
+/// client; the bound on the wait turns a lost message into a failure, not a hang.
+pub async fn next_message(
+    messages: &mut tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) -> tokio_postgres::AsyncMessage {
+    tokio::time::timeout(Duration::from_secs(20), messages.recv())
+        .await
+        .expect("an asynchronous message within 20 s")
+        .expect("the connection is open")
+}
+
 /// Sorted account ids a client sees.
 pub async fn account_ids(client: &Client) -> Vec<i64> {
     let rows = client.query("SELECT id FROM accounts ORDER BY id", &[]).await.expect("select accounts");
