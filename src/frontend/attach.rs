@@ -99,11 +99,6 @@ impl Attachment {
         }
     }
 
-    /// The client's cancel-key id.
-    pub fn client_id(&self) -> i32 {
-        self.client_id
-    }
-
     /// Checks a server session out for this client.
     pub async fn acquire(&mut self) -> Result<Attached, ClientError> {
         let mut lease = self.pool.checkout(&self.context.tenant_id, self.client_id, self.tenant_cap).await.map_err(

@@ -162,11 +162,6 @@ impl Relay<ClientStream> {
         }
     }
 
-    /// The server session's transaction state as of its last ReadyForQuery.
-    pub fn status(&self) -> TxnStatus {
-        self.status
-    }
-
     /// Relays until either side ends; then hands the server session back
     /// (when it is idle and clean) or closes it.
     pub async fn run(&mut self, session: &mut SessionHandle) -> RelayEnd {

@@ -188,10 +188,6 @@ impl Pool {
         &self.inner.target
     }
 
-    pub fn config(&self) -> &PoolConfig {
-        &self.inner.config
-    }
-
     pub fn counters(&self) -> &PoolCounters {
         &self.inner.counters
     }
