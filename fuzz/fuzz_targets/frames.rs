@@ -29,6 +29,8 @@ fuzz_target!(|data: &[u8]| {
         "pgtenant_marker_".into(),
         "t0.".into(),
         Some(pgtenant::config::SessionFeatures::Pin),
+        [0; 32],
+        Default::default(),
         7,
     );
     policy.set_server_pid(42);
