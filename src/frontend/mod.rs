@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod auth;
+pub mod bind_effects;
 pub mod client;
 pub mod listener;
 pub mod params;

@@ -10,6 +10,7 @@ pub mod denylist;
 pub mod inspect;
 pub mod prescan;
 pub mod set_config;
+pub mod set_statement;
 pub mod syntax_error;
 
 use std::collections::HashMap;
