@@ -438,6 +438,8 @@ impl ClientPolicy {
     /// The client's statements are gone (DISCARD ALL, DEALLOCATE ALL), and so
     /// are the server session's.
     fn forget_statements(&mut self, server: Option<&mut ServerStatements>) {
+        // Their effects go with them: Binds need no reading any more.
+        self.prepared_effects.clear();
         if let Some(statements) = self.statements.as_mut() {
             statements.clear();
         }
