@@ -25,6 +25,46 @@ pub struct Config {
     /// Per-tenant overrides, keyed by tenant slug (`[tenants.<slug>]`).
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, TenantOverrides>,
+    /// More servers tenants can be placed on (`[upstreams.<name>]`); `[upstream]` is `default`.
+    #[serde(default)]
+    pub upstreams: std::collections::BTreeMap<String, PlacementUpstream>,
+    #[serde(default)]
+    pub provisioning: ProvisioningConfig,
+}
+
+/// The name of the `[upstream]` section among the placements.
+pub const DEFAULT_UPSTREAM: &str = "default";
+
+/// One more server tenants can be placed on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementUpstream {
+    /// Login role of readwrite sessions of shared tenants placed here.
+    pub url: String,
+    #[serde(default)]
+    pub readonly_url: Option<String>,
+    /// Role that creates tenant roles, schemas and databases here (CREATEROLE, CREATEDB).
+    pub admin_url: Option<String>,
+}
+
+/// Where schema and database tenants come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// Folder of versioned tenant migrations (`0001_name.sql`, …).
+    pub migrations: Option<PathBuf>,
+    /// Template database of new database tenants (default: the server's template1).
+    pub template: Option<String>,
+}
+
+/// A server tenants are placed on, whichever section it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub name: String,
+    pub url: String,
+    pub readonly_url: Option<String>,
+    /// Provisioning connects here; `control.url` for the default upstream when unset.
+    pub admin_url: Option<String>,
 }
 
 /// What one tenant does differently from the `[pool]` defaults.
@@ -94,6 +134,9 @@ pub struct UpstreamConfig {
     pub url: String,
     #[serde(default)]
     pub readonly_url: Option<String>,
+    /// Role that creates tenant roles, schemas and databases (default: `control.url`).
+    #[serde(default)]
+    pub admin_url: Option<String>,
     #[serde(default = "default_connect_timeout", deserialize_with = "from_str_or_native")]
     pub connect_timeout_secs: u64,
 }
@@ -317,7 +360,34 @@ impl Config {
         if let Some(url) = &self.upstream.readonly_url {
             check_postgres_url("upstream.readonly_url", url)?;
         }
+        if let Some(url) = &self.upstream.admin_url {
+            check_postgres_url("upstream.admin_url", url)?;
+        }
         check_postgres_url("control.url", &self.control.url)?;
+        for (name, placement) in &self.upstreams {
+            if !is_upstream_name(name) || name == DEFAULT_UPSTREAM {
+                return Err(ConfigError::new(
+                    format!("upstreams.{name}"),
+                    "must be a name of [a-z0-9_][a-z0-9_-]{0,62} other than `default` (the [upstream] section)",
+                ));
+            }
+            check_postgres_url(&format!("upstreams.{name}.url"), &placement.url)?;
+            if let Some(url) = &placement.readonly_url {
+                check_postgres_url(&format!("upstreams.{name}.readonly_url"), url)?;
+            }
+            if let Some(url) = &placement.admin_url {
+                check_postgres_url(&format!("upstreams.{name}.admin_url"), url)?;
+            }
+        }
+        if let Some(folder) = &self.provisioning.migrations {
+            crate::tenancy::provision::TenantMigration::load_folder(folder)
+                .map_err(|problem| ConfigError::new("provisioning.migrations", problem))?;
+        }
+        if let Some(template) = &self.provisioning.template {
+            if template.is_empty() || template.len() > 63 {
+                return Err(ConfigError::new("provisioning.template", "must be a database name (1 to 63 bytes)"));
+            }
+        }
         if self.pool.size == 0 {
             return Err(ConfigError::new("pool.size", "must be at least 1"));
         }
@@ -364,6 +434,24 @@ impl Config {
         }
     }
 
+    /// Every server tenants can be placed on: `default` (`[upstream]`) first.
+    pub fn placements(&self) -> Vec<Placement> {
+        let default = Placement {
+            name: DEFAULT_UPSTREAM.to_owned(),
+            url: self.upstream.url.clone(),
+            readonly_url: self.upstream.readonly_url.clone(),
+            admin_url: self.upstream.admin_url.clone().or_else(|| Some(self.control.url.clone())),
+        };
+        std::iter::once(default)
+            .chain(self.upstreams.iter().map(|(name, p)| Placement {
+                name: name.clone(),
+                url: p.url.clone(),
+                readonly_url: p.readonly_url.clone(),
+                admin_url: p.admin_url.clone(),
+            }))
+            .collect()
+    }
+
     /// The database name clients must ask for.
     pub fn served_database(&self) -> String {
         if let Some(db) = &self.proxy.database {
@@ -380,6 +468,15 @@ impl Config {
             })
             .unwrap_or_else(|| "postgres".into())
     }
+}
+
+/// An upstream's name as the catalog stores it.
+pub fn is_upstream_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit() || bytes[0] == b'_')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-')
 }
 
 fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
@@ -419,6 +516,9 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
         if section == "tenants" {
             return Err(ConfigError::new(name.clone(), "per-tenant overrides are set in the config file only"));
+        }
+        if section == "upstreams" {
+            return Err(ConfigError::new(name.clone(), "[upstreams.<name>] sections are set in the config file only"));
         }
         let table = root.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(table) = table else {

@@ -33,6 +33,12 @@ enum Command {
         /// Config file [default: $PGTENANT_CONFIG, then ./config.toml]
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Then bring every schema and database tenant to the newest tenant migration
+        #[arg(long)]
+        tenants: bool,
+        /// Tenants migrated at once (with --tenants)
+        #[arg(long, default_value_t = 4, requires = "tenants", value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
     },
     /// Run the proxy and the admin sidecar until SIGTERM
     Serve {
@@ -46,7 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match &cli.command {
         Command::Dev { .. } => None,
-        Command::Migrate { config } | Command::Serve { config } => match Config::load(config.as_deref()) {
+        Command::Migrate { config, .. } | Command::Serve { config } => match Config::load(config.as_deref()) {
             Ok(config) => Some(config),
             Err(e) => {
                 eprintln!("pgtenant: {e}");
@@ -71,7 +77,13 @@ fn main() -> ExitCode {
             (Command::Dev { port, admin_port, data_dir }, _) => {
                 pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir }).await
             }
-            (Command::Migrate { .. }, Some(config)) => migrate(&config).await,
+            (Command::Migrate { tenants, jobs, .. }, Some(config)) => {
+                migrate(&config).await?;
+                if tenants {
+                    migrate_tenants(&config, usize::from(jobs)).await?;
+                }
+                Ok(())
+            }
             (Command::Serve { config: path }, Some(config)) => serve(&config, path.as_deref()).await,
             (_, None) => unreachable!("config is loaded for migrate and serve"),
         }
@@ -95,6 +107,45 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     }
     for grant in &report.granted {
         println!("pgtenant migrate: granted {grant}");
+    }
+    Ok(())
+}
+
+async fn migrate_tenants(config: &Config, jobs: usize) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stderr().is_terminal();
+    let report = pgtenant::migrate_tenants::migrate_tenants(config, jobs, |so_far, outcome| {
+        let done = so_far.outcomes.len() + 1;
+        let failed = so_far.failed().count() + usize::from(outcome.result.is_err());
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            let _ = write!(err, "\rtenants: {done}/{} done, {failed} failed", so_far.total);
+            let _ = err.flush();
+        } else {
+            let what = match &outcome.result {
+                Ok(version) => format!("at version {version}"),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            let _ = writeln!(err, "tenant {} {what} ({done}/{})", outcome.slug, so_far.total);
+        }
+    })
+    .await?;
+    if terminal {
+        eprintln!();
+    }
+    let failed: Vec<&str> = report.failed().map(|o| o.slug.as_str()).collect();
+    println!(
+        "pgtenant migrate: {} tenant(s) at the newest migration, {} failed",
+        report.total - failed.len(),
+        failed.len()
+    );
+    for outcome in report.failed() {
+        if let Err(e) = &outcome.result {
+            println!("pgtenant migrate: tenant {} failed: {e}", outcome.slug);
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("tenant migrations failed for: {}", failed.join(", "));
     }
     Ok(())
 }

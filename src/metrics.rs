@@ -71,17 +71,34 @@ impl Drop for ClientConnectionGauge {
 
 /// Counts a session that reached the relay.
 /// Pool gauges and counters, set from the pool's figures when /metrics is read.
-pub fn record_pool(access: &'static str, f: &crate::upstream::pool::PoolFigures) {
-    metrics::gauge!("pgtenant_pool_server_connections", "access" => access, "state" => "active").set(f.active as f64);
-    metrics::gauge!("pgtenant_pool_server_connections", "access" => access, "state" => "idle").set(f.idle as f64);
-    metrics::gauge!("pgtenant_pool_waiting_clients", "access" => access).set(f.waiting as f64);
-    metrics::counter!("pgtenant_pool_connections_created_total", "access" => access).absolute(f.created);
-    metrics::counter!("pgtenant_pool_connections_closed_total", "access" => access).absolute(f.closed);
-    metrics::counter!("pgtenant_pool_checkouts_total", "access" => access).absolute(f.checkouts);
-    metrics::counter!("pgtenant_pool_waits_total", "access" => access).absolute(f.waits);
-    metrics::gauge!("pgtenant_pool_wait_seconds_total", "access" => access).set(f.wait_seconds_total);
-    metrics::counter!("pgtenant_pool_context_switches_total", "access" => access).absolute(f.context_switches);
-    metrics::counter!("pgtenant_pool_resets_total", "access" => access).absolute(f.resets);
+pub fn record_pools(pools: &[crate::routing::PoolEntry]) {
+    // Per upstream and access; the pools of tenants' own roles are summed
+    // (`roles="tenant"`), so the label set stays bounded however many tenants there are.
+    let mut sums: std::collections::BTreeMap<(String, &'static str, &'static str), crate::upstream::pool::PoolFigures> =
+        Default::default();
+    for entry in pools {
+        let roles = if entry.tenant_id.is_some() { "tenant" } else { "shared" };
+        let f = entry.pool.figures();
+        sums.entry((entry.upstream.clone(), entry.access.as_str(), roles)).or_default().add(&f);
+    }
+    for ((upstream, access, roles), f) in sums {
+        let labels = [("upstream", upstream), ("access", access.to_owned()), ("roles", roles.to_owned())];
+        let with_state = |state: &'static str| {
+            let mut l = labels.to_vec();
+            l.push(("state", state.to_owned()));
+            l
+        };
+        metrics::gauge!("pgtenant_pool_server_connections", &with_state("active")).set(f.active as f64);
+        metrics::gauge!("pgtenant_pool_server_connections", &with_state("idle")).set(f.idle as f64);
+        metrics::gauge!("pgtenant_pool_waiting_clients", &labels).set(f.waiting as f64);
+        metrics::counter!("pgtenant_pool_connections_created_total", &labels).absolute(f.created);
+        metrics::counter!("pgtenant_pool_connections_closed_total", &labels).absolute(f.closed);
+        metrics::counter!("pgtenant_pool_checkouts_total", &labels).absolute(f.checkouts);
+        metrics::counter!("pgtenant_pool_waits_total", &labels).absolute(f.waits);
+        metrics::gauge!("pgtenant_pool_wait_seconds_total", &labels).set(f.wait_seconds_total);
+        metrics::counter!("pgtenant_pool_context_switches_total", &labels).absolute(f.context_switches);
+        metrics::counter!("pgtenant_pool_resets_total", &labels).absolute(f.resets);
+    }
 }
 
 /// Counts one statement the guard refused.

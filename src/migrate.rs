@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "protected_context", sql: include_str!("../sql/0002_protected_context.sql") },
     Migration { version: 3, name: "catalog_events", sql: include_str!("../sql/0003_catalog_events.sql") },
     Migration { version: 4, name: "verified_tenant", sql: include_str!("../sql/0004_verified_tenant.sql") },
+    Migration { version: 5, name: "isolation_models", sql: include_str!("../sql/0005_isolation_models.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.
@@ -66,10 +67,33 @@ pub async fn migrate(control_url: &str, session_users: &[(String, Access)]) -> a
             bail!("the upstream role {user} must not be the catalog owner (control.url)");
         }
     }
+    migrate_locked(&client, session_users).await
+}
+
+async fn migrate_locked(client: &Client, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await?;
-    let result = apply(&client, session_users).await;
+    let result = apply(client, session_users).await;
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY]).await;
     result
+}
+
+/// Installs pgtenant's schema in a tenant's own database (through a
+/// provisioning connection to it) with the catalog's context key, so the
+/// context exchange and `pgtenant.current_tenant()` work there as in the
+/// catalog database. Its catalog tables stay empty.
+pub async fn install_runtime(client: &Client, context_key: &[u8]) -> anyhow::Result<()> {
+    migrate_locked(client, &[]).await?;
+    let ipad: Vec<u8> = context_key.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = context_key.iter().map(|b| b ^ 0x5c).collect();
+    client
+        .execute(
+            "UPDATE pgtenant.context_key SET key = $1, ipad = $2, opad = $3 WHERE id = 1",
+            &[&context_key, &ipad, &opad],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))
+        .context("cannot install the context key")?;
+    Ok(())
 }
 
 async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {

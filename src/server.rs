@@ -15,10 +15,11 @@ use crate::config::Config;
 use crate::error::{sqlstate, ClientError};
 use crate::frontend::tls::TlsSetup;
 use crate::frontend::{listener, ProxyState};
+use crate::routing::Routes;
 use crate::sessions::{SessionRegistry, SessionState};
 use crate::tenancy::catalog::Catalog;
-use crate::upstream::pool::{Pool, PoolConfig};
-use crate::upstream::UpstreamTarget;
+use crate::tenancy::provision::{Provisioner, TenantMigration};
+use crate::upstream::pool::PoolConfig;
 
 /// A running proxy and sidecar.
 pub struct Server {
@@ -40,16 +41,27 @@ impl Server {
             idle_timeout: Duration::from_secs(config.pool.idle_timeout_secs),
             checkout_timeout: Duration::from_secs(config.pool.checkout_timeout_secs),
         };
-        let readwrite = UpstreamTarget::from_url(&config.upstream.url, connect_timeout).context("upstream.url")?;
-        let readonly = match &config.upstream.readonly_url {
-            Some(url) => Some(UpstreamTarget::from_url(url, connect_timeout).context("upstream.readonly_url")?),
-            None => None,
-        };
         let mut decoy_secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut decoy_secret);
         let catalog = Catalog::new(&config.control.url, config.control.pool_size).context("control.url")?;
         catalog.check_migrated().await.context("control.url")?;
         let context_key = catalog.context_key().await.context("cannot load the context key through control.url")?;
+        let placements = config.placements();
+        let routes = Routes::new(&placements, pool_config, connect_timeout, context_key.clone())
+            .map_err(|(key, e)| anyhow::anyhow!(e).context(key))?;
+        let migrations = match &config.provisioning.migrations {
+            Some(folder) => TenantMigration::load_folder(folder)
+                .map_err(|problem| anyhow::anyhow!("provisioning.migrations: {problem}"))?,
+            None => Vec::new(),
+        };
+        let provisioner = Provisioner::new(
+            catalog.clone(),
+            placements,
+            migrations,
+            config.provisioning.template.clone(),
+            context_key.clone(),
+            connect_timeout,
+        );
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(TlsSetup::load(cert, key, config.tls.required, config.tls.cleartext_password)?)
@@ -65,8 +77,8 @@ impl Server {
             startup_timeout: Duration::from_secs(config.proxy.startup_timeout_secs),
             catalog,
             context_key,
-            readwrite: Pool::new(readwrite, pool_config.clone()),
-            readonly: readonly.map(|target| Pool::new(target, pool_config.clone())),
+            routes,
+            provisioner,
             pool_mode: config.pool.mode,
             limits: std::sync::RwLock::new(Arc::new(config.clone())),
             session_features: config.pool.session_features,
@@ -168,9 +180,12 @@ async fn reap_pools(state: Arc<ProxyState>, mut shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.requested() => return,
         }
-        for pool in std::iter::once(&state.readwrite).chain(state.readonly.as_ref()) {
-            pool.reap();
-            pool.fill_min_idle().await;
+        for entry in state.routes.pools() {
+            entry.pool.reap();
+            if entry.tenant_id.is_none() {
+                entry.pool.fill_min_idle().await;
+            }
         }
+        state.routes.drop_empty_tenant_pools();
     }
 }

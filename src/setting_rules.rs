@@ -128,6 +128,56 @@ fn ascii_transparent_encoding(value: &str) -> bool {
     EXACT.contains(&name.as_str()) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// Whether `name` has the form of a schema, database or role pgtenant made
+/// for a schema or database tenant (`pgt_<32 hex>`, `_ro` for its readonly role).
+pub fn is_tenant_object_name(name: &str) -> bool {
+    let Some(hex) = name.strip_prefix("pgt_") else { return false };
+    let hex = hex.strip_suffix("_ro").unwrap_or(hex);
+    hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The first schema of a `search_path` value (in `set_config()` form) that
+/// belongs to a tenant other than `own`: a session may name its own
+/// tenant's schema and any ordinary one, never another tenant's.
+pub fn foreign_tenant_schema(search_path: &str, own: Option<&str>) -> Option<String> {
+    search_path_entries(search_path)
+        .into_iter()
+        .find(|schema| is_tenant_object_name(schema) && Some(schema.as_str()) != own)
+}
+
+/// The schema names of a search_path list as the server reads them:
+/// unquoted names lower-cased, quoted ones verbatim with `""` undoubled.
+fn search_path_entries(value: &str) -> Vec<String> {
+    let mut entries = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
+        let Some(&first) = chars.peek() else { break };
+        let mut name = String::new();
+        if first == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                if c == '"' {
+                    if chars.next_if_eq(&'"').is_some() {
+                        name.push('"');
+                        continue;
+                    }
+                    break;
+                }
+                name.push(c);
+            }
+            while chars.next_if(|c| *c != ',').is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                name.push(c);
+            }
+            name = name.trim().to_ascii_lowercase();
+        }
+        entries.push(name);
+    }
+    entries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +225,26 @@ mod tests {
             assert!(err.message.contains("use UTF8"), "{}", err.message);
         }
         assert!(check_value("application_name", "SJIS").is_ok());
+    }
+
+    #[test]
+    fn search_paths_naming_another_tenants_schema_are_found() {
+        let own = "pgt_0123456789abcdef0123456789abcdef";
+        let other = "pgt_fedcba9876543210fedcba9876543210";
+        assert_eq!(foreign_tenant_schema(own, Some(own)), None);
+        assert_eq!(foreign_tenant_schema("public, pg_catalog", Some(own)), None);
+        assert_eq!(foreign_tenant_schema(&format!("public, {other}"), Some(own)).as_deref(), Some(other));
+        assert_eq!(foreign_tenant_schema(&format!("\"{other}\""), Some(own)).as_deref(), Some(other));
+        assert_eq!(
+            foreign_tenant_schema(&other.to_uppercase().replace("PGT_", "pgt_"), Some(own)).as_deref(),
+            Some(other)
+        );
+        assert_eq!(
+            foreign_tenant_schema(&format!("\"$user\",{own}_ro"), Some(own)).as_deref(),
+            Some(format!("{own}_ro").as_str())
+        );
+        assert_eq!(foreign_tenant_schema(own, None).as_deref(), Some(own));
+        // Quoted, a name keeps its case: another schema, not a tenant's.
+        assert_eq!(foreign_tenant_schema(&format!("\"{}\"", other.to_uppercase()), Some(own)), None);
     }
 }

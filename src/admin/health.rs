@@ -31,19 +31,30 @@ pub async fn healthz() -> &'static str {
         (status = 200, description = "Ready", body = String, content_type = "text/plain"),
         (status = 503, description = "The control database or an upstream is unreachable", body = String, content_type = "text/plain"),
     ))]
-pub async fn readyz(State(admin): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
+pub async fn readyz(State(admin): State<Arc<AdminState>>) -> (StatusCode, String) {
     if let Err(e) = admin.proxy.catalog.ping().await {
         tracing::warn!(error = %e, "not ready: catalog");
-        return (StatusCode::SERVICE_UNAVAILABLE, "catalog unreachable\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "catalog unreachable\n".into());
     }
-    let targets = [Some(admin.proxy.readwrite.target()), admin.proxy.readonly.as_ref().map(|p| p.target())];
-    for target in targets.into_iter().flatten() {
-        if let Err(e) = reachable(&target.address).await {
-            tracing::warn!(error = %e, upstream = %target.address, "not ready: upstream");
-            return (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n");
+    let mut report = String::new();
+    let mut ready = true;
+    for placement in admin.proxy.routes.placements() {
+        let targets = [Some(placement.readwrite.target()), placement.readonly.as_ref().map(|p| p.target())];
+        let mut up = true;
+        for target in targets.into_iter().flatten() {
+            if let Err(e) = reachable(&target.address).await {
+                tracing::warn!(error = %e, upstream = %placement.name, address = %target.address, "not ready: upstream");
+                up = false;
+            }
         }
+        ready &= up;
+        report.push_str(&format!("upstream {}: {}\n", placement.name, if up { "reachable" } else { "unreachable" }));
     }
-    (StatusCode::OK, "ready\n")
+    if ready {
+        (StatusCode::OK, format!("ready\n{report}"))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("upstream unreachable\n{report}"))
+    }
 }
 
 /// Whether the upstream accepts a connection (closed at once; no session is opened).
@@ -68,9 +79,7 @@ pub async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
     for access in [Access::Readwrite, Access::Readonly] {
         let open = sessions.iter().filter(|s| s.identity.access == access).count();
         metrics::gauge!(SESSIONS_OPEN, "access" => access.as_str()).set(open as f64);
-        if let Some(pool) = admin.proxy.pool_for(access) {
-            crate::metrics::record_pool(access.as_str(), &pool.figures());
-        }
     }
+    crate::metrics::record_pools(&admin.proxy.routes.pools());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
 }

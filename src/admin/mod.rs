@@ -17,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -53,6 +53,7 @@ pub fn router(proxy: Arc<ProxyState>, token: &str) -> Router {
         .route("/tenants", get(tenants::list).post(tenants::create))
         .route("/tenants/{tenant}", get(tenants::get).patch(tenants::update).delete(tenants::delete))
         .route("/tenants/{tenant}/logins", get(logins::list).post(logins::create))
+        .route("/tenants/{tenant}/provision", post(tenants::reprovision))
         .route("/logins/{username}", get(logins::get).patch(logins::update).delete(logins::delete))
         .route("/sessions", get(sessions::list))
         .route("/sessions/{id}", delete(sessions::end))

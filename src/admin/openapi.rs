@@ -17,14 +17,14 @@ use super::{health, logins, sessions, tenants};
 #[openapi(
     info(title = "pgtenant admin API", description = "Tenants, logins, sessions and health of a pgtenant process (SPEC §5)."),
     paths(
-        tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
+        tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete, tenants::reprovision,
         logins::create, logins::list, logins::get, logins::update, logins::delete,
         sessions::list, sessions::end, sessions::pools,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
         Problem,
-        crate::tenancy::tenants::Tenant, crate::tenancy::tenants::TenantStatus,
+        crate::tenancy::tenants::Tenant, crate::tenancy::tenants::TenantStatus, crate::tenancy::Isolation,
         tenants::CreateTenant, tenants::UpdateTenant,
         crate::tenancy::logins::Login, crate::tenancy::Access,
         logins::CreateLogin, logins::UpdateLogin,

@@ -75,6 +75,12 @@ pub async fn end(State(admin): State<Arc<AdminState>>, ApiPath(id): ApiPath<i32>
 /// The server connections of one upstream role.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Pool {
+    /// The upstream server (`default`: `[upstream]`).
+    #[schema(example = "default")]
+    pub upstream: String,
+    /// The tenant whose own role this pool uses (schema and database tenants); absent for shared roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     /// The access level the role serves.
     pub access: Access,
     /// The upstream login role.
@@ -97,12 +103,12 @@ pub async fn pools(State(admin): State<Arc<AdminState>>) -> Json<Vec<Pool>> {
         crate::config::PoolMode::Transaction => "transaction",
     };
     let mut pools = Vec::new();
-    for access in [Access::Readwrite, Access::Readonly] {
-        let Some(pool) = admin.proxy.pool_for(access) else {
-            continue;
-        };
+    for entry in admin.proxy.routes.pools() {
+        let pool = entry.pool;
         pools.push(Pool {
-            access,
+            upstream: entry.upstream,
+            tenant_id: entry.tenant_id,
+            access: entry.access,
             user: pool.target().user.clone(),
             database: pool.target().database.clone(),
             mode: mode.into(),

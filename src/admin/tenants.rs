@@ -11,7 +11,9 @@ use super::extract::{nullable, ApiJson, ApiPath, ApiQuery};
 use super::problem::Problem;
 use super::AdminState;
 use crate::tenancy::events::ended_because;
+use crate::tenancy::provision::ProvisionError;
 use crate::tenancy::tenants::{NewTenant, Tenant, TenantChanges, TenantStatus};
+use crate::tenancy::Isolation;
 
 /// Body of `POST /v1/tenants`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -27,9 +29,17 @@ pub struct CreateTenant {
     #[serde(default)]
     #[schema(example = "hsbc")]
     pub parent: Option<String>,
-    /// Keep this uuid (adopting a database whose rows already carry it).
+    /// Keep this uuid (adopting a database whose rows already carry it, or
+    /// the schema or database a deleted tenant of this id left).
     #[serde(default)]
     pub id: Option<String>,
+    /// `shared` (default), `schema` or `database`.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// The upstream to place the tenant on (default: `default`, the `[upstream]` section).
+    #[serde(default)]
+    #[schema(example = "default")]
+    pub upstream: Option<String>,
 }
 
 /// Body of `PATCH /v1/tenants/{tenant}`; absent fields stay as they are.
@@ -46,6 +56,19 @@ pub struct UpdateTenant {
     /// `suspended` ends the tenant's sessions and refuses new ones.
     #[serde(default)]
     pub status: Option<TenantStatus>,
+    /// Another upstream, only while the tenant is suspended (move its data first).
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+/// Query of `DELETE /v1/tenants/{tenant}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteTenant {
+    /// Schema and database tenants: also drop the schema or database (default: keep it, with its roles
+    /// unable to log in).
+    #[serde(default)]
+    pub drop: bool,
 }
 
 /// Query of `GET /v1/tenants`.
@@ -65,18 +88,83 @@ pub struct ListTenants {
         (status = 409, description = "Duplicate slug or id", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid or unknown field, unknown parent", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field, unknown parent or upstream, a parent for a schema or database tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The upstream refused provisioning (a migration failed: the file and the server's error are named); the tenant is kept as provisioning_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant's upstream is unreachable; the tenant is kept as provisioning_failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(admin): State<Arc<AdminState>>,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Tenant>), Problem> {
-    let tenant = admin
-        .catalog()
-        .create_tenant(&NewTenant { slug: body.slug, name: body.name, parent: body.parent, id: body.id })
-        .await?;
+    let isolation = body.isolation.unwrap_or(Isolation::Shared);
+    if let Some(upstream) = &body.upstream {
+        if !admin.proxy.provisioner.knows_upstream(upstream) {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("upstream: no upstream {upstream:?} is configured (upstream or [upstreams.<name>])"),
+            ));
+        }
+    }
+    let new = NewTenant {
+        slug: body.slug,
+        name: body.name,
+        parent: body.parent,
+        id: body.id,
+        isolation,
+        upstream: body.upstream,
+    };
+    let tenant = admin.catalog().create_tenant(&new).await?;
+    let tenant = provision(&admin, tenant).await?;
     let location = format!("/v1/tenants/{}", tenant.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(tenant)))
+}
+
+/// Makes a schema or database tenant's upstream objects and records the
+/// outcome: active at the migration version reached, or provisioning_failed.
+async fn provision(admin: &AdminState, tenant: Tenant) -> Result<Tenant, Problem> {
+    if tenant.isolation == Isolation::Shared {
+        return Ok(tenant);
+    }
+    let outcome = admin.proxy.provisioner.provision(&tenant.id, tenant.isolation, &tenant.upstream).await;
+    match outcome {
+        Ok(version) => Ok(admin.catalog().finish_provisioning(&tenant.id, Some(version)).await?),
+        Err(error) => {
+            tracing::warn!(tenant = %tenant.slug, error = %error, "provisioning failed");
+            admin.catalog().finish_provisioning(&tenant.id, None).await?;
+            let status = match &error {
+                ProvisionError::UnknownUpstream { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                ProvisionError::Busy => StatusCode::CONFLICT,
+                ProvisionError::Unreachable { .. } | ProvisionError::NoAdmin { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ProvisionError::Refused { .. } | ProvisionError::Migration { .. } => StatusCode::BAD_GATEWAY,
+            };
+            Err(Problem::new(
+                status,
+                format!(
+                    "{error}; tenant {} is kept as provisioning_failed: POST /v1/tenants/{}/provision retries, \
+                     DELETE removes it",
+                    tenant.slug, tenant.id
+                ),
+            ))
+        }
+    }
+}
+
+/// Provision a tenant again after a failure.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/provision", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses(
+        (status = 200, description = "Provisioned: the tenant, now active", body = Tenant),
+        (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant is not in provisioning_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The upstream refused provisioning again", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant's upstream is unreachable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reprovision(
+    State(admin): State<Arc<AdminState>>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<Tenant>, Problem> {
+    let tenant = admin.catalog().restart_provisioning(&key).await?;
+    Ok(Json(provision(&admin, tenant).await?))
 }
 
 /// List tenants, optionally the children of one.
@@ -111,7 +199,7 @@ pub async fn get(State(admin): State<Arc<AdminState>>, ApiPath(key): ApiPath<Str
         (status = 200, description = "The changed tenant", body = Tenant),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The new parent would make a cycle", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new parent would make a cycle; a new upstream for a tenant that is not suspended", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or unknown field, unknown parent", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -122,8 +210,20 @@ pub async fn update(
 ) -> Result<Json<Tenant>, Problem> {
     let tenant = admin
         .catalog()
-        .update_tenant(&key, &TenantChanges { name: body.name, parent: body.parent, status: body.status })
+        .update_tenant(
+            &key,
+            &TenantChanges {
+                name: body.name,
+                parent: body.parent,
+                status: body.status,
+                upstream: body.upstream.clone(),
+            },
+        )
         .await?;
+    if body.upstream.is_some() {
+        // Its own roles' pools point at the old server.
+        admin.proxy.routes.forget_tenant(&tenant.id);
+    }
     if tenant.status == TenantStatus::Suspended {
         // Here at once; other processes hear of it through the catalog events.
         admin.proxy.sessions.terminate_where(
@@ -135,21 +235,37 @@ pub async fn update(
 }
 
 /// Delete a tenant without children; its logins go with it and their sessions end.
+/// A schema or database tenant's schema or database is kept (its roles can no
+/// longer log in; a new tenant with the same `id` adopts it) unless `drop=true`.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants",
-    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    params(("tenant" = String, Path, description = "Tenant id or slug"), DeleteTenant),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The tenant has child tenants", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The upstream refused to disable or drop the tenant's objects; the tenant is deleted from the catalog", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete(
     State(admin): State<Arc<AdminState>>,
     ApiPath(key): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeleteTenant>,
 ) -> Result<StatusCode, Problem> {
     let tenant = admin.catalog().delete_tenant(&key).await?;
     admin.proxy.sessions.terminate_where(
         |s| s.tenant_id == tenant.id,
         ended_because(&format!("tenant \"{}\" was deleted", tenant.slug)),
     );
+    admin.proxy.routes.forget_tenant(&tenant.id);
+    if tenant.isolation != Isolation::Shared {
+        if let Err(error) =
+            admin.proxy.provisioner.remove(&tenant.id, tenant.isolation, &tenant.upstream, query.drop).await
+        {
+            tracing::warn!(tenant = %tenant.slug, error = %error, "removing a deleted tenant's objects failed");
+            return Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                format!("tenant {} is deleted from the catalog, but {error}", tenant.slug),
+            ));
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }

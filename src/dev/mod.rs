@@ -50,8 +50,10 @@ pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Resu
         .batch_execute(&format!(
             "DO $$ BEGIN
                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN
-                    CREATE ROLE {OWNER_ROLE} LOGIN CREATEROLE;
+                    CREATE ROLE {OWNER_ROLE} LOGIN CREATEROLE CREATEDB;
                 END IF;
+                -- Provisioning schema and database tenants creates roles and databases.
+                ALTER ROLE {OWNER_ROLE} CREATEROLE CREATEDB;
                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
                     CREATE ROLE {APP_ROLE} LOGIN;
                 END IF;
@@ -85,6 +87,7 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
         upstream: UpstreamConfig {
             url: cluster.url(APP_ROLE, database),
             readonly_url: Some(cluster.url(APP_READONLY_ROLE, database)),
+            admin_url: None,
             connect_timeout_secs: 5,
         },
         control: ControlConfig { url: cluster.url(OWNER_ROLE, database), pool_size: 4 },
@@ -92,6 +95,8 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
         tls: TlsConfig::default(),
         log: LogConfig::default(),
         tenants: Default::default(),
+        upstreams: Default::default(),
+        provisioning: Default::default(),
     })
 }
 

@@ -25,6 +25,8 @@ use crate::protocol::backend;
 use crate::protocol::startup::{self, InitialPacket, StartupMessage};
 use crate::sessions::SessionIdentity;
 use crate::tenancy::catalog::LoginRecord;
+use crate::tenancy::provision::TenantObjects;
+use crate::tenancy::Isolation;
 use crate::upstream;
 use crate::upstream::pool::Lease;
 
@@ -191,7 +193,7 @@ async fn run_session(
     };
     let Established { lease, attachment, to_client, login, key, statement_timeout } = established;
     let transaction_pooling = attachment.mode == PoolMode::Transaction;
-    let policy = ClientPolicy::new(
+    let mut policy = ClientPolicy::new(
         Arc::clone(&state.guard),
         state.marker_prefix.clone(),
         channel_prefix(&login.context.tenant_id),
@@ -200,6 +202,9 @@ async fn run_session(
         Arc::clone(&state.notifiers),
         key.process_id,
     );
+    if login.isolation == Isolation::Schema {
+        policy.own_schema(TenantObjects::of(&login.context.tenant_id).home().to_owned());
+    }
     let mut session = state.sessions.register(
         key.process_id,
         SessionIdentity {
@@ -230,6 +235,29 @@ async fn run_session(
         other => tracing::debug!(end = ?other, "session ended"),
     }
     Ok(())
+}
+
+/// The client's startup settings, and a schema tenant's own schema as its
+/// search_path unless the client chose one: the session's values, to which
+/// RESET and DISCARD ALL return. No search_path may name another tenant's schema.
+fn startup_settings(params: &[(String, String)], login: &LoginRecord) -> Result<settings::Settings, ClientError> {
+    let mut startup = settings::from_startup(params);
+    let own = (login.isolation == Isolation::Schema).then(|| TenantObjects::of(&login.context.tenant_id));
+    let own_schema = own.as_ref().map(TenantObjects::home);
+    match startup.get("search_path") {
+        Some(path) => {
+            if let Some(schema) = crate::setting_rules::foreign_tenant_schema(path, own_schema) {
+                let refusal = super::policy::foreign_schema(&schema);
+                return Err(ClientError::fatal(refusal.code, refusal.message));
+            }
+        }
+        None => {
+            if let Some(schema) = own_schema {
+                startup.insert("search_path".to_owned(), crate::quote::quote_ident(schema));
+            }
+        }
+    }
+    Ok(startup)
 }
 
 /// A client that passed every check, and its server session ready to relay.
@@ -297,12 +325,8 @@ async fn establish(
             format!("tenant \"{}\" is suspended", login.tenant_slug),
         ));
     }
-    let pool = state.pool_for(login.access).ok_or_else(|| {
-        ClientError::fatal(
-            sqlstate::INVALID_AUTHORIZATION,
-            "readonly logins are not enabled on this pgtenant (upstream.readonly_url is not set)",
-        )
-    })?;
+    let pool = state.routes.pool_for(&login)?;
+    let startup_settings = startup_settings(&upstream_params, &login)?;
 
     let limits = state.limits_for(&login.tenant_slug);
     let cancel = state.cancels.issue();
@@ -314,7 +338,7 @@ async fn establish(
         login.context.clone(),
         state.context_key.clone(),
         state.tenant_setting.clone(),
-        settings::from_startup(&upstream_params),
+        startup_settings,
         cancel,
     );
     let lease = attachment.acquire_ready().await?;

@@ -23,9 +23,6 @@ use std::time::Duration;
 use crate::cancel::CancelRegistry;
 use crate::sessions::SessionRegistry;
 use crate::tenancy::catalog::Catalog;
-use crate::tenancy::Access;
-use crate::upstream::pool::Pool;
-use crate::upstream::UpstreamTarget;
 
 /// What every client session of a proxy shares.
 pub struct ProxyState {
@@ -35,8 +32,10 @@ pub struct ProxyState {
     pub max_message_bytes: usize,
     pub startup_timeout: Duration,
     pub catalog: Catalog,
-    pub readwrite: Pool,
-    pub readonly: Option<Pool>,
+    /// Every upstream pool, and which one a login uses.
+    pub routes: crate::routing::Routes,
+    /// Makes and removes schema and database tenants (the admin API's).
+    pub provisioner: crate::tenancy::provision::Provisioner,
     /// The default pool mode (`pool.mode`); tenants may override it.
     pub pool_mode: crate::config::PoolMode,
     pub session_features: crate::config::SessionFeatures,
@@ -69,18 +68,5 @@ impl ProxyState {
         // A poisoned lock only means a reload panicked; the config it holds is whole.
         let config = self.limits.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         config.tenant_limits(slug)
-    }
-
-    /// The upstream target for a login's access level.
-    pub fn target_for(&self, access: Access) -> Option<&UpstreamTarget> {
-        self.pool_for(access).map(Pool::target)
-    }
-
-    /// The pool for a login's access level.
-    pub fn pool_for(&self, access: Access) -> Option<&Pool> {
-        match access {
-            Access::Readwrite => Some(&self.readwrite),
-            Access::Readonly => self.readonly.as_ref(),
-        }
     }
 }

@@ -66,6 +66,9 @@ pub struct ClientPolicy {
     client_pid: i32,
     /// The process's record of who sent NOTIFY through which backend.
     notifiers: Arc<Notifiers>,
+    /// The session's own tenant schema (schema tenants), the one `pgt_…`
+    /// schema its search_path may name.
+    own_schema: Option<String>,
 }
 
 impl ClientPolicy {
@@ -100,7 +103,23 @@ impl ClientPolicy {
             server_pid: 0,
             client_pid,
             notifiers,
+            own_schema: None,
         }
+    }
+
+    /// The session's tenant has a schema of its own: its search_path may name it.
+    pub fn own_schema(&mut self, schema: String) {
+        self.own_schema = Some(schema);
+    }
+
+    /// 42501 when a search_path the client sets names another tenant's schema.
+    fn check_search_paths(&self, search_paths: &[String]) -> Result<(), ClientError> {
+        for path in search_paths {
+            if let Some(schema) = crate::setting_rules::foreign_tenant_schema(path, self.own_schema.as_deref()) {
+                return Err(foreign_schema(&schema));
+            }
+        }
+        Ok(())
     }
 
     /// True while client messages must wait (a context reset is pending).
@@ -297,6 +316,9 @@ impl ClientPolicy {
     fn refusal(&mut self, verdict: &Inspection) -> Option<ClientError> {
         match &verdict.denial {
             Some(denial) => Some(denial.clone()),
+            None if !verdict.search_paths.is_empty() && self.check_search_paths(&verdict.search_paths).is_err() => {
+                self.check_search_paths(&verdict.search_paths).err()
+            }
             None if verdict.reads_pooled_statements && self.statements.is_some() => Some(ClientError::error(
                 crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
                 "pg_prepared_statements is not available in transaction pooling: the prepared statements of a \
@@ -419,6 +441,7 @@ impl ClientPolicy {
                 judge_bound_set_config(call, &values, self.guard.tenant_setting(), &mut bound)?;
             }
         }
+        self.check_search_paths(&bound.search_paths)?;
         self.statements_discarded_on_sync |= effects.discards_statements;
         self.reset_awaits_sync |= effects.resets_context;
         self.settings_wiped |= effects.wipes_settings;
@@ -601,6 +624,17 @@ pub fn channel_prefix(tenant_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(tenant_id.as_bytes());
     format!("t{}.", crate::hex::hex(&digest[..6]))
+}
+
+/// The refusal of a search_path that names another tenant's schema.
+pub fn foreign_schema(schema: &str) -> ClientError {
+    ClientError::error(
+        crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!(
+            "search_path may not name schema \"{schema}\": it belongs to another tenant, and pgtenant keeps \
+             each tenant's schema to its own sessions"
+        ),
+    )
 }
 
 #[cfg(test)]

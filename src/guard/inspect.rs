@@ -36,6 +36,9 @@ pub struct Inspection {
     /// Session-level `SET name …` and `RESET name` (None), in order: the
     /// setting's name (lower case) and its value as `set_config()` takes it.
     pub setting_changes: Vec<(String, Option<String>)>,
+    /// Every search_path value the statements set (any scope), for the
+    /// session's check that none names another tenant's schema.
+    pub search_paths: Vec<String>,
     /// `set_config()` calls whose setting name is a bind parameter, judged at Bind.
     pub bound_set_configs: Vec<BoundSetConfig>,
     /// Prepared statements it runs by name (`EXECUTE name`), lower case.
@@ -167,6 +170,11 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
             }
             if let Err(refusal) = check_lexical_set(set, &name) {
                 return Some(refusal);
+            }
+            if name == "search_path" {
+                if let Some(value) = super::set_statement::search_path_value(set) {
+                    inspection.search_paths.push(value);
+                }
             }
             match setting_change(set, &name) {
                 Some(Some(change)) => inspection.setting_changes.push(change),
@@ -359,6 +367,11 @@ fn judge_set_config(
 /// must get an acceptable value in either scope. Used again at Bind, with
 /// parameters replaced by their values.
 pub fn note_set_config(name: String, value: Arg, scope: Arg, inspection: &mut Inspection) -> Result<(), ClientError> {
+    if name == "search_path" {
+        if let Arg::Const(value) = &value {
+            inspection.search_paths.push(value.clone());
+        }
+    }
     if setting_rules::is_lexical(&name) {
         match &value {
             Arg::Const(value) => setting_rules::check_value(&name, value)?,

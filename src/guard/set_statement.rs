@@ -27,6 +27,11 @@ pub(super) fn setting_change(set: &protobuf::VariableSetStmt, name: &str) -> Opt
     }
 }
 
+/// The value a `SET search_path …` (any scope) gives, when it gives one.
+pub(super) fn search_path_value(set: &protobuf::VariableSetStmt) -> Option<String> {
+    (set.kind == protobuf::VariableSetKind::VarSetValue as i32).then(|| set_value(set, "search_path")).flatten()
+}
+
 /// The value of `SET name TO a, b, …` as `set_config()` (and a startup
 /// packet) takes it, built as PostgreSQL's flatten_set_variable_args does;
 /// `None` for forms pgtenant does not replay (an INTERVAL time zone).

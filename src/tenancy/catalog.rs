@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use super::{Access, TenantContext};
+use super::{Access, Isolation, TenantContext};
 
 /// Catalog access failed (the control database is unreachable or refused).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,9 @@ pub struct LoginRecord {
     pub tenant_slug: String,
     pub tenant_active: bool,
     pub context: TenantContext,
+    pub isolation: Isolation,
+    /// The upstream the tenant is placed on.
+    pub upstream: String,
 }
 
 /// A pool of connections to the control database.
@@ -67,7 +70,7 @@ impl Catalog {
         let statement = client
             .prepare_cached(
                 "SELECT l.verifier, l.access, l.enabled, t.id::text, t.slug, t.status = 'active', \
-                        pgtenant.tenant_subtree(t.id)::text \
+                        pgtenant.tenant_subtree(t.id)::text, t.isolation, t.upstream \
                    FROM pgtenant.logins l JOIN pgtenant.tenants t ON t.id = l.tenant_id \
                   WHERE l.username = $1",
             )
@@ -88,6 +91,9 @@ impl Catalog {
             },
             tenant_slug: row.get(4),
             tenant_active: row.get(5),
+            isolation: Isolation::parse(row.get(7))
+                .ok_or_else(|| CatalogError::Invalid(format!("login {username}'s tenant has an unknown isolation")))?,
+            upstream: row.get(8),
         }))
     }
 

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod context;
 pub mod events;
 pub mod logins;
+pub mod provision;
 pub mod store;
 pub mod tenants;
 pub mod validate;
@@ -39,6 +40,37 @@ impl Access {
 impl fmt::Display for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a tenant's rows are kept apart from other tenants'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Rows in shared tables, under row-level security.
+    Shared,
+    /// Tables in a schema of the tenant's own.
+    Schema,
+    /// A database of the tenant's own.
+    Database,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Shared => "shared",
+            Isolation::Schema => "schema",
+            Isolation::Database => "database",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Isolation> {
+        match text {
+            "shared" => Some(Isolation::Shared),
+            "schema" => Some(Isolation::Schema),
+            "database" => Some(Isolation::Database),
+            _ => None,
+        }
     }
 }
 

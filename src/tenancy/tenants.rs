@@ -7,15 +7,20 @@ use tokio_postgres::Row;
 use super::catalog::Catalog;
 use super::store::{db_failure, rfc3339, StoreError};
 use super::validate::{self, Invalid};
+use super::Isolation;
 
 /// Whether a tenant's logins may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     /// Logins connect as usual.
     Active,
     /// New connections are refused (28000) and open sessions end.
     Suspended,
+    /// A schema or database tenant whose schema or database is being made.
+    Provisioning,
+    /// Making its schema or database failed; `POST /v1/tenants/{t}/provision` retries.
+    ProvisioningFailed,
 }
 
 impl TenantStatus {
@@ -24,6 +29,18 @@ impl TenantStatus {
         match self {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
+            TenantStatus::Provisioning => "provisioning",
+            TenantStatus::ProvisioningFailed => "provisioning_failed",
+        }
+    }
+
+    fn parse(text: &str) -> TenantStatus {
+        match text {
+            "active" => TenantStatus::Active,
+            "provisioning" => TenantStatus::Provisioning,
+            "provisioning_failed" => TenantStatus::ProvisioningFailed,
+            // Anything else keeps logins out.
+            _ => TenantStatus::Suspended,
         }
     }
 }
@@ -42,11 +59,17 @@ pub struct Tenant {
     pub name: String,
     /// The parent tenant's id; null for a root.
     pub parent_id: Option<String>,
-    /// `active` or `suspended`.
+    /// `active`, `suspended`, `provisioning` or `provisioning_failed`.
     pub status: TenantStatus,
-    /// How the tenant's rows are kept apart: `shared` (row-level security).
-    #[schema(example = "shared")]
-    pub isolation: String,
+    /// How the tenant's rows are kept apart: `shared` (row-level security in
+    /// shared tables), `schema` or `database` (one of its own).
+    pub isolation: Isolation,
+    /// The upstream server the tenant is placed on (`default`: `[upstream]`).
+    #[schema(example = "default")]
+    pub upstream: String,
+    /// The newest tenant migration applied (schema and database tenants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_version: Option<i32>,
     /// RFC 3339, UTC.
     #[schema(example = "2025-01-01T12:00:00.000000Z")]
     pub created_at: String,
@@ -64,6 +87,9 @@ pub struct NewTenant {
     pub parent: Option<String>,
     /// Keeps an existing uuid when adopting a database's tenant.
     pub id: Option<String>,
+    pub isolation: Isolation,
+    /// Placement; `None`: the default upstream.
+    pub upstream: Option<String>,
 }
 
 /// Changes to a tenant; `None` leaves a field as it is.
@@ -73,10 +99,12 @@ pub struct TenantChanges {
     /// `Some(None)` makes the tenant a root.
     pub parent: Option<Option<String>>,
     pub status: Option<TenantStatus>,
+    /// A new placement (only while the tenant is suspended).
+    pub upstream: Option<String>,
 }
 
 const COLUMNS: &str = concat!(
-    "id::text, slug, name, parent_id::text, status, isolation, ",
+    "id::text, slug, name, parent_id::text, status, isolation, upstream, migration_version, ",
     rfc3339!("created_at"),
     ", ",
     rfc3339!("updated_at")
@@ -89,10 +117,12 @@ fn tenant_from_row(row: &Row) -> Tenant {
         slug: row.get(1),
         name: row.get(2),
         parent_id: row.get(3),
-        status: if status == "suspended" { TenantStatus::Suspended } else { TenantStatus::Active },
-        isolation: row.get(5),
-        created_at: row.get(6),
-        updated_at: row.get(7),
+        status: TenantStatus::parse(&status),
+        isolation: Isolation::parse(row.get(5)).unwrap_or(Isolation::Shared),
+        upstream: row.get(6),
+        migration_version: row.get(7),
+        created_at: row.get(8),
+        updated_at: row.get(9),
     }
 }
 
@@ -165,17 +195,40 @@ impl Catalog {
                 return Err(Invalid::new("id", "must be a uuid").into());
             }
         }
+        let upstream = new.upstream.as_deref().unwrap_or(crate::config::DEFAULT_UPSTREAM);
+        if !crate::config::is_upstream_name(upstream) {
+            return Err(Invalid::new("upstream", "is not an upstream name").into());
+        }
         let parent_id = match &new.parent {
-            Some(key) => Some(self.parent_id(key).await?),
+            Some(_) if new.isolation != Isolation::Shared => {
+                return Err(Invalid::new(
+                    "parent",
+                    "schema and database tenants have no parent: a parent's sessions read shared tables, where \
+                     their rows are not",
+                )
+                .into())
+            }
+            Some(key) => Some(self.shared_parent_id(key).await?),
             None => None,
+        };
+        // A schema or database tenant waits for its provisioning before any login may connect.
+        let status = match new.isolation {
+            Isolation::Shared => TenantStatus::Active,
+            _ => TenantStatus::Provisioning,
         };
         let client = self.client().await?;
         let sql = format!(
-            "INSERT INTO pgtenant.tenants (id, slug, name, parent_id) \
-             VALUES (coalesce($1::text::uuid, gen_random_uuid()), $2, $3, $4::text::uuid) \
+            "INSERT INTO pgtenant.tenants (id, slug, name, parent_id, isolation, upstream, status) \
+             VALUES (coalesce($1::text::uuid, gen_random_uuid()), $2, $3, $4::text::uuid, $5, $6, $7) \
              RETURNING {COLUMNS}"
         );
-        let row = client.query_one(&sql, &[&new.id, &new.slug, &new.name, &parent_id]).await.map_err(write_error)?;
+        let row = client
+            .query_one(
+                &sql,
+                &[&new.id, &new.slug, &new.name, &parent_id, &new.isolation.as_str(), &upstream, &status.as_str()],
+            )
+            .await
+            .map_err(write_error)?;
         Ok(tenant_from_row(&row))
     }
 
@@ -184,9 +237,36 @@ impl Catalog {
         if let Some(name) = &changes.name {
             validate::name(name)?;
         }
-        let id = self.get_tenant(key).await?.id;
+        let current = self.get_tenant(key).await?;
+        let id = current.id.clone();
+        if matches!(changes.parent, Some(Some(_))) && current.isolation != Isolation::Shared {
+            return Err(Invalid::new("parent", "schema and database tenants have no parent").into());
+        }
+        if let Some(status) = changes.status {
+            if !matches!(status, TenantStatus::Active | TenantStatus::Suspended) {
+                return Err(Invalid::new("status", "may be set to active or suspended only").into());
+            }
+            if matches!(current.status, TenantStatus::Provisioning | TenantStatus::ProvisioningFailed) {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {key:?} is {}; POST /v1/tenants/{key}/provision finishes it",
+                    current.status.as_str()
+                )));
+            }
+        }
+        if let Some(upstream) = &changes.upstream {
+            if !crate::config::is_upstream_name(upstream) {
+                return Err(Invalid::new("upstream", "is not an upstream name").into());
+            }
+            let suspended_after = changes.status.unwrap_or(current.status) == TenantStatus::Suspended;
+            if *upstream != current.upstream && !(current.status == TenantStatus::Suspended && suspended_after) {
+                return Err(StoreError::Conflict(
+                    "a tenant moves to another upstream only while it is suspended (and after its data was moved)"
+                        .into(),
+                ));
+            }
+        }
         let new_parent = match &changes.parent {
-            Some(Some(parent)) => Some(Some(self.parent_id(parent).await?)),
+            Some(Some(parent)) => Some(Some(self.shared_parent_id(parent).await?)),
             Some(None) => Some(None),
             None => None,
         };
@@ -195,7 +275,8 @@ impl Catalog {
             "UPDATE pgtenant.tenants \
                 SET name = coalesce($2, name), \
                     parent_id = CASE WHEN $3 THEN $4::text::uuid ELSE parent_id END, \
-                    status = coalesce($5, status) \
+                    status = coalesce($5, status), \
+                    upstream = coalesce($6, upstream) \
               WHERE id = $1::text::uuid RETURNING {COLUMNS}"
         );
         let row = client
@@ -207,6 +288,7 @@ impl Catalog {
                     &new_parent.is_some(),
                     &new_parent.flatten(),
                     &changes.status.map(TenantStatus::as_str),
+                    &changes.upstream,
                 ],
             )
             .await
@@ -228,8 +310,62 @@ impl Catalog {
         Ok(tenant)
     }
 
-    /// The id of a tenant named as a parent; a missing one is the caller's mistake (422).
-    async fn parent_id(&self, key: &str) -> Result<String, StoreError> {
-        self.tenant_id(key).await?.ok_or_else(|| Invalid::new("parent", format!("no tenant {key:?}")).into())
+    /// The id of a tenant named as a parent; a missing one, or a schema or
+    /// database tenant, is the caller's mistake (422).
+    async fn shared_parent_id(&self, key: &str) -> Result<String, StoreError> {
+        let parent =
+            self.find_tenant(key).await?.ok_or_else(|| Invalid::new("parent", format!("no tenant {key:?}")))?;
+        if parent.isolation != Isolation::Shared {
+            return Err(Invalid::new(
+                "parent",
+                format!("tenant {key:?} is a {} tenant; only shared tenants have children", parent.isolation.as_str()),
+            )
+            .into());
+        }
+        Ok(parent.id)
+    }
+
+    /// Records how a provisioning or migration ended: `Some(version)` makes
+    /// the tenant active at that version, `None` marks it failed.
+    pub async fn finish_provisioning(&self, tenant_id: &str, version: Option<i32>) -> Result<Tenant, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE pgtenant.tenants \
+                SET status = CASE WHEN $2::int IS NULL THEN 'provisioning_failed' \
+                                  WHEN status IN ('provisioning', 'provisioning_failed') THEN 'active' ELSE status END, \
+                    migration_version = coalesce($2::int, migration_version) \
+              WHERE id = $1::text::uuid RETURNING {COLUMNS}"
+        );
+        let row = client.query_opt(&sql, &[&tenant_id, &version]).await.map_err(write_error)?;
+        row.as_ref().map(tenant_from_row).ok_or_else(|| StoreError::NotFound(format!("no tenant {tenant_id:?}")))
+    }
+
+    /// Marks a failed tenant as being provisioned again; Conflict unless it failed.
+    pub async fn restart_provisioning(&self, key: &str) -> Result<Tenant, StoreError> {
+        let tenant = self.get_tenant(key).await?;
+        if tenant.status != TenantStatus::ProvisioningFailed {
+            return Err(StoreError::Conflict(format!(
+                "tenant {key:?} is {}; only a tenant whose provisioning failed is provisioned again",
+                tenant.status.as_str()
+            )));
+        }
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE pgtenant.tenants SET status = 'provisioning' WHERE id = $1::text::uuid AND status = 'provisioning_failed'",
+                &[&tenant.id],
+            )
+            .await?;
+        Ok(Tenant { status: TenantStatus::Provisioning, ..tenant })
+    }
+
+    /// Schema and database tenants, for `migrate --tenants`.
+    pub async fn isolated_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM pgtenant.tenants WHERE isolation <> 'shared' \
+                AND status NOT IN ('provisioning', 'provisioning_failed') ORDER BY slug"
+        );
+        Ok(client.query(&sql, &[]).await?.iter().map(tenant_from_row).collect())
     }
 }

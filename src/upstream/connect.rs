@@ -88,6 +88,16 @@ impl UpstreamTarget {
         })
     }
 
+    /// The same server, as another role and (when given) in another database.
+    pub fn as_role(&self, user: &str, password: &str, database: Option<&str>) -> UpstreamTarget {
+        UpstreamTarget {
+            user: user.to_owned(),
+            password: Some(password.as_bytes().to_vec()),
+            database: database.map_or_else(|| self.database.clone(), str::to_owned),
+            ..self.clone()
+        }
+    }
+
     /// SSLRequest, then a TLS handshake when the server agrees; a refusal is
     /// fatal unless the mode is `prefer`.
     async fn negotiate_tls(&self, host: &str, mut tcp: TcpStream) -> Result<ServerStream, UpstreamError> {

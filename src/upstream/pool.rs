@@ -98,7 +98,7 @@ pub struct PoolCounters {
 }
 
 /// A snapshot of a pool's figures.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolFigures {
     /// Server connections serving a client now.
     pub active: usize,
@@ -118,6 +118,23 @@ pub struct PoolFigures {
     /// Checkouts that installed another tenant's context, and that reset a dirty session.
     pub context_switches: u64,
     pub resets: u64,
+}
+
+impl PoolFigures {
+    /// Adds another pool's figures to these.
+    pub fn add(&mut self, other: &PoolFigures) {
+        self.active += other.active;
+        self.idle += other.idle;
+        self.waiting += other.waiting;
+        self.max_size += other.max_size;
+        self.created += other.created;
+        self.closed += other.closed;
+        self.checkouts += other.checkouts;
+        self.waits += other.waits;
+        self.wait_seconds_total += other.wait_seconds_total;
+        self.context_switches += other.context_switches;
+        self.resets += other.resets;
+    }
 }
 
 #[derive(Default)]

@@ -54,10 +54,15 @@ def run(suite_dir, scope, label, dsn):
     selection = SUBSET + SUBSET_FILTER if scope == "subset" else ["tests"] + FULL_IGNORES
     command = [sys.executable, "-m", "pytest", *selection, "--test-dsn", dsn, "--timeout=60", "-q",
                "-p", "no:randomly", "-o", f"cache_dir={suite_dir}/.cache-{label}", f"--junitxml={report}"]
-    done = subprocess.run(command, cwd=suite_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    summary = done.stdout.strip().splitlines()[-1:] or ["(no output)"]
+    # The log is a file so that a long full run can be followed while it goes.
+    log_path = os.path.join(suite_dir, f"log-{label}.txt")
+    with open(log_path, "w") as log:
+        subprocess.run(command, cwd=suite_dir, stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path) as log:
+        output = log.read()
+    summary = output.strip().splitlines()[-1:] or ["(no output)"]
     if not os.path.exists(report):
-        sys.exit(f"{label}: pytest wrote no report:\n{done.stdout[-3000:]}")
+        sys.exit(f"{label}: pytest wrote no report:\n{output[-3000:]}")
     return label, summary[0], report
 
 

@@ -26,7 +26,7 @@ async fn asyncpg_pool_and_prepared_statements_in_transaction_mode() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "asyncpg failed:\n{stdout}\n{stderr}");
     assert_eq!(stdout.trim(), "ok");
-    let pool = env.server.state.readwrite.figures();
+    let pool = env.server.state.routes.default_placement().readwrite.figures();
     assert!(pool.created <= 2, "four asyncpg connections share two server sessions: {pool:?}");
 }
 
@@ -67,7 +67,11 @@ async fn pgjdbc_server_prepared_statements_in_transaction_mode() {
         assert!(out.status.success(), "pgjdbc failed:\n{stdout}\n{stderr}");
         assert_eq!(stdout.trim(), "ok");
     }
-    assert_eq!(env.server.state.readwrite.figures().created, 1, "both ran on one server session");
+    assert_eq!(
+        env.server.state.routes.default_placement().readwrite.figures().created,
+        1,
+        "both ran on one server session"
+    );
 }
 
 /// psycopg's own test suite (vendored, tests/drivers/psycopg-*-tests.tar.gz)

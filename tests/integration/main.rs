@@ -8,6 +8,7 @@ mod cli;
 mod config_example;
 mod corpus;
 mod drivers;
+mod isolation;
 mod pooled_state;
 mod pooling;
 mod psql;

@@ -384,10 +384,10 @@ async fn a_reset_server_session_is_reset_once() {
     pinned.simple_query("LISTEN jobs").await.unwrap();
     drop(pinned);
     let next = env.connect("barclays_ops").await;
-    let before = env.server.state.readwrite.figures().resets;
+    let before = env.server.state.routes.default_placement().readwrite.figures().resets;
     for _ in 0..20 {
         value(&next, "SELECT 1").await;
     }
-    let resets = env.server.state.readwrite.figures().resets - before;
+    let resets = env.server.state.routes.default_placement().readwrite.figures().resets - before;
     assert!(resets <= 1, "{resets} resets for 20 statements");
 }

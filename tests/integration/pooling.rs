@@ -75,7 +75,7 @@ async fn transaction_mode_tenants_take_turns_on_one_server_session() {
     assert_eq!(ids(&hk).await, "3,4");
     hk.batch_execute("COMMIT").await.unwrap();
     assert_eq!(ids(&barclays).await, "7,8,9");
-    let pools = env.server.state.readwrite.figures();
+    let pools = env.server.state.routes.default_placement().readwrite.figures();
     assert!(pools.context_switches >= 6, "{pools:?}");
     assert_eq!(pools.created, 1);
 }
@@ -191,7 +191,10 @@ async fn transaction_mode_pins_a_client_that_needs_its_session() {
     assert_eq!(sqlstate(&err), "53300", "the pinned server session is not shared");
     assert_eq!(value(&hk, "SHOW statement_timeout").await, "77s");
     drop(hk);
-    eventually("the pinned session to come back", || async { env.server.state.readwrite.figures().idle == 1 }).await;
+    eventually("the pinned session to come back", || async {
+        env.server.state.routes.default_placement().readwrite.figures().idle == 1
+    })
+    .await;
     let next = env.connect("hsbc_admin").await;
     assert_eq!(backend_pid(&next).await, pid, "the same server session");
     assert_eq!(value(&next, "SHOW statement_timeout").await, "0", "reset before it serves anyone else");
@@ -287,7 +290,7 @@ async fn a_tenant_in_session_mode_keeps_its_server_session() {
     hk.batch_execute("PREPARE mine AS SELECT 1; EXECUTE mine").await.unwrap();
     drop(hk);
     eventually("hsbc-hk's server session to go back to the pool", || async {
-        env.server.state.readwrite.figures().idle == 1
+        env.server.state.routes.default_placement().readwrite.figures().idle == 1
     })
     .await;
     // barclays, in transaction mode, shares the one server session with others.
@@ -348,7 +351,10 @@ async fn dead_server_sessions_are_replaced() {
     assert_eq!(account_ids(&hk).await, vec![3, 4]);
     drop(hk);
     let direct = env.superuser().await;
-    eventually("the session to go back to the pool", || async { env.server.state.readwrite.figures().idle == 1 }).await;
+    eventually("the session to go back to the pool", || async {
+        env.server.state.routes.default_placement().readwrite.figures().idle == 1
+    })
+    .await;
     // The upstream loses every server session (as in a restart).
     direct
         .batch_execute(
@@ -389,7 +395,7 @@ async fn a_dropped_server_session_counts_as_closed() {
     let env = TestEnv::start_with(|c| c.pool.size = 2).await;
     let url = format!("{}?options=-c%20work_mem%3Dlots", env.url("hk_teller", PASSWORD));
     assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls).await.is_err(), "the bad setting refuses the login");
-    let figures = env.server.state.readwrite.figures();
+    let figures = env.server.state.routes.default_placement().readwrite.figures();
     assert_eq!(figures.created, 1, "{figures:?}");
     assert_eq!(figures.closed, 1, "{figures:?}");
     assert_eq!(figures.active + figures.idle, 0, "{figures:?}");
