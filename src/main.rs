@@ -99,7 +99,7 @@ fn main() -> ExitCode {
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let report = pgtenant::migrate::migrate_config(config).await?;
-    if report.applied.is_empty() && report.granted.is_empty() {
+    if report.applied.is_empty() && report.granted.is_empty() && report.placements.is_empty() {
         println!("pgtenant migrate: already up to date");
     }
     for version in &report.applied {
@@ -107,6 +107,9 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     }
     for grant in &report.granted {
         println!("pgtenant migrate: granted {grant}");
+    }
+    for placement in &report.placements {
+        println!("pgtenant migrate: upstream {placement} is up to date");
     }
     Ok(())
 }

@@ -41,15 +41,46 @@ const MIGRATE_LOCK_KEY: i64 = 0x7067_7465_6e61_6e74; // "pgtenant"
 pub struct MigrateReport {
     pub applied: Vec<i32>,
     pub granted: Vec<String>,
+    /// The `[upstreams.<name>]` databases brought up to date.
+    pub placements: Vec<String>,
 }
 
-/// Runs `migrate` for a config: the control URL, and the users of both upstream URLs.
+/// Runs `migrate` for a config: the control URL and the users of both
+/// upstream URLs; then, for each `[upstreams.<name>]`, the same schema in its
+/// database (through its admin_url) with the catalog's context key.
 pub async fn migrate_config(config: &Config) -> anyhow::Result<MigrateReport> {
-    let mut session_users = vec![(url_user(&config.upstream.url)?, Access::Readwrite)];
-    if let Some(url) = &config.upstream.readonly_url {
-        session_users.push((url_user(url)?, Access::Readonly));
+    let placements = config.placements();
+    let mut report = migrate(&config.control.url, &session_users(&placements[0])?).await?;
+    let others = &placements[1..];
+    if others.is_empty() {
+        return Ok(report);
     }
-    migrate(&config.control.url, &session_users).await
+    let control = connect(&config.control.url).await.context("cannot connect through control.url")?;
+    let key: Vec<u8> = control.query_one("SELECT key FROM pgtenant.context_key WHERE id = 1", &[]).await?.get(0);
+    for placement in others {
+        let admin_url = placement
+            .admin_url
+            .as_deref()
+            .with_context(|| format!("upstreams.{}.admin_url is needed to install pgtenant there", placement.name))?;
+        let client = connect(admin_url)
+            .await
+            .with_context(|| format!("cannot connect through upstreams.{}.admin_url", placement.name))?;
+        let placed = install_runtime(&client, &key, &session_users(placement)?)
+            .await
+            .with_context(|| format!("upstream {}", placement.name))?;
+        report.granted.extend(placed.granted.into_iter().map(|g| format!("{g} on upstream {}", placement.name)));
+        report.placements.push(placement.name.clone());
+    }
+    Ok(report)
+}
+
+/// The session login roles of a placement, with the access each serves.
+fn session_users(placement: &crate::config::Placement) -> anyhow::Result<Vec<(String, Access)>> {
+    let mut users = vec![(url_user(&placement.url)?, Access::Readwrite)];
+    if let Some(url) = &placement.readonly_url {
+        users.push((url_user(url)?, Access::Readonly));
+    }
+    Ok(users)
 }
 
 fn url_user(url: &str) -> anyhow::Result<String> {
@@ -81,8 +112,12 @@ async fn migrate_locked(client: &Client, session_users: &[(String, Access)]) -> 
 /// provisioning connection to it) with the catalog's context key, so the
 /// context exchange and `pgtenant.current_tenant()` work there as in the
 /// catalog database. Its catalog tables stay empty.
-pub async fn install_runtime(client: &Client, context_key: &[u8]) -> anyhow::Result<()> {
-    migrate_locked(client, &[]).await?;
+pub async fn install_runtime(
+    client: &Client,
+    context_key: &[u8],
+    session_users: &[(String, Access)],
+) -> anyhow::Result<MigrateReport> {
+    let report = migrate_locked(client, session_users).await?;
     let ipad: Vec<u8> = context_key.iter().map(|b| b ^ 0x36).collect();
     let opad: Vec<u8> = context_key.iter().map(|b| b ^ 0x5c).collect();
     client
@@ -93,7 +128,7 @@ pub async fn install_runtime(client: &Client, context_key: &[u8]) -> anyhow::Res
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .context("cannot install the context key")?;
-    Ok(())
+    Ok(report)
 }
 
 async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {

@@ -238,6 +238,16 @@ impl Provisioner {
         match isolation {
             Isolation::Shared => {}
             Isolation::Schema => {
+                if placement.name != crate::config::DEFAULT_UPSTREAM {
+                    // The catalog database has pgtenant's schema; another server's database gets it here.
+                    crate::migrate::install_runtime(&admin, &self.context_key, &[]).await.map_err(|e| {
+                        ProvisionError::Refused {
+                            upstream: upstream.into(),
+                            step: "install pgtenant's context functions",
+                            detail: format!("{e:#}"),
+                        }
+                    })?;
+                }
                 let home = quote_ident(objects.home());
                 let exists = admin
                     .query_opt("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1", &[&objects.home()])
@@ -285,7 +295,7 @@ impl Provisioner {
                     .await
                     .map_err(refused("grant the tenant's database"))?;
                 let inside = self.admin(placement, Some(objects.home())).await?;
-                crate::migrate::install_runtime(&inside, &self.context_key).await.map_err(|e| {
+                crate::migrate::install_runtime(&inside, &self.context_key, &[]).await.map_err(|e| {
                     ProvisionError::Refused {
                         upstream: upstream.into(),
                         step: "install pgtenant's context functions in the tenant's database",

@@ -126,7 +126,11 @@ async fn tenants_are_created_read_changed_and_deleted() {
     assert_eq!(reply.header("location"), Some(format!("/v1/tenants/{id}").as_str()));
     let mut keys: Vec<&str> = acme.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["created_at", "id", "isolation", "name", "parent_id", "slug", "status", "updated_at"]);
+    assert_eq!(
+        keys,
+        ["created_at", "id", "isolation", "name", "parent_id", "slug", "status", "updated_at", "upstream"]
+    );
+    assert_eq!(acme["upstream"], "default");
     assert_eq!(acme["slug"], "acme");
     assert_eq!(acme["parent_id"], Value::Null);
     assert_eq!(acme["status"], "active");
@@ -755,7 +759,7 @@ async fn readyz_is_503_while_the_upstream_is_unreachable() {
     .await;
     let reply = request(env.server.admin_addr, "GET", "/readyz", &[], b"").await;
     assert_eq!(reply.status, 503);
-    assert_eq!(reply.text(), "upstream unreachable\n");
+    assert_eq!(reply.text(), "upstream unreachable\nupstream default: unreachable\n");
     let reply = request(env.server.admin_addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(reply.status, 200, "alive, though not ready");
 }

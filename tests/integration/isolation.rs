@@ -550,3 +550,124 @@ async fn a_hundred_tenants_each_reached_by_its_login_and_migrated_by_migrate_ten
     let client = login(&env, broken["slug"].as_str().unwrap(), "readwrite").await;
     assert_eq!(rows(&client, "SELECT tag FROM notes ORDER BY id LIMIT 1").await, ["v2"]);
 }
+
+#[tokio::test]
+async fn tenants_placed_on_a_second_server_are_routed_there_by_every_process() {
+    let east = tokio::task::spawn_blocking(|| pgtenant::dev::cluster::Cluster::start(None)).await.unwrap().unwrap();
+    let east_config = pgtenant::dev::prepare_database(&east, "app").await.unwrap();
+    let east_superuser = connect_url(&east.url(pgtenant::dev::cluster::SUPERUSER, "app")).await;
+    east_superuser
+        .batch_execute(
+            "CREATE TABLE public.whereami (name text); INSERT INTO public.whereami VALUES ('east');
+             GRANT SELECT ON public.whereami TO pgtenant_readwrite, pgtenant_readonly;",
+        )
+        .await
+        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_url = format!("postgres://pgtenant_app@127.0.0.1:{}/app", closed.local_addr().unwrap().port());
+    drop(closed);
+    let folder = migrations_folder("placement", &[("0001_notes.sql", NOTES)]);
+    let env = TestEnv::start_with(|c| {
+        c.provisioning.migrations = Some(folder);
+        c.upstreams.insert(
+            "east".into(),
+            pgtenant::config::PlacementUpstream {
+                url: east_config.upstream.url.clone(),
+                readonly_url: east_config.upstream.readonly_url.clone(),
+                admin_url: Some(east_config.control.url.clone()),
+            },
+        );
+        c.upstreams.insert(
+            "down".into(),
+            pgtenant::config::PlacementUpstream {
+                url: down_url.clone(),
+                readonly_url: None,
+                admin_url: Some(down_url.clone()),
+            },
+        );
+    })
+    .await;
+    env.superuser()
+        .await
+        .batch_execute(
+            "CREATE TABLE public.whereami (name text); INSERT INTO public.whereami VALUES ('default');
+             GRANT SELECT ON public.whereami TO pgtenant_readwrite, pgtenant_readonly;",
+        )
+        .await
+        .unwrap();
+    // `migrate` installs pgtenant on east with the catalog's context key; the unreachable upstream fails it.
+    let mut reachable = env.config.clone();
+    reachable.upstreams.remove("down");
+    let report = pgtenant::migrate::migrate_config(&reachable).await.unwrap();
+    assert_eq!(report.placements, ["east"]);
+    assert!(pgtenant::migrate::migrate_config(&env.config).await.is_err());
+
+    let admin = admin_api(&env);
+    let readyz = admin.get("/readyz").await;
+    assert_eq!(readyz.status, 503);
+    assert!(readyz.text().contains("upstream east: reachable") && readyz.text().contains("upstream down: unreachable"));
+
+    // A second pgtenant process on the same catalog.
+    let second = pgtenant::server::Server::start(&env.config).await.unwrap();
+    let through_second =
+        |user: &str| format!("postgres://{user}:{LOGIN_PASSWORD}@{}/{}", second.proxy_addr, env.database);
+    for isolation in ["database", "schema"] {
+        let slug = format!("east-{isolation}");
+        let reply = admin
+            .post("/v1/tenants", &json!({"slug": slug, "name": "e", "isolation": isolation, "upstream": "east"}))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let tenant = reply.json();
+        assert_eq!(tenant["upstream"], json!("east"));
+        let body = json!({"username": username(&slug, "readwrite"), "password": LOGIN_PASSWORD});
+        assert_eq!(admin.post(&format!("/v1/tenants/{slug}/logins"), &body).await.status, 201);
+        // At once through the other process too.
+        let client = connect_url(&through_second(&username(&slug, "readwrite"))).await;
+        assert_eq!(rows(&client, "SELECT body FROM notes").await, ["seed"]);
+        assert_eq!(value(&client, "SELECT pgtenant.current_tenant()::text").await, tenant["id"].as_str().unwrap());
+        let on_east: bool = east_superuser
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1) OR EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
+                &[&home(&tenant)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(on_east, "{isolation} tenant made on east");
+    }
+
+    // An upstream that is down: provisioning is 503, a shared tenant's login 08006, the others unaffected.
+    let reply = admin
+        .post("/v1/tenants", &json!({"slug": "nowhere", "name": "n", "isolation": "database", "upstream": "down"}))
+        .await;
+    assert!(reply.problem(503).contains("cannot reach upstream down"));
+    let reply = admin.post("/v1/tenants", &json!({"slug": "stranded", "name": "s", "upstream": "down"})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let body = json!({"username": "stranded_rw", "password": LOGIN_PASSWORD});
+    assert_eq!(admin.post("/v1/tenants/stranded/logins", &body).await.status, 201);
+    let e = env.refused("stranded_rw", LOGIN_PASSWORD).await;
+    assert_eq!(sqlstate(&e), "08006", "{e}");
+    assert_eq!(value(&env.connect("hk_teller").await, "SELECT name FROM whereami").await, "default");
+
+    // A placement change, only while suspended, reaches the other process live.
+    let reply = admin.post("/v1/tenants", &json!({"slug": "mover", "name": "m"})).await;
+    assert_eq!(reply.status, 201);
+    let body = json!({"username": "mover_rw", "password": LOGIN_PASSWORD});
+    assert_eq!(admin.post("/v1/tenants/mover/logins", &body).await.status, 201);
+    let (before, watched) = {
+        let (client, connection) = tokio_postgres::connect(&through_second("mover_rw"), NoTls).await.unwrap();
+        (client, tokio::spawn(connection))
+    };
+    assert_eq!(value(&before, "SELECT name FROM whereami").await, "default");
+    assert_eq!(admin.patch("/v1/tenants/mover", &json!({"upstream": "east"})).await.status, 409);
+    assert_eq!(admin.patch("/v1/tenants/mover", &json!({"status": "suspended"})).await.status, 200);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), watched).await;
+    assert!(ended.is_ok(), "the other process ends the suspended tenant's session");
+    let moved = admin.patch("/v1/tenants/mover", &json!({"upstream": "east"})).await;
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert_eq!(admin.patch("/v1/tenants/mover", &json!({"status": "active"})).await.status, 200);
+    let after = connect_url(&through_second("mover_rw")).await;
+    assert_eq!(value(&after, "SELECT name FROM whereami").await, "east");
+    assert_eq!(value(&after, "SELECT pgtenant.current_tenant()::text").await, moved.json()["id"].as_str().unwrap());
+    second.stop(std::time::Duration::from_secs(1)).await;
+}
