@@ -14,7 +14,8 @@ use crate::config::{
 };
 use crate::migrate;
 use crate::tenancy::catalog::Catalog;
-use crate::tenancy::Access;
+use crate::tenancy::tenants::{NewTenant, TenantStatus};
+use crate::tenancy::{Access, Isolation};
 use cluster::{Cluster, SUPERUSER};
 
 /// The database the demo lives in and the proxy serves.
@@ -33,6 +34,29 @@ pub const DEMO_LOGINS: &[(&str, &str, Access)] = &[
     ("london_auditor", "hsbc-london", Access::Readonly),
     ("barclays_ops", "barclays", Access::Readwrite),
 ];
+
+/// The demo's tenants with a database and a schema of their own: slug, name,
+/// isolation, login, and the accounts `dev` opens for them.
+pub const DEMO_ISOLATED_TENANTS: &[(&str, &str, Isolation, &str, &[(&str, &str, &str)])] = &[
+    (
+        "monzo",
+        "Monzo Bank",
+        Isolation::Database,
+        "monzo_ops",
+        &[("GB33MONZ00000000000001", "Ada Lovelace", "1200.00"), ("GB33MONZ00000000000002", "Alan Turing", "87.50")],
+    ),
+    (
+        "starling",
+        "Starling Bank",
+        Isolation::Schema,
+        "starling_ops",
+        &[("GB44STAR00000000000001", "Grace Hopper", "5300.00")],
+    ),
+];
+
+/// The demo's tenant migrations, written where `provisioning.migrations` points.
+const DEMO_TENANT_MIGRATIONS: &[(&str, &str)] =
+    &[("0001_accounts.sql", include_str!("../../sql/demo/tenant_migrations/0001_accounts.sql"))];
 
 /// Options of `pgtenant dev`.
 pub struct DevOptions {
@@ -105,6 +129,57 @@ pub fn random_secret(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), len)
 }
 
+/// A directory removed when this goes out of scope.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Creates (once) a demo tenant with a database or schema of its own, its
+/// login, and — when new — its accounts, written through pgtenant itself.
+async fn provision_demo_tenant(
+    server: &crate::server::Server,
+    slug: &str,
+    name: &str,
+    isolation: Isolation,
+    username: &str,
+    password: &str,
+    accounts: &[(&str, &str, &str)],
+) -> anyhow::Result<()> {
+    let state = &server.state;
+    let tenant = match state.catalog.find_tenant(slug).await? {
+        Some(tenant) => tenant,
+        None => {
+            let new =
+                NewTenant { slug: slug.into(), name: name.into(), parent: None, id: None, isolation, upstream: None };
+            state.catalog.create_tenant(&new).await?
+        }
+    };
+    let fresh = tenant.status != TenantStatus::Active;
+    if fresh {
+        let version = state.provisioner.provision(&tenant.id, isolation, &tenant.upstream).await?;
+        state.catalog.finish_provisioning(&tenant.id, Some(version)).await?;
+    }
+    state.catalog.upsert_login(username, slug, password, Access::Readwrite).await?;
+    if fresh {
+        let url = format!("postgres://{username}:{password}@{}/{DATABASE}", server.proxy_addr);
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        for (iban, holder, balance) in accounts {
+            client
+                .execute(
+                    "INSERT INTO accounts (iban, holder, balance) VALUES ($1, $2, $3::text::numeric)",
+                    &[iban, holder, balance],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `pgtenant dev` until Ctrl-C or SIGTERM.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let data_dir = options.data_dir.clone();
@@ -124,6 +199,14 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
     config.proxy.listen = ([127, 0, 0, 1], options.port).into();
     config.admin.listen = ([127, 0, 0, 1], options.admin_port).into();
     migrate::load_demo(&config.control.url).await?;
+    // Beside the cluster, not in it: the cluster's directory belongs to its own user.
+    let migrations =
+        RemovedOnDrop(std::env::temp_dir().join(format!("pgtenant-dev-migrations-{}", std::process::id())));
+    std::fs::create_dir_all(&migrations.0)?;
+    for (file, sql) in DEMO_TENANT_MIGRATIONS {
+        std::fs::write(migrations.0.join(file), sql)?;
+    }
+    config.provisioning.migrations = Some(migrations.0.clone());
 
     let catalog = Catalog::new(&config.control.url, 1)?;
     let mut logins = Vec::new();
@@ -135,6 +218,13 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
 
     let server = crate::server::Server::start(&config).await?;
     let proxy = server.proxy_addr;
+    for (slug, name, isolation, username, accounts) in DEMO_ISOLATED_TENANTS {
+        let password = random_secret(20);
+        provision_demo_tenant(&server, slug, name, *isolation, username, &password, accounts)
+            .await
+            .with_context(|| format!("demo tenant {slug}"))?;
+        logins.push((*username, *slug, Access::Readwrite, password));
+    }
     println!("\npgtenant dev is ready.\n");
     println!("  proxy   postgres://{proxy}/{DATABASE}");
     println!("  admin   http://{}   (token: {})\n", server.admin_addr, config.admin.token);

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use pgtenant::dev::cluster::SUPERUSER;
 
 use crate::common::*;
+use tokio_postgres::Client;
 
 /// The binary with a clean environment, run from an empty directory.
 fn pgtenant(args: &[&str], env: &[(&str, String)]) -> Command {
@@ -173,6 +174,16 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
     assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6]);
     let barclays = connect_url(&psql_url("barclays_ops")).await;
     assert_eq!(account_ids(&barclays).await, vec![7, 8, 9]);
+    // The tour's database and schema tenants: their own accounts, nothing of the others'.
+    let monzo = connect_url(&psql_url("monzo_ops")).await;
+    let holders = |client: Client| async move {
+        let rows = client.query("SELECT holder FROM accounts ORDER BY id", &[]).await.unwrap();
+        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+    };
+    assert_eq!(holders(monzo).await, ["Ada Lovelace", "Alan Turing"]);
+    let starling = connect_url(&psql_url("starling_ops")).await;
+    assert_eq!(value(&starling, "SELECT current_schema()::text").await.len(), 36);
+    assert_eq!(holders(starling).await, ["Grace Hopper"]);
     drop((hsbc, barclays));
 
     let pid = child.id().to_string();
