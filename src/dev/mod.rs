@@ -35,23 +35,35 @@ pub const DEMO_LOGINS: &[(&str, &str, Access)] = &[
     ("barclays_ops", "barclays", Access::Readwrite),
 ];
 
-/// The demo's tenants with a database and a schema of their own: slug, name,
-/// isolation, login, and the accounts `dev` opens for them.
-pub const DEMO_ISOLATED_TENANTS: &[(&str, &str, Isolation, &str, &[(&str, &str, &str)])] = &[
-    (
-        "monzo",
-        "Monzo Bank",
-        Isolation::Database,
-        "monzo_ops",
-        &[("GB33MONZ00000000000001", "Ada Lovelace", "1200.00"), ("GB33MONZ00000000000002", "Alan Turing", "87.50")],
-    ),
-    (
-        "starling",
-        "Starling Bank",
-        Isolation::Schema,
-        "starling_ops",
-        &[("GB44STAR00000000000001", "Grace Hopper", "5300.00")],
-    ),
+/// A demo tenant with a database or a schema of its own.
+pub struct DemoIsolatedTenant {
+    pub slug: &'static str,
+    pub name: &'static str,
+    pub isolation: Isolation,
+    pub login: &'static str,
+    /// The accounts `dev` opens for it: IBAN, holder, balance.
+    pub accounts: &'static [(&'static str, &'static str, &'static str)],
+}
+
+/// The demo's tenants of the other two isolation models.
+pub const DEMO_ISOLATED_TENANTS: &[DemoIsolatedTenant] = &[
+    DemoIsolatedTenant {
+        slug: "monzo",
+        name: "Monzo Bank",
+        isolation: Isolation::Database,
+        login: "monzo_ops",
+        accounts: &[
+            ("GB33MONZ00000000000001", "Ada Lovelace", "1200.00"),
+            ("GB33MONZ00000000000002", "Alan Turing", "87.50"),
+        ],
+    },
+    DemoIsolatedTenant {
+        slug: "starling",
+        name: "Starling Bank",
+        isolation: Isolation::Schema,
+        login: "starling_ops",
+        accounts: &[("GB44STAR00000000000001", "Grace Hopper", "5300.00")],
+    },
 ];
 
 /// The demo's tenant migrations, written where `provisioning.migrations` points.
@@ -142,13 +154,10 @@ impl Drop for RemovedOnDrop {
 /// login, and — when new — its accounts, written through pgtenant itself.
 async fn provision_demo_tenant(
     server: &crate::server::Server,
-    slug: &str,
-    name: &str,
-    isolation: Isolation,
-    username: &str,
+    demo: &DemoIsolatedTenant,
     password: &str,
-    accounts: &[(&str, &str, &str)],
 ) -> anyhow::Result<()> {
+    let DemoIsolatedTenant { slug, name, isolation, login: username, accounts } = *demo;
     let state = &server.state;
     let tenant = match state.catalog.find_tenant(slug).await? {
         Some(tenant) => tenant,
@@ -218,12 +227,10 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
 
     let server = crate::server::Server::start(&config).await?;
     let proxy = server.proxy_addr;
-    for (slug, name, isolation, username, accounts) in DEMO_ISOLATED_TENANTS {
+    for demo in DEMO_ISOLATED_TENANTS {
         let password = random_secret(20);
-        provision_demo_tenant(&server, slug, name, *isolation, username, &password, accounts)
-            .await
-            .with_context(|| format!("demo tenant {slug}"))?;
-        logins.push((*username, *slug, Access::Readwrite, password));
+        provision_demo_tenant(&server, demo, &password).await.with_context(|| format!("demo tenant {}", demo.slug))?;
+        logins.push((demo.login, demo.slug, Access::Readwrite, password));
     }
     println!("\npgtenant dev is ready.\n");
     println!("  proxy   postgres://{proxy}/{DATABASE}");

@@ -169,7 +169,7 @@ async fn schema_attacks(env: &TestEnv, guard: bool) {
         if guard {
             let Err(e) = &outcome else { panic!("{sql} must be refused by pgtenant") };
             assert_eq!(sqlstate(e), "42501", "{sql}: {e}");
-            assert!(message(&e).contains("belongs to another tenant"), "{sql}: {e}");
+            assert!(message(e).contains("belongs to another tenant"), "{sql}: {e}");
             assert_eq!(value(&client, "SELECT current_schema()::text").await, own, "after {sql}");
         }
         assert_no_victim_rows(&client, outcome_rows(outcome), sql);
@@ -245,8 +245,12 @@ async fn without_the_guard_the_database_alone_keeps_schema_tenants_apart() {
 
 #[tokio::test]
 async fn a_database_tenant_cannot_reach_another_database() {
-    for guard in [true, false] {
-        let env = env_with(&format!("database-attacks-{guard}"), |c| c.proxy.statement_guard = guard).await;
+    for (mode, guard) in [(PoolMode::Session, true), (PoolMode::Transaction, true), (PoolMode::Session, false)] {
+        let env = env_with(&format!("database-attacks-{mode:?}-{guard}"), |c| {
+            c.proxy.statement_guard = guard;
+            c.pool.mode = mode;
+        })
+        .await;
         let admin = admin_api(&env);
         let victim = tenant_with_logins(&admin, "vault", "database").await;
         let attacker = tenant_with_logins(&admin, "thief", "database").await;
@@ -260,6 +264,11 @@ async fn a_database_tenant_cannot_reach_another_database() {
         assert_eq!(code, "0A000");
         let (code, _) = refusal(&client, "SELECT count(*) FROM pgtenant.tenants").await;
         assert_eq!(code, "42501");
+        // No way out through an extension: the tenant's role may not install one that opens connections.
+        for extension in ["dblink", "postgres_fdw"] {
+            let (code, text) = refusal(&client, &format!("CREATE EXTENSION IF NOT EXISTS {extension}")).await;
+            assert!(["42501", "0A000", "58P01"].contains(&code.as_str()), "{extension}: {code} {text}");
+        }
         // The database's own privileges: the attacker's role cannot even connect to the victim's database.
         let direct = env.cluster.url(&home(&attacker), &home(&victim));
         let e = tokio_postgres::connect(&direct, NoTls).await.err().expect("CONNECT is the victim's alone");
