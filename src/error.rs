@@ -49,6 +49,19 @@ pub mod sqlstate {
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const UNTRANSLATABLE_CHARACTER: &str = "22021";
+
+    /// The static form of a code the server sent, when it is one pgtenant
+    /// passes on for a failure of its own session set-up.
+    pub fn of_setup_failure(code: &str) -> Option<&'static str> {
+        [UNDEFINED_OBJECT, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE, INVALID_TEXT_REPRESENTATION, SYNTAX_ERROR]
+            .into_iter()
+            .find(|known| *known == code)
+    }
 }
 
 impl ClientError {

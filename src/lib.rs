@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod migrate_tenants;
 pub mod notifiers;
+pub mod pg_client;
 pub mod protocol;
 pub mod quote;
 pub mod routing;

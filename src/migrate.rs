@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::pg_client::{connect, describe};
 use crate::quote::quote_ident;
 use crate::tenancy::Access;
 
@@ -84,8 +85,7 @@ fn session_users(placement: &crate::config::Placement) -> anyhow::Result<Vec<(St
 }
 
 fn url_user(url: &str) -> anyhow::Result<String> {
-    let (parsed, _) = crate::upstream::tls::postgres_config(url).map_err(|e| anyhow::anyhow!(e))?;
-    parsed.get_user().map(str::to_owned).context("URL has no user")
+    crate::pg_client::url_user(url).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Connects to `control_url` and brings the schema up to date; grants the
@@ -214,24 +214,4 @@ pub async fn apply_cluster_hardening(superuser: &Client, owner: &str) -> anyhow:
         .replace(":'owner'", &crate::quote::quote_literal(owner))
         .replace(":\"owner\"", &quote_ident(owner));
     superuser.batch_execute(&sql).await.map_err(|e| anyhow::anyhow!(describe(&e))).context("cluster hardening failed")
-}
-
-/// Opens a plain connection and drives it in the background.
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (config, tls) = crate::upstream::tls::postgres_config(url).map_err(|e| anyhow::anyhow!(e))?;
-    let (client, connection) = config.connect(crate::upstream::tls::make_connect(&tls)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "control connection closed");
-        }
-    });
-    Ok(client)
-}
-
-/// The server's message, not just "db error".
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
 }

@@ -59,6 +59,9 @@ pub struct UpdateTenant {
     /// Another upstream, only while the tenant is suspended (move its data first).
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Fixed at creation: the same value is accepted, another is refused with 409.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
 }
 
 /// Query of `DELETE /v1/tenants/{tenant}`.
@@ -199,7 +202,7 @@ pub async fn get(State(admin): State<Arc<AdminState>>, ApiPath(key): ApiPath<Str
         (status = 200, description = "The changed tenant", body = Tenant),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The new parent would make a cycle; a new upstream for a tenant that is not suspended", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new parent would make a cycle; a new upstream for a tenant that is not suspended; another isolation", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or unknown field, unknown parent", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -208,6 +211,19 @@ pub async fn update(
     ApiPath(key): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<Json<Tenant>, Problem> {
+    if let Some(isolation) = body.isolation {
+        let current = admin.catalog().get_tenant(&key).await?;
+        if current.isolation != isolation {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "tenant {key:?} is a {} tenant and stays one: create a tenant of the other model, move the \
+                     data (pg_dump/pg_restore), then delete this one",
+                    current.isolation.as_str()
+                ),
+            ));
+        }
+    }
     let tenant = admin
         .catalog()
         .update_tenant(

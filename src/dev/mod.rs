@@ -80,8 +80,9 @@ pub struct DevOptions {
 /// Creates the roles and `database` (owned by the catalog owner) on a fresh
 /// or existing cluster, migrates it and returns the config to serve it.
 pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
-    let admin =
-        migrate::connect(&cluster.url(SUPERUSER, "postgres")).await.context("cannot reach the private PostgreSQL")?;
+    let admin = crate::pg_client::connect(&cluster.url(SUPERUSER, "postgres"))
+        .await
+        .context("cannot reach the private PostgreSQL")?;
     admin
         .batch_execute(&format!(
             "DO $$ BEGIN
@@ -99,18 +100,18 @@ pub async fn prepare_database(cluster: &Cluster, database: &str) -> anyhow::Resu
              END $$;"
         ))
         .await
-        .map_err(|e| anyhow::anyhow!(migrate::describe(&e)))?;
+        .map_err(|e| anyhow::anyhow!(crate::pg_client::describe(&e)))?;
     let exists: bool =
         admin.query_one("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", &[&database]).await?.get(0);
     if !exists {
         admin
             .batch_execute(&format!("CREATE DATABASE {} OWNER {OWNER_ROLE}", crate::quote::quote_ident(database)))
             .await
-            .map_err(|e| anyhow::anyhow!(migrate::describe(&e)))?;
+            .map_err(|e| anyhow::anyhow!(crate::pg_client::describe(&e)))?;
     }
     let config = config_for(cluster, database)?;
     migrate::migrate_config(&config).await?;
-    let superuser = migrate::connect(&cluster.url(SUPERUSER, database)).await?;
+    let superuser = crate::pg_client::connect(&cluster.url(SUPERUSER, database)).await?;
     migrate::apply_cluster_hardening(&superuser, OWNER_ROLE).await?;
     Ok(config)
 }

@@ -347,13 +347,6 @@ enum Exchange {
 pub fn own_exchange_error(body: &[u8]) -> ClientError {
     let fields = parse_error_fields(body);
     tracing::warn!(code = %fields.code, message = %fields.message, "session setup on the server failed");
-    let code = match fields.code.as_str() {
-        "42704" => "42704",
-        "42501" => "42501",
-        "22023" => "22023",
-        "22P02" => "22P02",
-        "42601" => "42601",
-        _ => sqlstate::CONNECTION_FAILURE,
-    };
+    let code = sqlstate::of_setup_failure(&fields.code).unwrap_or(sqlstate::CONNECTION_FAILURE);
     ClientError::fatal(code, fields.message)
 }

@@ -85,9 +85,12 @@ impl<'a> BindValues<'a> {
             };
             return Ok(Arg::Bool(truth));
         }
-        std::str::from_utf8(bytes)
-            .map(|text| Arg::Const(text.to_owned()))
-            .map_err(|_| ClientError::error("22021", "pgtenant can only judge set_config() arguments sent as UTF-8"))
+        std::str::from_utf8(bytes).map(|text| Arg::Const(text.to_owned())).map_err(|_| {
+            ClientError::error(
+                crate::error::sqlstate::UNTRANSLATABLE_CHARACTER,
+                "pgtenant can only judge set_config() arguments sent as UTF-8",
+            )
+        })
     }
 }
 

@@ -44,7 +44,10 @@ fn check_setting(name: &str, value: &str, tenant_setting: &str) -> Result<(), Cl
     // `options=-c user=postgres` would log in as another role. PostgreSQL
     // itself reads such an option as an unknown setting: refuse it the same way.
     if CONSUMED.contains(&lower.as_str()) || lower.starts_with("_pq_.") {
-        return Err(ClientError::fatal("42704", format!("unrecognized configuration parameter \"{name}\"")));
+        return Err(ClientError::fatal(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("unrecognized configuration parameter \"{name}\""),
+        ));
     }
     let valid = !name.is_empty()
         && name.split('.').count() <= 2
@@ -54,7 +57,10 @@ fn check_setting(name: &str, value: &str, tenant_setting: &str) -> Result<(), Cl
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
     if !valid {
-        return Err(ClientError::fatal("42704", format!("unrecognized configuration parameter \"{name}\"")));
+        return Err(ClientError::fatal(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("unrecognized configuration parameter \"{name}\""),
+        ));
     }
     Ok(())
 }
@@ -82,8 +88,9 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError
     if !word.is_empty() {
         words.push(word);
     }
-    let invalid =
-        |w: &str| ClientError::fatal("42601", format!("invalid command-line argument for server process: {w}"));
+    let invalid = |w: &str| {
+        ClientError::fatal(sqlstate::SYNTAX_ERROR, format!("invalid command-line argument for server process: {w}"))
+    };
     let mut settings = Vec::new();
     let mut iter = words.iter();
     while let Some(w) = iter.next() {

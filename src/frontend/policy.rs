@@ -607,9 +607,10 @@ impl ClientPolicy {
 fn statement_text(bytes: &[u8]) -> Result<&str, Option<ClientError>> {
     match std::str::from_utf8(bytes) {
         Ok(sql) => Ok(sql),
-        Err(_) if guard::prescan::needs_parse(&String::from_utf8_lossy(bytes)) => {
-            Err(Some(ClientError::error("22021", "pgtenant can only inspect statements sent as UTF-8")))
-        }
+        Err(_) if guard::prescan::needs_parse(&String::from_utf8_lossy(bytes)) => Err(Some(ClientError::error(
+            crate::error::sqlstate::UNTRANSLATABLE_CHARACTER,
+            "pgtenant can only inspect statements sent as UTF-8",
+        ))),
         Err(_) => Err(None),
     }
 }

@@ -270,7 +270,7 @@ fn walk_tokens(sql: &str, tenant_setting: &str, prepares: bool, inspection: &mut
     }
     let tokens = match pg_query::scan_tokens(sql) {
         Ok(tokens) => tokens,
-        Err(e) => return Some(ClientError::error("42601", parse_message(&e))),
+        Err(e) => return Some(ClientError::error(sqlstate::SYNTAX_ERROR, parse_message(&e))),
     };
     let significant: Vec<&protobuf::ScanToken> =
         tokens.iter().filter(|t| t.token != Token::SqlComment as i32 && t.token != Token::CComment as i32).collect();
@@ -294,7 +294,7 @@ fn walk_tokens(sql: &str, tenant_setting: &str, prepares: bool, inspection: &mut
         }
         let text = sql.get(token.start as usize..token.end as usize).unwrap_or_default();
         let Some(name) = identifier_name(text) else {
-            return Some(ClientError::error("42601", "invalid identifier"));
+            return Some(ClientError::error(sqlstate::SYNTAX_ERROR, "invalid identifier"));
         };
         let called = significant.get(i + 1).is_some_and(|next| next.token == Token::Ascii40 as i32);
         if called && name == "set_config" {

@@ -392,7 +392,7 @@ impl Provisioner {
                 let _ = tenant.batch_execute("ROLLBACK").await;
                 return Err(ProvisionError::Migration {
                     file: migration.file.clone(),
-                    detail: crate::migrate::describe(&e),
+                    detail: crate::pg_client::describe(&e),
                 });
             }
             version = migration.version;
@@ -482,7 +482,7 @@ impl Provisioner {
             .admin_url
             .as_deref()
             .ok_or_else(|| ProvisionError::NoAdmin { upstream: placement.name.clone() })?;
-        let session_database = session_database(&placement.url);
+        let session_database = crate::pg_client::url_database(&placement.url);
         let database = database.or(session_database.as_deref());
         self.connect(&placement.name, url, None, database).await
     }
@@ -499,7 +499,7 @@ impl Provisioner {
             .admin_url
             .as_deref()
             .ok_or_else(|| ProvisionError::NoAdmin { upstream: placement.name.clone() })?;
-        let session_database = session_database(&placement.url);
+        let session_database = crate::pg_client::url_database(&placement.url);
         let password = role_password(&self.context_key, role);
         self.connect(&placement.name, url, Some((role, &password)), database.or(session_database.as_deref())).await
     }
@@ -512,7 +512,7 @@ impl Provisioner {
         database: Option<&str>,
     ) -> Result<Client, ProvisionError> {
         let unreachable = |detail: String| ProvisionError::Unreachable { upstream: upstream.into(), detail };
-        let (mut config, tls) = crate::upstream::tls::postgres_config(url).map_err(unreachable)?;
+        let (mut config, tls) = crate::pg_client::parse_url(url).map_err(unreachable)?;
         config.connect_timeout(self.connect_timeout);
         if let Some((user, password)) = login {
             config.user(user).password(password);
@@ -520,20 +520,17 @@ impl Provisioner {
         if let Some(database) = database {
             config.dbname(database);
         }
-        let connecting = config.connect(crate::upstream::tls::make_connect(&tls));
-        let (client, connection) = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| match e.as_db_error() {
-                Some(_) => refusal(upstream, "open a provisioning session", &e),
-                None => unreachable(e.to_string()),
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "provisioning connection closed");
+        crate::pg_client::connect_config(&config, &tls, self.connect_timeout).await.map_err(|e| {
+            if e.is_refusal() {
+                ProvisionError::Refused {
+                    upstream: upstream.into(),
+                    step: "open a provisioning session",
+                    detail: e.to_string(),
+                }
+            } else {
+                unreachable(e.to_string())
             }
-        });
-        Ok(client)
+        })
     }
 }
 
@@ -544,14 +541,8 @@ struct Made {
     home: bool,
 }
 
-/// The database named in a session URL.
-fn session_database(url: &str) -> Option<String> {
-    let (config, _) = crate::upstream::tls::postgres_config(url).ok()?;
-    config.get_dbname().or(config.get_user()).map(str::to_owned)
-}
-
 fn refusal(upstream: &str, step: &'static str, e: &tokio_postgres::Error) -> ProvisionError {
-    ProvisionError::Refused { upstream: upstream.into(), step, detail: crate::migrate::describe(e) }
+    ProvisionError::Refused { upstream: upstream.into(), step, detail: crate::pg_client::describe(e) }
 }
 
 /// The advisory lock key of a tenant's migrations (distinct from `migrate`'s).

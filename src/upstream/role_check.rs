@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use crate::migrate::{connect, describe};
+use crate::pg_client::{connect, describe};
 
 /// Checks, logged in as the upstream role itself, that it is not a superuser,
 /// has no BYPASSRLS, owns no tenant table (directly or through a role it

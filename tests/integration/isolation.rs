@@ -303,6 +303,8 @@ async fn the_admin_api_refuses_what_the_models_do_not_support() {
         (json!({"parent": "hsbc"}), 422),
         (json!({"upstream": "elsewhere"}), 409),
         (json!({"status": "provisioning"}), 422),
+        (json!({"isolation": "shared"}), 409),
+        (json!({"isolation": "schema", "name": "still solo"}), 200),
     ] {
         let reply = admin.patch("/v1/tenants/solo", &patch).await;
         assert_eq!(reply.status, status, "{patch}: {}", reply.text());
