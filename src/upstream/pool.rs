@@ -464,3 +464,7 @@ fn take_idle(idle: &mut Vec<ServerConn>, tenant: &str, client: i32) -> Option<Se
         .or(if idle.is_empty() { None } else { Some(idle.len() - 1) })?;
     Some(idle.swap_remove(pick))
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;
