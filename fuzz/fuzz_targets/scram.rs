@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pgtenant::frontend::scram::{Exchange, Verifier};
+use pgtenant::frontend::auth::scram::{Exchange, Verifier};
 
 /// The verifier of password "fuzz-secret" with salt "pgtenant-fuzz-salt" and
 /// 4096 iterations; fixed, so a crash replays exactly.

@@ -10,11 +10,9 @@ pub mod params;
 pub mod policy;
 pub mod relay;
 pub mod request_timer;
-pub mod scram;
 pub mod settings;
 pub mod statements;
 pub mod stream;
-pub mod throttle;
 pub mod tls;
 
 use std::sync::Arc;
@@ -44,7 +42,7 @@ pub struct ProxyState {
     pub cancels: Arc<CancelRegistry>,
     pub sessions: Arc<SessionRegistry>,
     /// Failure counts per client address, to slow password guessing.
-    pub auth_throttle: throttle::AuthThrottle,
+    pub auth_throttle: auth::throttle::AuthThrottle,
     /// Client TLS, when `tls.cert` and `tls.key` are set.
     pub tls: Option<tls::TlsSetup>,
     /// The statement guard shared by every session.

@@ -1,16 +1,19 @@
 //! Authenticating a client login with SCRAM-SHA-256 against the catalog.
 
+pub mod scram;
+pub mod throttle;
+
 use std::net::IpAddr;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::scram::{self, Exchange, Verifier};
 use super::ProxyState;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::frame::{peek_header, read_cstr};
 use crate::tenancy::catalog::LoginRecord;
+use scram::{Exchange, Verifier};
 
 /// Authentication messages are small; anything bigger is an attack or a bug.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
