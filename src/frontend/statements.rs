@@ -12,16 +12,15 @@
 //! FunctionCall; after an error the server skips to the end of the batch, so
 //! expectations for a finished batch are discarded).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::protocol::backend::{put_cstr, write_message};
+pub use crate::upstream::server_statements::{ServerStatements, SERVER_CACHE_CAPACITY};
 
-/// Server-side statements kept per server session before the oldest is closed.
-pub const SERVER_CACHE_CAPACITY: usize = 1024;
 /// A statement name no client uses: closing it is a no-op that still answers CloseComplete.
 const NOOP_NAME: &str = "pgtenant_noop";
 
@@ -46,37 +45,6 @@ impl Prepared {
 /// process's random `secret` and the tenant id.
 pub fn statement_namespace(secret: &[u8; 32], tenant_id: &str) -> [u8; 32] {
     Sha256::new().chain_update(secret).chain_update(tenant_id.as_bytes()).finalize().into()
-}
-
-/// The statements prepared on one server session.
-#[derive(Debug, Default)]
-pub struct ServerStatements {
-    names: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl ServerStatements {
-    pub fn contains(&self, name: &str) -> bool {
-        self.names.contains(name)
-    }
-
-    /// Records a new statement; returns the one to close when over capacity.
-    pub fn insert(&mut self, name: &str) -> Option<String> {
-        if self.names.insert(name.to_owned()) {
-            self.order.push_back(name.to_owned());
-        }
-        if self.order.len() > SERVER_CACHE_CAPACITY {
-            let oldest = self.order.pop_front()?;
-            self.names.remove(&oldest);
-            return Some(oldest);
-        }
-        None
-    }
-
-    pub fn clear(&mut self) {
-        self.names.clear();
-        self.order.clear();
-    }
 }
 
 /// What to do with one ParseComplete or CloseComplete from the server.

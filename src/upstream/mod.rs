@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod pool;
 pub mod role_check;
+pub mod server_statements;
 pub mod stream;
 pub mod tls;
 

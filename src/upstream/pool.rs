@@ -59,7 +59,7 @@ pub struct ServerConn {
     /// The client settings applied on it (name → SET statement).
     pub applied: std::collections::BTreeMap<String, String>,
     /// Prepared statements on it (transaction pooling).
-    pub statements: crate::frontend::statements::ServerStatements,
+    pub statements: super::server_statements::ServerStatements,
     /// The switching secret installed on it with its last verified context
     /// (None: the next context must be verified).
     pub switch_secret: Option<crate::tenancy::context::SwitchSecret>,
