@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bind_effects;
 pub mod client;
 pub mod listener;
+pub mod markers;
 pub mod params;
 pub mod policy;
 pub mod relay;

@@ -1,37 +1,28 @@
 //! What the relay does to the few client messages it must read: the guard's
-//! verdict applied in stream order, tenant-scoped notification channels, and
-//! the tenant context re-established after RESET ALL / DISCARD ALL.
-//!
-//! A refused message is not answered by pgtenant directly, which could
-//! reorder replies in a pipeline and would not abort the client's
-//! transaction as PostgreSQL does. It is replaced by a marker statement that
-//! fails on the server at the same place in the stream; the server's error
-//! for the marker is then swapped for pgtenant's own.
+//! verdict applied in stream order (refusals become marker statements,
+//! `markers.rs`), tenant-scoped notification channels, and the tenant
+//! context re-established after RESET ALL / DISCARD ALL.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
 use super::bind_effects::{judge_bound_set_config, BindValues, PreparedEffects};
+use super::markers::Markers;
 use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
 use crate::guard::{self, ChannelCommand, Guard, Inspection};
 use crate::notifiers::Notifiers;
-use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
+use crate::protocol::backend::{put_cstr, write_message};
 use crate::protocol::frame::{read_cstr, HEADER_LEN};
-
-/// At most this many refusals wait for their marker's error.
-const MAX_PENDING_DENIALS: usize = 64;
 
 /// Per-session state of the message policy.
 pub struct ClientPolicy {
     guard: Arc<Guard>,
-    /// Per-process random prefix of marker identifiers.
-    marker_prefix: String,
-    next_marker: u64,
-    pending_denials: VecDeque<(u64, ClientError)>,
+    /// The refusals waiting for their marker statement's error.
+    markers: Markers,
     /// Prefix of this tenant's notification channels on the server.
     channel_prefix: String,
     /// In transaction pooling: what to do with features that need a session.
@@ -83,9 +74,7 @@ impl ClientPolicy {
     ) -> Self {
         ClientPolicy {
             guard,
-            marker_prefix,
-            next_marker: 1,
-            pending_denials: VecDeque::new(),
+            markers: Markers::new(marker_prefix),
             channel_prefix,
             session_features,
             statements: session_features.map(|_| ClientStatements::new(statement_namespace)),
@@ -221,7 +210,7 @@ impl ClientPolicy {
                 self.unsynced = true;
                 if frame[0] == b'B' {
                     if let Err(refusal) = self.bind_effects(frame) {
-                        self.refuse_bind(refusal, to_server);
+                        self.markers.bind(refusal, to_server);
                         return Ok(());
                     }
                 }
@@ -239,7 +228,7 @@ impl ClientPolicy {
             }
             b'F' => {
                 self.client_batch_sent();
-                self.refuse(
+                self.markers.query(
                     ClientError::error(
                         crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
                         "the FunctionCall protocol message is not allowed through pgtenant",
@@ -284,13 +273,13 @@ impl ClientPolicy {
                 return Ok(());
             }
             Err(Some(refusal)) => {
-                self.refuse(refusal, to_server);
+                self.markers.query(refusal, to_server);
                 return Ok(());
             }
         };
         let verdict = self.guard.check(sql);
         if let Some(refusal) = self.refusal(&verdict) {
-            self.refuse(refusal, to_server);
+            self.markers.query(refusal, to_server);
             return Ok(());
         }
         if verdict.channel_statements.is_empty() {
@@ -374,13 +363,13 @@ impl ClientPolicy {
                 return Ok(());
             }
             Err(Some(refusal)) => {
-                self.refuse_parse(name, refusal, to_server);
+                self.markers.parse(name, refusal, to_server);
                 return Ok(());
             }
         };
         let verdict = self.guard.check(sql);
         if let Some(refusal) = self.refusal(&verdict) {
-            self.refuse_parse(name, refusal, to_server);
+            self.markers.parse(name, refusal, to_server);
             return Ok(());
         }
         let mut query_and_types = BytesMut::new();
@@ -488,70 +477,15 @@ impl ClientPolicy {
         }
     }
 
-    /// Sends a marker query in place of a refused Query or FunctionCall.
-    fn refuse(&mut self, denial: ClientError, to_server: &mut BytesMut) {
-        let marker = self.push_denial(denial);
-        write_message(to_server, b'Q', |b| put_cstr(b, &format!("SELECT {marker}")));
-    }
-
-    /// Sends a Bind of a statement that does not exist, named by a marker, in
-    /// place of a refused Bind: the server fails it at the same place.
-    fn refuse_bind(&mut self, denial: ClientError, to_server: &mut BytesMut) {
-        let marker = self.push_denial(denial);
-        write_message(to_server, b'B', |b| {
-            put_cstr(b, "");
-            put_cstr(b, &marker);
-            b.put_i16(0);
-            b.put_i16(0);
-            b.put_i16(0);
-        });
-    }
-
-    /// Sends a Parse of a marker statement in place of a refused Parse.
-    fn refuse_parse(&mut self, name: &str, denial: ClientError, to_server: &mut BytesMut) {
-        let marker = self.push_denial(denial);
-        write_message(to_server, b'P', |b| {
-            put_cstr(b, name);
-            put_cstr(b, &format!("SELECT {marker}"));
-            b.put_i16(0);
-        });
-    }
-
-    fn push_denial(&mut self, denial: ClientError) -> String {
-        crate::metrics::guard_refusal(&denial);
-        let id = self.next_marker;
-        self.next_marker += 1;
-        if self.pending_denials.len() >= MAX_PENDING_DENIALS {
-            self.pending_denials.pop_front();
-        }
-        self.pending_denials.push_back((id, denial));
-        format!("{}{id}", self.marker_prefix)
-    }
-
     /// True when server ErrorResponses must be read whole (a marker may answer).
     pub fn reads_server_errors(&self) -> bool {
-        !self.pending_denials.is_empty()
+        self.markers.pending()
     }
 
     /// Replaces the server's error for a marker with pgtenant's refusal.
     /// `None` means forward the frame unchanged.
     pub fn server_error(&mut self, frame: &[u8]) -> Option<BytesMut> {
-        let fields = parse_error_fields(frame.get(HEADER_LEN..)?);
-        let at = fields.message.find(&self.marker_prefix)?;
-        let digits: String =
-            fields.message[at + self.marker_prefix.len()..].chars().take_while(char::is_ascii_digit).collect();
-        let id: u64 = digits.parse().ok()?;
-        // Refusals queued before this one were skipped by the server (an
-        // earlier error in the same pipeline): PostgreSQL would not have
-        // reported them either.
-        while let Some((queued, denial)) = self.pending_denials.pop_front() {
-            if queued == id {
-                let mut out = BytesMut::new();
-                denial.encode(&mut out);
-                return Some(out);
-            }
-        }
-        None
+        self.markers.server_error(frame)
     }
 
     /// The client's last Query or Parse reset a setting pgtenant must put
