@@ -45,6 +45,9 @@ pub struct PlacementUpstream {
     pub readonly_url: Option<String>,
     /// Role that creates tenant roles, schemas and databases here (CREATEROLE, CREATEDB).
     pub admin_url: Option<String>,
+    /// Server connections per pool on this server (default: `pool.size`).
+    #[serde(default, deserialize_with = "optional_from_str_or_native")]
+    pub pool_size: Option<usize>,
 }
 
 /// Where schema and database tenants come from.
@@ -65,6 +68,8 @@ pub struct Placement {
     pub readonly_url: Option<String>,
     /// Provisioning connects here; `control.url` for the default upstream when unset.
     pub admin_url: Option<String>,
+    /// Server connections per pool here; `pool.size` when unset.
+    pub pool_size: Option<usize>,
 }
 
 /// What one tenant does differently from the `[pool]` defaults.
@@ -378,6 +383,9 @@ impl Config {
             if let Some(url) = &placement.admin_url {
                 check_postgres_url(&format!("upstreams.{name}.admin_url"), url)?;
             }
+            if placement.pool_size == Some(0) {
+                return Err(ConfigError::new(format!("upstreams.{name}.pool_size"), "must be at least 1"));
+            }
         }
         if let Some(folder) = &self.provisioning.migrations {
             crate::tenancy::provision::TenantMigration::load_folder(folder)
@@ -441,6 +449,7 @@ impl Config {
             url: self.upstream.url.clone(),
             readonly_url: self.upstream.readonly_url.clone(),
             admin_url: self.upstream.admin_url.clone().or_else(|| Some(self.control.url.clone())),
+            pool_size: None,
         };
         std::iter::once(default)
             .chain(self.upstreams.iter().map(|(name, p)| Placement {
@@ -448,6 +457,7 @@ impl Config {
                 url: p.url.clone(),
                 readonly_url: p.readonly_url.clone(),
                 admin_url: p.admin_url.clone(),
+                pool_size: p.pool_size,
             }))
             .collect()
     }
@@ -527,6 +537,16 @@ fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
         table.insert(key, toml::Value::String(value.clone()));
     }
     Ok(())
+}
+
+/// [`from_str_or_native`] for an optional key.
+fn optional_from_str_or_native<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr + Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    from_str_or_native(deserializer).map(Some)
 }
 
 /// Accepts either the native TOML type or a string parsed with `FromStr`

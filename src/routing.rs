@@ -20,6 +20,8 @@ pub struct PlacementPools {
     pub name: String,
     pub readwrite: Pool,
     pub readonly: Option<Pool>,
+    /// Sizes of every pool on this server, the tenant roles' too.
+    pool_config: PoolConfig,
 }
 
 /// A pool as `/v1/pools` and `/metrics` show it.
@@ -36,7 +38,6 @@ pub struct Routes {
     placements: Vec<PlacementPools>,
     /// (upstream, role) → pool of a schema or database tenant's role.
     tenant_pools: Mutex<HashMap<(String, String), TenantPool>>,
-    pool_config: PoolConfig,
     context_key: Vec<u8>,
 }
 
@@ -67,13 +68,16 @@ impl Routes {
                 }
                 None => None,
             };
+            let config =
+                PoolConfig { max_size: placement.pool_size.unwrap_or(pool_config.max_size), ..pool_config.clone() };
             pools.push(PlacementPools {
                 name: placement.name.clone(),
-                readwrite: Pool::new(readwrite, pool_config.clone()),
-                readonly: readonly.map(|target| Pool::new(target, pool_config.clone())),
+                readwrite: Pool::new(readwrite, config.clone()),
+                readonly: readonly.map(|target| Pool::new(target, config.clone())),
+                pool_config: config,
             });
         }
-        Ok(Routes { placements: pools, tenant_pools: Mutex::new(HashMap::new()), pool_config, context_key })
+        Ok(Routes { placements: pools, tenant_pools: Mutex::new(HashMap::new()), context_key })
     }
 
     /// The default upstream's pools (`[upstream]`).
@@ -116,7 +120,7 @@ impl Routes {
         }
         let database = (login.isolation == Isolation::Database).then_some(objects.home());
         let target = placement.readwrite.target().as_role(&key.1, &role_password(&self.context_key, &key.1), database);
-        let pool = Pool::new(target, self.pool_config.clone());
+        let pool = Pool::new(target, placement.pool_config.clone());
         pools.insert(
             key,
             TenantPool { tenant_id: login.context.tenant_id.clone(), access: login.access, pool: pool.clone() },

@@ -7,7 +7,7 @@ every test that passes directly but not through pgtenant. Each one must be a
 refusal by design listed in psycopg_refusals.txt (with its reason, also in
 the README); any other is a bug, and the exit status is 1.
 
-usage: psycopg_suite.py SUITE_DIR subset|full DIRECT_DSN MODE=DSN [MODE=DSN ...]
+usage: psycopg_suite.py SUITE_DIR subset|full|SELECTION[,SELECTION...] DIRECT_DSN MODE=DSN [MODE=DSN ...]
 """
 
 import concurrent.futures
@@ -51,7 +51,13 @@ FULL_IGNORES = [
 
 def run(suite_dir, scope, label, dsn):
     report = os.path.join(suite_dir, f"report-{label}.xml")
-    selection = SUBSET + SUBSET_FILTER if scope == "subset" else ["tests"] + FULL_IGNORES
+    if scope == "subset":
+        selection = SUBSET + SUBSET_FILTER
+    elif scope == "full":
+        selection = ["tests"] + FULL_IGNORES
+    else:
+        # A comma-separated list of pytest selections (files, ids), to look again at a few.
+        selection = scope.split(",")
     command = [sys.executable, "-m", "pytest", *selection, "--test-dsn", dsn, "--timeout=60", "-q",
                "-p", "no:randomly", "-o", f"cache_dir={suite_dir}/.cache-{label}", f"--junitxml={report}"]
     # The log is a file so that a long full run can be followed while it goes.

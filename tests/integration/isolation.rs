@@ -586,6 +586,7 @@ async fn tenants_placed_on_a_second_server_are_routed_there_by_every_process() {
                 url: east_config.upstream.url.clone(),
                 readonly_url: east_config.upstream.readonly_url.clone(),
                 admin_url: Some(east_config.control.url.clone()),
+                pool_size: Some(4),
             },
         );
         c.upstreams.insert(
@@ -594,6 +595,7 @@ async fn tenants_placed_on_a_second_server_are_routed_there_by_every_process() {
                 url: down_url.clone(),
                 readonly_url: None,
                 admin_url: Some(down_url.clone()),
+                pool_size: None,
             },
         );
     })
@@ -620,6 +622,8 @@ async fn tenants_placed_on_a_second_server_are_routed_there_by_every_process() {
 
     // A second pgtenant process on the same catalog.
     let second = pgtenant::server::Server::start(&env.config).await.unwrap();
+    let east_pool = second.state.routes.placements().iter().find(|p| p.name == "east").unwrap().readwrite.figures();
+    assert_eq!(east_pool.max_size, 4, "upstreams.east.pool_size sizes its pools");
     let through_second =
         |user: &str| format!("postgres://{user}:{LOGIN_PASSWORD}@{}/{}", second.proxy_addr, env.database);
     for isolation in ["database", "schema"] {
@@ -681,4 +685,26 @@ async fn tenants_placed_on_a_second_server_are_routed_there_by_every_process() {
     assert_eq!(value(&after, "SELECT name FROM whereami").await, "east");
     assert_eq!(value(&after, "SELECT pgtenant.current_tenant()::text").await, moved.json()["id"].as_str().unwrap());
     second.stop(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_database_tenant_starts_from_the_template_database() {
+    let template = format!("tenant_template_{}", std::process::id());
+    let cluster = cluster().await;
+    let superuser = connect_url(&cluster.url(pgtenant::dev::cluster::SUPERUSER, "postgres")).await;
+    superuser.batch_execute(&format!("CREATE DATABASE {template} OWNER pgtenant_owner")).await.unwrap();
+    connect_url(&cluster.url(pgtenant::dev::cluster::SUPERUSER, &template))
+        .await
+        .batch_execute(
+            "CREATE TABLE from_template (v text); INSERT INTO from_template VALUES ('templated');
+                        GRANT SELECT ON from_template TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let env = env_with("template", |c| c.provisioning.template = Some(template.clone())).await;
+    let admin = admin_api(&env);
+    tenant_with_logins(&admin, "cloned", "database").await;
+    let client = login(&env, "cloned", "readwrite").await;
+    assert_eq!(rows(&client, "SELECT v FROM from_template").await, ["templated"]);
+    assert_eq!(rows(&client, "SELECT body FROM notes").await, ["seed"], "migrations still apply");
 }
