@@ -81,10 +81,14 @@ async fn main() -> anyhow::Result<()> {
         "== migrate --tenants over 102 tenants (50 schema, 50 database + the two above), one new migration each run"
     );
     for (jobs, file) in [(1, "0003_more.sql"), (4, "0004_more.sql")] {
-        std::fs::write(migrations.join(file), "ALTER TABLE t1 ADD COLUMN note text; CREATE INDEX ON t2 (body);")?;
+        let sql = format!("ALTER TABLE t1 ADD COLUMN note_{jobs} text; CREATE INDEX ON t2 (body, created_at);");
+        std::fs::write(migrations.join(file), sql)?;
         let started = Instant::now();
         let report = pgtenant::migrate_tenants::migrate_tenants(&config, jobs, |_, _| {}).await?;
         let failed = report.failed().count();
+        if let Some(first) = report.failed().next() {
+            println!("first failure: {} {:?}", first.slug, first.result);
+        }
         println!(
             "--jobs {jobs}  {:>8.2} s  ({} tenants, {failed} failed)",
             started.elapsed().as_secs_f64(),

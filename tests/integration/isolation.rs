@@ -456,6 +456,10 @@ fn migrate_tenants_command(env: &TestEnv, folder: &std::path::Path, jobs: &str) 
     command
 }
 
+async fn run_to_the_end(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("run pgtenant")
+}
+
 #[tokio::test]
 async fn a_hundred_tenants_each_reached_by_its_login_and_migrated_by_migrate_tenants_which_resumes() {
     let folder = migrations_folder("hundred", &[("0001_notes.sql", NOTES)]);
@@ -536,25 +540,13 @@ async fn a_hundred_tenants_each_reached_by_its_login_and_migrated_by_migrate_ten
     assert!((9..100).contains(&at_two), "the interrupted run migrated some tenants, not all: {at_two}");
 
     // Resumed: every tenant but the broken one reaches 2; the run names it and exits 1.
-    let out = tokio::task::spawn_blocking({
-        let mut command = migrate_tenants_command(&env, &folder, "4");
-        move || command.output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out = run_to_the_end(migrate_tenants_command(&env, &folder, "4")).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("99 tenant(s) at the newest migration, 1 failed"), "{stdout}");
     assert!(stdout.contains(&format!("tenant {} failed", broken["slug"].as_str().unwrap())), "{stdout}");
     superuser.batch_execute(&format!("ALTER TABLE {}.notes_moved RENAME TO notes", home(broken))).await.unwrap();
-    let out = tokio::task::spawn_blocking({
-        let mut command = migrate_tenants_command(&env, &folder, "4");
-        move || command.output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out = run_to_the_end(migrate_tenants_command(&env, &folder, "4")).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let all = versions(admin.get("/v1/tenants").await.json().as_array().unwrap().clone());
     assert!(all.iter().all(|v| *v == 2), "{all:?}");
