@@ -96,6 +96,14 @@ async fn schema_and_database_tenants_work_end_to_end_in_both_pool_modes() {
                 "{tenant}"
             );
             let id = tenant["id"].as_str().unwrap().to_owned();
+            // psql, as an analyst would.
+            let (ok, out, err) = psql(
+                &env.url(&username(slug, "readwrite"), LOGIN_PASSWORD),
+                &["-c", "SELECT body FROM notes", "-c", "SELECT pgtenant.current_tenant()"],
+            )
+            .await;
+            assert!(ok, "{err}");
+            assert_eq!(out, format!("seed\n{id}\n"));
             let client = login(&env, slug, "readwrite").await;
             assert_eq!(rows(&client, "SELECT body FROM notes").await, ["seed"], "{mode:?} {isolation}");
             client.batch_execute("INSERT INTO notes (body) VALUES ('mine')").await.unwrap();

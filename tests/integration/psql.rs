@@ -1,20 +1,6 @@
 //! psql, the client analysts use, through the proxy.
 
-use std::process::Command;
-
 use crate::common::*;
-
-/// Runs psql with `args` against `url`; returns (success, stdout, stderr).
-async fn psql(url: &str, args: &[&str]) -> (bool, String, String) {
-    let mut command = Command::new("psql");
-    command.arg(url).args(["-X", "-v", "ON_ERROR_STOP=1", "-At"]).args(args);
-    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("psql on PATH");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn psql_sees_the_tenant_tree() {

@@ -7,7 +7,6 @@
 //!   openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 36500 -sha256 -extfile server.ext
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -35,20 +34,13 @@ async fn tls_env(required: bool, cleartext: bool) -> TestEnv {
 }
 
 /// psql against the proxy with extra connection parameters; (success, stdout, stderr).
-async fn psql(env: &TestEnv, user: &str, params: &str, sql: &str) -> (bool, String, String) {
+async fn psql_with(env: &TestEnv, user: &str, params: &str, sql: &str) -> (bool, String, String) {
     let conninfo = format!(
         "host=localhost port={} dbname={} user={user} password={PASSWORD} {params}",
         env.server.proxy_addr.port(),
         env.database
     );
-    let mut command = Command::new("psql");
-    command.arg(conninfo).args(["-X", "-At", "-c", sql]);
-    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    psql(&conninfo, &["-c", sql]).await
 }
 
 fn connector() -> TlsConnector {
@@ -93,10 +85,10 @@ async fn psql_verify_full_against_the_test_ca() {
     let root = fixture("ca.crt");
     let params = format!("sslmode=verify-full sslrootcert={}", root.display());
     let (ok, out, err) =
-        psql(&env, "hk_teller", &params, "SELECT string_agg(id::text, ',' ORDER BY id) FROM accounts").await;
+        psql_with(&env, "hk_teller", &params, "SELECT string_agg(id::text, ',' ORDER BY id) FROM accounts").await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "3,4");
-    let (ok, out, _) = psql(&env, "hk_teller", &params, "\\conninfo").await;
+    let (ok, out, _) = psql_with(&env, "hk_teller", &params, "\\conninfo").await;
     assert!(ok);
     assert!(out.contains("SSL connection"), "{out}");
 }
@@ -105,7 +97,7 @@ async fn psql_verify_full_against_the_test_ca() {
 async fn scram_channel_binding_over_tls() {
     let env = tls_env(false, false).await;
     let params = format!("sslmode=verify-full sslrootcert={} channel_binding=require", fixture("ca.crt").display());
-    let (ok, out, err) = psql(&env, "barclays_ops", &params, "SELECT count(*) FROM accounts").await;
+    let (ok, out, err) = psql_with(&env, "barclays_ops", &params, "SELECT count(*) FROM accounts").await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "3");
     // The mechanisms offered over TLS include the channel-bound one.
@@ -127,10 +119,10 @@ async fn scram_channel_binding_over_tls() {
 #[tokio::test]
 async fn tls_required_refuses_plain_connections() {
     let env = tls_env(true, false).await;
-    let (ok, _, err) = psql(&env, "hk_teller", "sslmode=disable", "SELECT 1").await;
+    let (ok, _, err) = psql_with(&env, "hk_teller", "sslmode=disable", "SELECT 1").await;
     assert!(!ok);
     assert!(err.contains("pgtenant requires TLS"), "{err}");
-    let (ok, out, err) = psql(&env, "hk_teller", "sslmode=require", "SELECT 1").await;
+    let (ok, out, err) = psql_with(&env, "hk_teller", "sslmode=require", "SELECT 1").await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "1");
 }
@@ -153,10 +145,10 @@ async fn cleartext_password_only_over_tls() {
     let mut tls = connector().connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
     let (code, _) = auth_request(&mut tls, &env).await;
     assert_eq!(code, 3);
-    let (ok, out, err) = psql(&env, "hk_teller", "sslmode=require", "SELECT count(*) FROM accounts").await;
+    let (ok, out, err) = psql_with(&env, "hk_teller", "sslmode=require", "SELECT count(*) FROM accounts").await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "2");
-    let (ok, _, err) = psql(&env, "hk_teller", "sslmode=require password=wrong-password", "SELECT 1").await;
+    let (ok, _, err) = psql_with(&env, "hk_teller", "sslmode=require password=wrong-password", "SELECT 1").await;
     assert!(!ok);
     assert!(err.contains("password authentication failed"), "{err}");
     // In the clear: SCRAM, never a cleartext password.

@@ -156,6 +156,19 @@ pub async fn connect_url(url: &str) -> Client {
     client
 }
 
+/// Runs psql with `args` against `url` (a URL or a conninfo string), stopping
+/// at the first error; returns (success, stdout, stderr).
+pub async fn psql(url: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new("psql");
+    command.arg(url).args(["-X", "-v", "ON_ERROR_STOP=1", "-At"]).args(args);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("psql on PATH");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// The SQLSTATE of a server error (panics on other errors).
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e:?}")).code().code().to_owned()
