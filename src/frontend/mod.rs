@@ -10,6 +10,7 @@ pub mod markers;
 pub mod params;
 pub mod policy;
 pub mod relay;
+pub mod relay_core;
 pub mod request_timer;
 pub mod settings;
 pub mod statements;

@@ -1,0 +1,414 @@
+//! The relay's core, without I/O: the four buffers between a client and a
+//! server session and what moves bytes between them. Client frames go to the
+//! server's queue (the few the policy must read are read whole, the rest
+//! stream through unread); server frames go to the client's queue, minus the
+//! replies to pgtenant's own exchanges, with every ReadyForQuery noted. What
+//! the core needs of the server session it runs on comes through
+//! [`ServerSide`], so tests and the fuzzer drive it with bytes alone;
+//! `relay.rs` is the async loop around it.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BytesMut};
+
+use super::attach::{own_exchange_error, OwnExchange};
+use super::policy::ClientPolicy;
+use super::statements::{Edit, ServerStatements};
+use crate::error::{sqlstate, ClientError};
+use crate::protocol::backend::parse_parameter_status;
+use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
+use crate::setting_rules;
+
+/// Transaction state of the server session, from its last ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+impl TxnStatus {
+    fn from_byte(b: u8) -> Option<TxnStatus> {
+        match b {
+            b'I' => Some(TxnStatus::Idle),
+            b'T' => Some(TxnStatus::InTransaction),
+            b'E' => Some(TxnStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The client sent Terminate.
+    ClientTerminated,
+    /// The client's socket closed or failed.
+    ClientGone,
+    /// The server's socket closed or failed.
+    ServerGone,
+    /// pgtenant ended the session with this error (already sent when possible).
+    Fatal(ClientError),
+}
+
+/// What the core asks of the server session it relays to (none between
+/// transactions in transaction pooling).
+pub trait ServerSide {
+    /// A server session is attached.
+    fn attached(&self) -> bool;
+    /// Server sessions are handed back between transactions.
+    fn transaction_pooling(&self) -> bool;
+    /// The attached session's prepared statements (transaction pooling).
+    fn statements(&mut self) -> Option<&mut ServerStatements>;
+    /// The client changed its settings; true when a startup value must be put back.
+    fn settings_changed(&mut self, changes: Vec<(String, Option<String>)>) -> bool;
+    /// The client left state pgtenant cannot follow on the attached session.
+    fn mark_dirty(&mut self);
+    /// The client needs its whole server session from now on.
+    fn pin(&mut self);
+    /// The exchange that re-establishes the context (and settings) after a
+    /// client's reset, with what each of its parts' failure means.
+    fn context_exchange(&mut self, wiped: bool, in_transaction: bool) -> Option<(BytesMut, Vec<OwnExchange>)>;
+    /// The server reported a setting.
+    fn note_parameter(&mut self, name: &str, value: &str);
+    /// A cancel for the tenant's statement timeout is on its way.
+    fn awaits_cancellation(&self) -> bool;
+    /// This ErrorResponse is the one that cancel caused.
+    fn is_its_cancellation(&self, frame: &[u8]) -> bool;
+    /// What the client gets instead of it.
+    fn timeout_error(&mut self) -> ClientError;
+}
+
+/// The buffers and the frame state of one client's relay.
+pub struct RelayCore {
+    pub client_in: BytesMut,
+    pub server_in: BytesMut,
+    pub to_client: BytesMut,
+    pub to_server: BytesMut,
+    /// Bytes of a client frame still to pass through unread.
+    pub client_frame_left: usize,
+    /// Bytes of a server frame still to pass through (or drop) unread.
+    pub server_frame_left: usize,
+    server_frame_dropped: bool,
+    /// pgtenant's own exchanges sent and not yet answered (each by one
+    /// ReadyForQuery that is not the client's), in order.
+    pub own_pending: VecDeque<OwnExchange>,
+    last_server_tag: u8,
+    /// The last frame queued for the client is a ReadyForQuery: the server waits.
+    pub to_client_ends_ready: bool,
+    pub status: TxnStatus,
+    max_message_bytes: usize,
+    pub policy: ClientPolicy,
+    /// Client messages wait for a server session to be attached.
+    pub wants_server: bool,
+}
+
+impl RelayCore {
+    /// A core whose first bytes to each side are queued: `to_server` holds
+    /// pgtenant's own `exchanges`, which the server answers first.
+    pub fn new(
+        policy: ClientPolicy,
+        max_message_bytes: usize,
+        to_client: BytesMut,
+        to_server: BytesMut,
+        exchanges: Vec<OwnExchange>,
+    ) -> RelayCore {
+        RelayCore {
+            client_in: BytesMut::new(),
+            server_in: BytesMut::new(),
+            to_client,
+            to_server,
+            client_frame_left: 0,
+            server_frame_left: 0,
+            server_frame_dropped: false,
+            own_pending: exchanges.into(),
+            last_server_tag: 0,
+            to_client_ends_ready: false,
+            status: TxnStatus::Idle,
+            max_message_bytes,
+            policy,
+            wants_server: false,
+        }
+    }
+
+    /// The server session is idle and nothing is in flight either way: it may
+    /// go back to the pool.
+    pub fn at_rest(&self) -> bool {
+        self.status == TxnStatus::Idle
+            && self.own_pending.is_empty()
+            && self.policy.at_rest()
+            && self.server_frame_left == 0
+            && self.server_in.is_empty()
+            && self.to_server.is_empty()
+            && self.client_frame_left == 0
+    }
+
+    /// Everything sent to the server has been answered to the client.
+    pub fn answered(&self) -> bool {
+        self.to_client_ends_ready && self.own_pending.is_empty() && self.server_frame_left == 0 && self.policy.at_rest()
+    }
+
+    /// Gives back buffer memory between transactions, so that thousands of
+    /// idle clients cost little.
+    pub fn shrink_idle_buffers(&mut self) {
+        for buf in [&mut self.client_in, &mut self.server_in, &mut self.to_client, &mut self.to_server] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// A newly attached server session: its own exchanges (`prefix`) go
+    /// ahead of what the client queued.
+    pub fn attached(&mut self, mut prefix: BytesMut, exchanges: Vec<OwnExchange>) {
+        prefix.extend_from_slice(&self.to_server);
+        self.to_server = prefix;
+        self.policy.own_batches_sent(exchanges.len() as u32);
+        self.own_pending.extend(exchanges);
+        self.status = TxnStatus::Idle;
+    }
+
+    /// Moves client frames to the server's queue: the few the policy reads
+    /// whole, the rest streamed through unread.
+    pub fn take_client_frames(&mut self, side: &mut impl ServerSide) -> Result<(), RelayEnd> {
+        loop {
+            if self.client_frame_left > 0 {
+                let n = self.client_frame_left.min(self.client_in.len());
+                self.to_server.extend_from_slice(&self.client_in[..n]);
+                self.client_in.advance(n);
+                self.client_frame_left -= n;
+                if self.client_frame_left > 0 {
+                    return Ok(());
+                }
+            }
+            if self.policy.holding() {
+                return Ok(());
+            }
+            let header = match peek_header(&self.client_in, self.max_message_bytes) {
+                Ok(Some(header)) => header,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fatal(client_frame_error(e))),
+            };
+            if header.tag == b'X' {
+                return Err(RelayEnd::ClientTerminated);
+            }
+            if !side.attached() && side.transaction_pooling() {
+                // Messages are judged against the server session that will run
+                // them; the relay loop attaches one first.
+                self.wants_server = true;
+                return Ok(());
+            }
+            if self.policy.inspects(header.tag) {
+                if self.client_in.len() < header.frame_len {
+                    return Ok(());
+                }
+                let frame = self.client_in.split_to(header.frame_len);
+                if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server, side.statements()) {
+                    return Err(self.fatal(error));
+                }
+                let changes = self.policy.take_setting_changes();
+                if !changes.is_empty() && side.settings_changed(changes) {
+                    self.policy.restore_after(header.tag);
+                }
+                if self.policy.take_settings_untracked() {
+                    side.mark_dirty();
+                }
+                if self.policy.session_state_used() {
+                    side.pin();
+                }
+                continue;
+            }
+            self.policy.streamed(header.tag);
+            self.client_frame_left = header.frame_len;
+        }
+    }
+
+    /// Moves server frames to the client's queue, dropping the replies to
+    /// pgtenant's own exchanges and noting each ReadyForQuery.
+    pub fn take_server_frames(&mut self, side: &mut impl ServerSide) -> Result<(), RelayEnd> {
+        loop {
+            if self.server_frame_left > 0 {
+                let n = self.server_frame_left.min(self.server_in.len());
+                if !self.server_frame_dropped {
+                    self.to_client.extend_from_slice(&self.server_in[..n]);
+                }
+                self.server_in.advance(n);
+                self.server_frame_left -= n;
+                if self.server_frame_left > 0 {
+                    return Ok(());
+                }
+            }
+            let header = match peek_header(&self.server_in, usize::MAX) {
+                Ok(Some(header)) => header,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::error!(error = ?e, "malformed frame from upstream");
+                    return Err(self.fatal(ClientError::fatal(
+                        sqlstate::CONNECTION_FAILURE,
+                        "pgtenant received a malformed message from the upstream server",
+                    )));
+                }
+            };
+            let tracked_reply =
+                matches!(header.tag, b'1' | b'3') && self.own_pending.is_empty() && self.policy.tracking_replies();
+            let whole = tracked_reply
+                || match header.tag {
+                    b'Z' | b'A' | b'S' => true,
+                    b'E' => {
+                        !self.own_pending.is_empty() || self.policy.reads_server_errors() || side.awaits_cancellation()
+                    }
+                    _ => false,
+                };
+            if whole && self.server_in.len() < header.frame_len {
+                return Ok(());
+            }
+            if tracked_reply {
+                match self.policy.reply_edit(header.tag) {
+                    Edit::Forward => {}
+                    Edit::Drop => {
+                        self.server_in.advance(header.frame_len);
+                        continue;
+                    }
+                    Edit::ToParseComplete => {
+                        self.server_in.advance(header.frame_len);
+                        self.to_client.extend_from_slice(b"1\0\0\0\x04");
+                        self.last_server_tag = b'1';
+                        self.to_client_ends_ready = false;
+                        continue;
+                    }
+                }
+            }
+            match header.tag {
+                b'Z' => {
+                    let status = self.server_in.get(HEADER_LEN).copied().and_then(TxnStatus::from_byte);
+                    let Some(status) = status else {
+                        return Err(self.fatal(ClientError::fatal(
+                            sqlstate::CONNECTION_FAILURE,
+                            "pgtenant received a malformed ReadyForQuery from the upstream server",
+                        )));
+                    };
+                    self.status = status;
+                    self.policy.batch_done();
+                    if self.own_pending.pop_front().is_some() {
+                        self.server_in.advance(header.frame_len);
+                        continue;
+                    }
+                    // This ReadyForQuery goes to the client; a context exchange
+                    // it releases is queued for the server behind it.
+                    let released = self.policy.client_ready(status == TxnStatus::Failed);
+                    self.server_frame_dropped = false;
+                    self.server_frame_left = header.frame_len;
+                    self.last_server_tag = b'Z';
+                    self.to_client_ends_ready = true;
+                    if released && side.attached() {
+                        let wiped = self.policy.take_settings_wiped();
+                        let in_transaction = status == TxnStatus::InTransaction;
+                        if let Some((exchange, exchanges)) = side.context_exchange(wiped, in_transaction) {
+                            self.to_server.extend_from_slice(&exchange);
+                            self.policy.own_batches_sent(exchanges.len() as u32);
+                            self.own_pending.extend(exchanges);
+                        }
+                    }
+                    continue;
+                }
+                b'A' => {
+                    let rewritten = self.policy.notification(&self.server_in[..header.frame_len]);
+                    self.server_in.advance(header.frame_len);
+                    if let Some(frame) = rewritten {
+                        self.to_client.extend_from_slice(&frame);
+                        self.last_server_tag = b'A';
+                        self.to_client_ends_ready = false;
+                    }
+                    continue;
+                }
+                b'E' if self.own_pending.is_empty()
+                    && side.is_its_cancellation(&self.server_in[..header.frame_len]) =>
+                {
+                    self.server_in.advance(header.frame_len);
+                    side.timeout_error().encode(&mut self.to_client);
+                    self.last_server_tag = b'E';
+                    self.to_client_ends_ready = false;
+                    continue;
+                }
+                b'E' if self.own_pending.is_empty() && self.policy.reads_server_errors() => {
+                    if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
+                        self.server_in.advance(header.frame_len);
+                        self.to_client.extend_from_slice(&replacement);
+                        self.last_server_tag = b'E';
+                        self.to_client_ends_ready = false;
+                        continue;
+                    }
+                }
+                b'E' if !self.own_pending.is_empty() => {
+                    let error = own_exchange_error(&self.server_in[HEADER_LEN..header.frame_len]);
+                    match self.own_pending.front() {
+                        Some(OwnExchange::Required) => return Err(self.fatal(error)),
+                        Some(OwnExchange::ClientSetting | OwnExchange::RestoredSetting) => {
+                            tracing::warn!(code = error.code, message = %error.message, "a client setting could not be replayed");
+                        }
+                        // A setting that never took effect has nothing to reset.
+                        _ => tracing::debug!(code = error.code, message = %error.message, "resetting a setting failed"),
+                    }
+                }
+                b'S' => {
+                    let status = parse_parameter_status(&self.server_in[HEADER_LEN..header.frame_len]);
+                    if let Some((name, value)) = status {
+                        if !setting_rules::lexing_is_safe(name, value) {
+                            // Something the guard did not see changed how the
+                            // server reads text: this server session is done.
+                            tracing::error!(
+                                setting = name,
+                                value,
+                                "the server session now reads statements differently"
+                            );
+                            let error = ClientError::fatal(
+                                sqlstate::INSUFFICIENT_PRIVILEGE,
+                                format!("{name} was changed to \"{value}\", which pgtenant does not allow"),
+                            );
+                            return Err(self.fatal(error));
+                        }
+                        side.note_parameter(name, value);
+                    }
+                }
+                _ => {}
+            }
+            // pgtenant's own replies are dropped, but for the ParameterStatus
+            // of a startup setting put back after the client's RESET.
+            let own = !self.own_pending.is_empty();
+            self.server_frame_dropped =
+                own && !(header.tag == b'S' && self.own_pending.front() == Some(&OwnExchange::RestoredSetting));
+            self.server_frame_left = header.frame_len;
+            if !own {
+                self.last_server_tag = header.tag;
+                self.to_client_ends_ready = header.tag == b'Z';
+            }
+        }
+    }
+
+    /// Queues `error` for the client unless a server frame is half-forwarded.
+    pub fn fatal(&mut self, error: ClientError) -> RelayEnd {
+        if self.server_frame_left == 0 || self.server_frame_dropped {
+            error.encode(&mut self.to_client);
+        }
+        RelayEnd::Fatal(error)
+    }
+
+    /// Tells the client why the session ends when the server vanished without a word.
+    pub fn server_closed_notice(&mut self) {
+        let server_said_why = self.last_server_tag == b'E';
+        if !server_said_why && (self.server_frame_left == 0 || self.server_frame_dropped) {
+            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection unexpectedly")
+                .encode(&mut self.to_client);
+        }
+    }
+}
+
+fn client_frame_error(e: FrameError) -> ClientError {
+    match e {
+        FrameError::BadLength(len) => ClientError::protocol_violation(format!("invalid message length {len}")),
+        FrameError::TooLarge { tag, frame_len } => ClientError::protocol_violation(format!(
+            "message of type {:?} is {frame_len} bytes, more than this server accepts",
+            tag as char
+        )),
+    }
+}
