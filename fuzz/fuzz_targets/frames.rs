@@ -1,18 +1,23 @@
-//! Client bytes through the relay's framing and message policy, as
-//! `relay::take_client_frames` drives them: `peek_header` with a small size
-//! limit, the messages the policy reads (Q, P, F, S) handed whole to
-//! `ClientPolicy::client_frame` (which runs the statement guard), the others
-//! skipped by their declared length. Server-side readers that take raw frames
-//! (`server_error`, `notification`) see the same frames.
+//! Bytes from both sides through the relay's real core (`RelayCore`, the
+//! code `relay.rs` drives): client frames with a small size limit, the
+//! messages the policy reads (Q, P, B, F, S) judged by the statement guard
+//! and rewritten, the others streamed through in pieces; server frames with
+//! pgtenant's own exchanges in flight, errors swapped for refusals,
+//! notifications rescoped, ReadyForQuery tracked. The first byte splits the
+//! input between the two sides; each side arrives in small chunks, so
+//! partial frames are exercised. Neither side may make the core panic, and
+//! what goes upstream stays well framed.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use pgtenant::frontend::attach::OwnExchange;
 use pgtenant::frontend::policy::ClientPolicy;
+use pgtenant::frontend::relay_core::{RelayCore, ScriptedServerSide};
 use pgtenant::guard::Guard;
-use pgtenant::protocol::frame::{peek_header, HEADER_LEN};
+use pgtenant::protocol::frame::peek_header;
 
 /// Small, so the fuzzer reaches the too-large branch with short inputs.
 const MAX_FRAME: usize = 512;
@@ -23,6 +28,8 @@ fn guard() -> Arc<Guard> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let Some((&split, rest)) = data.split_first() else { return };
+    let (client, server) = rest.split_at(usize::from(split) * rest.len() / 256);
     // Transaction pooling, so the prepared-statement rewriting runs too.
     let mut policy = ClientPolicy::new(
         guard(),
@@ -34,44 +41,31 @@ fuzz_target!(|data: &[u8]| {
         7,
     );
     policy.set_server_pid(42);
-    let mut server_statements = pgtenant::frontend::statements::ServerStatements::default();
-    let mut to_server = BytesMut::new();
-    let mut rest = data;
-    loop {
-        let header = match peek_header(rest, MAX_FRAME) {
-            Ok(Some(header)) => header,
-            Ok(None) | Err(_) => break,
-        };
-        assert!(header.frame_len >= HEADER_LEN && header.frame_len <= MAX_FRAME);
-        if header.tag == b'X' {
+    let own = vec![OwnExchange::Required, OwnExchange::ClientSetting];
+    policy.own_batches_sent(own.len() as u32);
+    let mut core = RelayCore::new(policy, MAX_FRAME, BytesMut::new(), BytesMut::new(), own);
+    let mut side = ScriptedServerSide { attached: true, transaction_pooling: true, ..Default::default() };
+    for chunk in client.chunks(7) {
+        core.client_in.extend_from_slice(chunk);
+        if core.take_client_frames(&mut side).is_err() {
             break;
         }
-        if rest.len() < header.frame_len {
-            // The relay streams an uninspected frame's partial bytes; an
-            // inspected one waits for more. Either way, this input ends here.
-            break;
-        }
-        let (frame, tail) = rest.split_at(header.frame_len);
-        rest = tail;
-        if policy.inspects(header.tag) {
-            if policy.client_frame(frame, &mut to_server, Some(&mut server_statements)).is_err() {
-                break;
-            }
-        } else {
-            to_server.extend_from_slice(frame);
-        }
-        // Feed the same bytes to the readers of server frames.
-        let _ = policy.server_error(frame);
-        let _ = policy.notification(frame);
-        let _ = policy.client_ready(false);
     }
-    // What goes upstream is itself well framed.
-    let mut out = &to_server[..];
-    while !out.is_empty() {
-        let header = peek_header(out, usize::MAX)
-            .expect("pgtenant wrote a bad header")
-            .expect("pgtenant wrote a partial header");
-        assert!(out.len() >= header.frame_len, "pgtenant wrote a truncated frame");
-        out = &out[header.frame_len..];
+    for chunk in server.chunks(5) {
+        core.server_in.extend_from_slice(chunk);
+        if core.take_server_frames(&mut side).is_err() {
+            break;
+        }
+    }
+    // What goes upstream is well framed (but for a client frame still streaming).
+    if core.client_frame_left == 0 {
+        let mut out = &core.to_server[..];
+        while !out.is_empty() {
+            let header = peek_header(out, usize::MAX)
+                .expect("pgtenant wrote a bad header")
+                .expect("pgtenant wrote a partial header");
+            assert!(out.len() >= header.frame_len, "pgtenant wrote a truncated frame");
+            out = &out[header.frame_len..];
+        }
     }
 });

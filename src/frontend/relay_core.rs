@@ -79,6 +79,81 @@ pub trait ServerSide {
     fn timeout_error(&mut self) -> ClientError;
 }
 
+/// A server side for driving the core alone (its unit tests, the `frames`
+/// fuzz target): a session attached or not, and a record of what the core asked.
+#[derive(Debug, Default)]
+pub struct ScriptedServerSide {
+    pub attached: bool,
+    pub transaction_pooling: bool,
+    pub statements: ServerStatements,
+    /// Setting changes the client made, in order.
+    pub setting_changes: Vec<(String, Option<String>)>,
+    /// Answer to a setting change: a startup value must be put back.
+    pub restore_on_change: bool,
+    pub dirty: bool,
+    pub pinned: bool,
+    /// Context exchanges the core queued after a client's reset.
+    pub context_exchanges: usize,
+    pub parameters: Vec<(String, String)>,
+    /// A statement-timeout cancel is on its way.
+    pub cancelling: bool,
+}
+
+/// The bytes a [`ScriptedServerSide`] queues for a context exchange: one Sync.
+pub const SCRIPTED_CONTEXT_EXCHANGE: &[u8] = b"S\0\0\0\x04";
+
+impl ServerSide for ScriptedServerSide {
+    fn attached(&self) -> bool {
+        self.attached
+    }
+
+    fn transaction_pooling(&self) -> bool {
+        self.transaction_pooling
+    }
+
+    fn statements(&mut self) -> Option<&mut ServerStatements> {
+        self.attached.then_some(&mut self.statements)
+    }
+
+    fn settings_changed(&mut self, changes: Vec<(String, Option<String>)>) -> bool {
+        self.setting_changes.extend(changes);
+        self.attached && self.restore_on_change
+    }
+
+    fn mark_dirty(&mut self) {
+        self.dirty |= self.attached;
+    }
+
+    fn pin(&mut self) {
+        self.pinned = true;
+    }
+
+    fn context_exchange(&mut self, _wiped: bool, _in_transaction: bool) -> Option<(BytesMut, Vec<OwnExchange>)> {
+        self.context_exchanges += 1;
+        Some((BytesMut::from(SCRIPTED_CONTEXT_EXCHANGE), vec![OwnExchange::Required]))
+    }
+
+    fn note_parameter(&mut self, name: &str, value: &str) {
+        self.parameters.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn awaits_cancellation(&self) -> bool {
+        self.cancelling
+    }
+
+    fn is_its_cancellation(&self, frame: &[u8]) -> bool {
+        self.cancelling
+            && frame
+                .get(HEADER_LEN..)
+                .is_some_and(|body| crate::protocol::backend::parse_error_fields(body).code == sqlstate::QUERY_CANCELED)
+    }
+
+    fn timeout_error(&mut self) -> ClientError {
+        self.cancelling = false;
+        ClientError::error(sqlstate::QUERY_CANCELED, "canceling statement due to statement timeout")
+    }
+}
+
 /// The buffers and the frame state of one client's relay.
 pub struct RelayCore {
     pub client_in: BytesMut,
@@ -412,3 +487,7 @@ fn client_frame_error(e: FrameError) -> ClientError {
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "relay_core_tests.rs"]
+mod tests;

@@ -30,7 +30,7 @@ async fn assert_isolated(hk: &Client) {
 /// Sends `sql` as a simple query from hk_teller; expects `code` with `words`
 /// in the message, then checks isolation.
 async fn refused(sql: &str, code: &str, words: &str) {
-    let env = TestEnv::start().await;
+    let env = shared_env().await;
     let hk = env.connect("hk_teller").await;
     let err = match hk.simple_query(sql).await {
         Ok(rows) => panic!("{sql} must be refused, returned {} messages", rows.len()),

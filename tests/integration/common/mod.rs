@@ -56,6 +56,30 @@ pub async fn cluster() -> &'static Cluster {
         .await
 }
 
+/// One environment for the tests that need nothing but fresh logins (the
+/// refusal tests): started once, on a runtime of its own so that it outlives
+/// the runtime of whichever test asked first. Its tests must leave it as they
+/// found it (a refused statement changes nothing).
+pub async fn shared_env() -> &'static TestEnv {
+    static SHARED: OnceCell<&'static TestEnv> = OnceCell::const_new();
+    SHARED
+        .get_or_init(|| async {
+            let started = tokio::task::spawn_blocking(|| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("the shared environment's runtime");
+                let env = runtime.block_on(TestEnv::start());
+                // Kept for the life of the test process, with the server it runs.
+                Box::leak(Box::new(runtime));
+                &*Box::leak(Box::new(env))
+            });
+            started.await.expect("start the shared environment")
+        })
+        .await
+}
+
 /// One test's database, served by an in-process pgtenant.
 pub struct TestEnv {
     pub cluster: &'static Cluster,
