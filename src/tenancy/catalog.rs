@@ -47,10 +47,10 @@ pub struct Catalog {
 impl Catalog {
     /// Builds the pool; connections are opened lazily.
     pub fn new(url: &str, size: usize) -> Result<Catalog, CatalogError> {
-        let (pg, tls) = crate::upstream::tls::postgres_config(url).map_err(CatalogError::Config)?;
+        let (pg, tls) = crate::pg_client::parse_url(url).map_err(CatalogError::Config)?;
         let manager = Manager::from_config(
             pg,
-            crate::upstream::tls::make_connect(&tls),
+            crate::pg_client::make_connect(&tls),
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)

@@ -66,13 +66,13 @@ pub async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdo
 /// One connection's life: LISTEN, a full re-check, then a re-check per
 /// wake-up. Returns when the connection fails.
 async fn listen(control_url: &str, sessions: &SessionRegistry, backoff: &mut Duration) -> Result<(), EventsError> {
-    let (mut config, tls) = crate::upstream::tls::postgres_config(control_url).map_err(EventsError::Config)?;
+    let (mut config, tls) = crate::pg_client::parse_url(control_url).map_err(EventsError::Config)?;
     if config.get_application_name().is_none() {
         // Lets an operator tell this connection apart in pg_stat_activity.
         config.application_name(APPLICATION_NAME);
     }
     let (client, mut connection) =
-        tokio::time::timeout(CALL_TIMEOUT, config.connect(crate::upstream::tls::make_connect(&tls)))
+        tokio::time::timeout(CALL_TIMEOUT, config.connect(crate::pg_client::make_connect(&tls)))
             .await
             .map_err(|_| EventsError::Timeout)??;
     let wake = Arc::new(Notify::new());

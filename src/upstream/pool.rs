@@ -62,7 +62,7 @@ pub struct ServerConn {
     pub statements: super::server_statements::ServerStatements,
     /// The switching secret installed on it with its last verified context
     /// (None: the next context must be verified).
-    pub switch_secret: Option<crate::tenancy::context::SwitchSecret>,
+    pub switch_secret: Option<[u8; 16]>,
     created: Instant,
     idle_since: Instant,
 }
