@@ -396,7 +396,10 @@ impl RelayCore {
                     }
                     continue;
                 }
+                // Only read whole when a cancel is awaited (see `whole`): an error
+                // that arrives in pieces otherwise streams through.
                 b'E' if self.own_pending.is_empty()
+                    && side.awaits_cancellation()
                     && side.is_its_cancellation(&self.server_in[..header.frame_len]) =>
                 {
                     self.server_in.advance(header.frame_len);

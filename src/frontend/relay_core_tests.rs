@@ -283,3 +283,16 @@ fn settings_and_session_state_reach_the_server_side() {
     client_says(&mut core, &mut side, &query("LISTEN jobs")).unwrap();
     assert!(side.pinned, "LISTEN needs its whole session in transaction pooling");
 }
+
+#[test]
+fn an_error_that_arrives_in_pieces_streams_through() {
+    // Found by the frames fuzzer: the statement-timeout check read an
+    // ErrorResponse whole before knowing it had all of it.
+    let (mut core, mut side) = core();
+    let long = error("22P02", &format!("invalid input syntax for type integer: \"{}\"", "x".repeat(100_000)));
+    server_says(&mut core, &mut side, &long[..1_000]).unwrap();
+    assert_eq!(core.to_client.len(), 1_000, "forwarded as it arrives");
+    server_says(&mut core, &mut side, &cat(&[&long[1_000..], &ready(b'I')])).unwrap();
+    assert_eq!(&core.to_client[..long.len()], &long[..]);
+    assert!(core.at_rest());
+}

@@ -234,3 +234,18 @@ async fn stopping_ends_sessions_between_transactions() {
         direct.query_one("SELECT balance::text FROM accounts WHERE id = 3", &[]).await.unwrap().get(0);
     assert_eq!(balance, "830001.00", "the transaction committed");
 }
+
+/// An ErrorResponse too large for one read arrives in pieces and must stream
+/// through (the fuzzer found the relay reading one whole before it had it,
+/// which panicked the session's task), in both pool modes.
+#[tokio::test]
+async fn a_large_error_message_reaches_the_client_and_the_session_goes_on() {
+    for mode in [pgtenant::config::PoolMode::Session, pgtenant::config::PoolMode::Transaction] {
+        let env = TestEnv::start_with(|c| c.pool.mode = mode).await;
+        let hk = env.connect("hk_teller").await;
+        let e = hk.simple_query("SELECT repeat('x', 300000)::int").await.expect_err("not an integer");
+        assert_eq!(sqlstate(&e), "22P02", "{mode:?}");
+        assert!(message(&e).len() > 300_000, "the whole message arrives");
+        assert_eq!(value(&hk, "SELECT pgtenant.current_tenant()::text").await, HSBC_HK);
+    }
+}
