@@ -77,15 +77,12 @@ pub async fn migrate_config(config: &Config) -> anyhow::Result<MigrateReport> {
 
 /// The session login roles of a placement, with the access each serves.
 fn session_users(placement: &crate::config::Placement) -> anyhow::Result<Vec<(String, Access)>> {
+    let url_user = |url: &str| crate::pg_client::url_user(url).map_err(|e| anyhow::anyhow!(e));
     let mut users = vec![(url_user(&placement.url)?, Access::Readwrite)];
     if let Some(url) = &placement.readonly_url {
         users.push((url_user(url)?, Access::Readonly));
     }
     Ok(users)
-}
-
-fn url_user(url: &str) -> anyhow::Result<String> {
-    crate::pg_client::url_user(url).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Connects to `control_url` and brings the schema up to date; grants the

@@ -303,11 +303,10 @@ impl ClientPolicy {
     /// The guard's refusal, or in transaction pooling the refusal of a
     /// feature that needs a whole session.
     fn refusal(&mut self, verdict: &Inspection) -> Option<ClientError> {
+        let foreign_path = self.check_search_paths(&verdict.search_paths).err();
         match &verdict.denial {
             Some(denial) => Some(denial.clone()),
-            None if !verdict.search_paths.is_empty() && self.check_search_paths(&verdict.search_paths).is_err() => {
-                self.check_search_paths(&verdict.search_paths).err()
-            }
+            None if foreign_path.is_some() => foreign_path,
             None if verdict.reads_pooled_statements && self.statements.is_some() => Some(ClientError::error(
                 crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
                 "pg_prepared_statements is not available in transaction pooling: the prepared statements of a \

@@ -478,13 +478,7 @@ impl Provisioner {
     /// A provisioning connection to the upstream's tenant database (`None`:
     /// the database its sessions use).
     async fn admin(&self, placement: &Placement, database: Option<&str>) -> Result<Client, ProvisionError> {
-        let url = placement
-            .admin_url
-            .as_deref()
-            .ok_or_else(|| ProvisionError::NoAdmin { upstream: placement.name.clone() })?;
-        let session_database = crate::pg_client::url_database(&placement.url);
-        let database = database.or(session_database.as_deref());
-        self.connect(&placement.name, url, None, database).await
+        self.connect(placement, None, database).await
     }
 
     /// A connection as a tenant role, to its database (`None`: the database
@@ -495,22 +489,23 @@ impl Provisioner {
         role: &str,
         database: Option<&str>,
     ) -> Result<Client, ProvisionError> {
-        let url = placement
-            .admin_url
-            .as_deref()
-            .ok_or_else(|| ProvisionError::NoAdmin { upstream: placement.name.clone() })?;
-        let session_database = crate::pg_client::url_database(&placement.url);
         let password = role_password(&self.context_key, role);
-        self.connect(&placement.name, url, Some((role, &password)), database.or(session_database.as_deref())).await
+        self.connect(placement, Some((role, &password)), database).await
     }
 
+    /// A connection through the placement's admin_url, as `login` when given,
+    /// to `database` (`None`: the database the upstream's sessions use).
     async fn connect(
         &self,
-        upstream: &str,
-        url: &str,
+        placement: &Placement,
         login: Option<(&str, &str)>,
         database: Option<&str>,
     ) -> Result<Client, ProvisionError> {
+        let upstream = placement.name.as_str();
+        let url =
+            placement.admin_url.as_deref().ok_or_else(|| ProvisionError::NoAdmin { upstream: upstream.into() })?;
+        let session_database = crate::pg_client::url_database(&placement.url);
+        let database = database.or(session_database.as_deref());
         let unreachable = |detail: String| ProvisionError::Unreachable { upstream: upstream.into(), detail };
         let (mut config, tls) = crate::pg_client::parse_url(url).map_err(unreachable)?;
         config.connect_timeout(self.connect_timeout);
