@@ -13,14 +13,14 @@ use tokio::io::AsyncWriteExt;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::{parse_error_fields, parse_parameter_status, put_cstr, write_message};
+use crate::protocol::backend::{parse_error_fields, parse_parameter_status};
 use crate::setting_rules;
 use crate::tenancy::context::{self, ContextChange};
 use crate::tenancy::TenantContext;
 use crate::upstream::connect::read_message;
-use crate::upstream::pool::{Lease, Pool, PoolError, ServerConn};
-
-use super::settings::{self, Settings};
+use crate::upstream::pool::{Lease, Pool, PoolError};
+use crate::upstream::server_session::{ServerSession, SettingExchange};
+use crate::upstream::settings::Settings;
 
 /// One client's claim on the pool.
 pub struct Attachment {
@@ -114,28 +114,21 @@ impl Attachment {
             },
         )?;
         let counters = self.pool.counters();
-        let conn = lease.conn();
+        let session = lease.session();
         let mut prefix = BytesMut::with_capacity(512);
         let mut exchanges = Vec::new();
-        if conn.dirty {
-            write_message(&mut prefix, b'Q', |b| put_cstr(b, "DISCARD ALL"));
+        if session.queue_discard_if_dirty(&mut prefix) {
             exchanges.push(OwnExchange::Required);
-            conn.dirty = false;
-            conn.applied.clear();
-            conn.statements.clear();
-            conn.tenant = None;
-            // DISCARD ALL forgets the sequences' session state, the secret with it.
-            conn.switch_secret = None;
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if conn.tenant.as_deref() != Some(self.context.tenant_id.as_str()) {
-            self.put_context_exchange(conn, &mut prefix, &mut exchanges, Exchange::AtCheckout);
+        if !session.carries(&self.context.tenant_id) {
+            self.put_context_exchange(session, &mut prefix, &mut exchanges, Exchange::AtCheckout);
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
-            self.put_settings(conn, &mut prefix, &mut exchanges);
+            self.put_settings(session, &mut prefix, &mut exchanges, OwnExchange::ClientSetting);
         }
-        conn.last_client = Some(self.client_id);
-        self.cancel.set_target(Some(conn.cancel.clone()));
+        session.serve_client(self.client_id);
+        self.cancel.set_target(Some(session.cancel_target().clone()));
         Ok(Attached { lease, prefix, exchanges })
     }
 
@@ -147,15 +140,15 @@ impl Attachment {
         if exchanges.is_empty() {
             return Ok(lease);
         }
-        let conn = lease.conn();
+        let session = lease.session();
         let lost = |_| ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection");
-        conn.stream.write_all(&prefix).await.map_err(lost)?;
+        session.stream().write_all(&prefix).await.map_err(lost)?;
         let mut inbuf = BytesMut::with_capacity(1024);
         let mut pending = exchanges.iter();
         let mut current = pending.next();
         let mut failure = None;
         while let Some(exchange) = current {
-            let (tag, body) = read_message(&mut conn.stream, &mut inbuf)
+            let (tag, body) = read_message(session.stream(), &mut inbuf)
                 .await
                 .map_err(lost)?
                 .map_err(|e| ClientError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
@@ -165,7 +158,7 @@ impl Attachment {
                 }
                 b'S' => {
                     if let Some((name, value)) = parse_parameter_status(&body) {
-                        conn.note_parameter(name, value);
+                        session.note_parameter(name, value);
                     }
                 }
                 b'Z' => current = pending.next(),
@@ -190,24 +183,24 @@ impl Attachment {
         settings_wiped: bool,
         in_client_transaction: bool,
     ) -> (BytesMut, Vec<OwnExchange>) {
-        let conn = lease.conn();
+        let session = lease.session();
         if settings_wiped {
-            conn.applied.clear();
+            session.forget_settings();
             self.settings = self.startup_settings.clone();
         }
         let mut out = BytesMut::with_capacity(256);
         let mut exchanges = Vec::new();
         let exchange = if in_client_transaction { Exchange::InClientTransaction } else { Exchange::AfterReset };
-        self.put_context_exchange(conn, &mut out, &mut exchanges, exchange);
+        self.put_context_exchange(session, &mut out, &mut exchanges, exchange);
         (out, exchanges)
     }
 
-    /// Queues this client's context on `conn` with no other client's
+    /// Queues this client's context on `session` with no other client's
     /// setting in force that it could depend on: those are reset first, and
     /// the client's own applied after it.
     fn put_context_exchange(
         &self,
-        conn: &mut ServerConn,
+        session: &mut ServerSession,
         out: &mut BytesMut,
         exchanges: &mut Vec<OwnExchange>,
         exchange: Exchange,
@@ -215,67 +208,49 @@ impl Attachment {
         // Inside the client's transaction a failed reset would abort it; the
         // settings there are the client's own.
         if exchange != Exchange::InClientTransaction {
-            let risky: Vec<String> =
-                conn.applied.keys().filter(|name| !setting_rules::leaves_own_exchanges_alone(name)).cloned().collect();
-            for name in risky {
-                settings::encode_change(out, (&name, None));
-                exchanges.push(OwnExchange::ResetSetting);
-                conn.applied.remove(&name);
-            }
+            let resets = session.queue_resets_except(out, setting_rules::leaves_own_exchanges_alone);
+            exchanges.extend(std::iter::repeat_n(OwnExchange::ResetSetting, resets));
         }
-        self.put_context(conn, out, exchange);
+        self.put_context(session, out, exchange);
         exchanges.push(OwnExchange::Required);
-        conn.tenant = Some(self.context.tenant_id.clone());
         let set =
             if exchange == Exchange::AtCheckout { OwnExchange::ClientSetting } else { OwnExchange::RestoredSetting };
-        self.put_settings_as(conn, out, exchanges, set);
+        self.put_settings(session, out, exchanges, set);
     }
 
-    /// Queues the changes that give `conn` this client's settings.
-    fn put_settings(&self, conn: &mut ServerConn, out: &mut BytesMut, exchanges: &mut Vec<OwnExchange>) {
-        self.put_settings_as(conn, out, exchanges, OwnExchange::ClientSetting);
-    }
-
-    fn put_settings_as(
+    /// Queues the changes that give `session` this client's settings; `set`
+    /// is what a change that sets a value means.
+    fn put_settings(
         &self,
-        conn: &mut ServerConn,
+        session: &mut ServerSession,
         out: &mut BytesMut,
         exchanges: &mut Vec<OwnExchange>,
         set: OwnExchange,
     ) {
-        let changes = settings::transition(&conn.applied, &self.settings);
-        if changes.is_empty() {
-            return;
-        }
-        for change in changes {
-            settings::encode_change(out, change);
-            exchanges.push(if change.1.is_some() { set } else { OwnExchange::ResetSetting });
-        }
-        conn.applied = self.settings.clone();
+        session.queue_settings(&self.settings, out, |change| {
+            exchanges.push(match change {
+                SettingExchange::Set => set,
+                SettingExchange::Reset => OwnExchange::ResetSetting,
+            })
+        });
     }
 
-    /// Queues the exchange that gives `conn` this client's context: a switch
-    /// at checkout when the session holds a switching secret, else (also
-    /// after a client's reset, which may have dropped the secret) a verified
-    /// context that installs a fresh secret. A failed exchange ends the
-    /// client's session and closes the server session, so the secret is
-    /// recorded as sent.
-    fn put_context(&self, conn: &mut ServerConn, out: &mut BytesMut, exchange: Exchange) {
-        let (secret, change) = match conn.switch_secret.filter(|_| exchange == Exchange::AtCheckout) {
-            Some(secret) => (secret, ContextChange::Switch),
-            None => (context::new_switch_secret(), ContextChange::Verify),
-        };
+    /// Queues the exchange that gives `session` this client's context: a
+    /// switch at checkout when the session holds a switching secret, else
+    /// (also after a client's reset, which may have dropped the secret) a
+    /// verified context that installs a fresh secret.
+    fn put_context(&self, session: &mut ServerSession, out: &mut BytesMut, exchange: Exchange) {
+        let ticket = session.begin_context(&self.context.tenant_id, exchange == Exchange::AtCheckout);
         let install = context::Installation {
-            backend_pid: conn.cancel.process_id,
-            secret,
-            change,
+            backend_pid: session.backend_pid(),
+            secret: ticket.secret,
+            change: if ticket.switch { ContextChange::Switch } else { ContextChange::Verify },
             // A transaction of its own only where the session could be read
             // only: PostgreSQL 14+ reports default_transaction_read_only.
             own_transaction: exchange != Exchange::InClientTransaction
-                && conn.reported("default_transaction_read_only") != Some("off"),
+                && session.reported("default_transaction_read_only") != Some("off"),
         };
         context::encode_set_context(out, &self.context_key, &self.context, &self.tenant_setting, &install);
-        conn.switch_secret = Some(secret);
     }
 
     /// Session-level SET/RESET the client just sent on the server session in
@@ -283,13 +258,11 @@ impl Attachment {
     /// True when a RESET named a setting of the startup packet, whose value
     /// pgtenant must now put back (the server reset it to its own default).
     pub fn note_setting_changes(&mut self, lease: &mut Lease, changes: Vec<(String, Option<String>)>) -> bool {
-        let conn = lease.conn();
+        lease.session().note_client_settings(&changes);
         let mut restore = false;
         for (name, value) in changes {
-            conn.applied.remove(&name);
             match value {
                 Some(value) => {
-                    conn.applied.insert(name.clone(), value.clone());
                     self.settings.insert(name, value);
                 }
                 // The server reset it to its own default; the client's is its startup value.
@@ -317,13 +290,13 @@ impl Attachment {
     /// reset its settings on it (RESET ALL / DISCARD ALL).
     pub fn release(&mut self, mut lease: Lease, clean_idle: bool, client_settings_wiped: bool) {
         self.cancel.set_target(None);
-        let conn = lease.conn();
+        let session = lease.session();
         if self.mode == PoolMode::Session || self.pinned {
             // What the client did with a whole session is unknown: reset it.
-            conn.dirty = true;
+            session.mark_dirty();
         }
         if client_settings_wiped {
-            conn.applied.clear();
+            session.forget_settings();
             self.settings = self.startup_settings.clone();
         }
         self.pool.checkin(lease, clean_idle);

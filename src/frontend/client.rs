@@ -14,7 +14,6 @@ use tracing::Instrument;
 use super::attach::{Attached, Attachment};
 use super::policy::{channel_prefix, ClientPolicy};
 use super::relay::{Relay, RelayEnd};
-use super::settings;
 use super::statements::statement_namespace;
 use super::stream::ClientStream;
 use super::{auth, params, ProxyState};
@@ -29,6 +28,7 @@ use crate::tenancy::provision::TenantObjects;
 use crate::tenancy::Isolation;
 use crate::upstream;
 use crate::upstream::pool::Lease;
+use crate::upstream::settings::{self, Settings};
 
 /// Serves one accepted client connection until it ends.
 pub async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
@@ -240,7 +240,7 @@ async fn run_session(
 /// The client's startup settings, and a schema tenant's own schema as its
 /// search_path unless the client chose one: the session's values, to which
 /// RESET and DISCARD ALL return. No search_path may name another tenant's schema.
-fn startup_settings(params: &[(String, String)], login: &LoginRecord) -> Result<settings::Settings, ClientError> {
+fn startup_settings(params: &[(String, String)], login: &LoginRecord) -> Result<Settings, ClientError> {
     let mut startup = settings::from_startup(params);
     let own = (login.isolation == Isolation::Schema).then(|| TenantObjects::of(&login.context.tenant_id));
     let own_schema = own.as_ref().map(TenantObjects::home);
@@ -342,7 +342,7 @@ async fn establish(
         cancel,
     );
     let lease = attachment.acquire_ready().await?;
-    for (name, value) in &lease.conn_ref().parameters {
+    for (name, value) in lease.session_ref().parameters() {
         let value = if name == "session_authorization" { user } else { value.as_str() };
         backend::parameter_status(&mut to_client, name, value);
     }

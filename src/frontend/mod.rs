@@ -12,7 +12,6 @@ pub mod policy;
 pub mod relay;
 pub mod relay_core;
 pub mod request_timer;
-pub mod settings;
 pub mod statements;
 pub mod stream;
 pub mod tls;

@@ -65,7 +65,7 @@ impl ServerSide for Attachments<'_> {
     }
 
     fn statements(&mut self) -> Option<&mut ServerStatements> {
-        self.server.as_mut().map(|lease| &mut lease.conn().statements)
+        self.server.as_mut().map(|lease| lease.session().statements())
     }
 
     fn settings_changed(&mut self, changes: Vec<(String, Option<String>)>) -> bool {
@@ -77,7 +77,7 @@ impl ServerSide for Attachments<'_> {
 
     fn mark_dirty(&mut self) {
         if let Some(lease) = self.server.as_mut() {
-            lease.conn().dirty = true;
+            lease.session().mark_dirty();
         }
     }
 
@@ -92,7 +92,7 @@ impl ServerSide for Attachments<'_> {
 
     fn note_parameter(&mut self, name: &str, value: &str) {
         if let Some(lease) = self.server.as_mut() {
-            lease.conn().note_parameter(name, value);
+            lease.session().note_parameter(name, value);
         }
     }
 
@@ -121,7 +121,7 @@ impl Relay<ClientStream> {
         mut policy: ClientPolicy,
     ) -> Self {
         let Attached { lease, prefix: to_server, exchanges } = attached;
-        policy.set_server_pid(lease.conn_ref().cancel.process_id);
+        policy.set_server_pid(lease.session_ref().backend_pid());
         Relay {
             client,
             server: Some(lease),
@@ -221,7 +221,7 @@ impl Relay<ClientStream> {
             Err(error) => return Err(self.fatal(error)),
         };
         let Attached { lease, prefix, exchanges } = attached;
-        self.core.policy.set_server_pid(lease.conn_ref().cancel.process_id);
+        self.core.policy.set_server_pid(lease.session_ref().backend_pid());
         self.core.attached(prefix, exchanges);
         self.server = Some(lease);
         if !self.core.client_in.is_empty() {
@@ -280,7 +280,7 @@ impl Relay<ClientStream> {
             }
             if progress.request_timed_out {
                 if let Some(lease) = &self.server {
-                    self.timer.cancel(lease.conn_ref().cancel.clone());
+                    self.timer.cancel(lease.session_ref().cancel_target().clone());
                 }
             }
             if progress.server_data {
@@ -323,7 +323,7 @@ impl Relay<ClientStream> {
     /// Writes what it can, then reads what is there. Ready when something was read.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Progress, RelayEnd>> {
         if let Some(lease) = self.server.as_mut() {
-            if poll_drain(&mut lease.conn().stream, cx, &mut self.core.to_server).is_err() {
+            if poll_drain(lease.session().stream(), cx, &mut self.core.to_server).is_err() {
                 return Poll::Ready(Err(RelayEnd::ServerGone));
             }
         }
@@ -341,7 +341,7 @@ impl Relay<ClientStream> {
             }
         }
         if let Some(lease) = self.server.as_mut().filter(|_| self.core.to_client.len() < HIGH_WATER) {
-            match poll_read_some(&mut lease.conn().stream, cx, &mut self.core.server_in) {
+            match poll_read_some(lease.session().stream(), cx, &mut self.core.server_in) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => progress.server_closed = true,
                 Poll::Ready(Ok(_)) => progress.server_data = true,
                 Poll::Pending => {}

@@ -17,7 +17,6 @@
 
 use bytes::BytesMut;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::TenantContext;
@@ -31,13 +30,6 @@ const SWITCH_CONTEXT_SQL: &str = "SELECT pgtenant.switch_context($1, $2, $3)";
 /// verified context; later switches on that session present it instead of
 /// being verified again (sql/0004).
 pub type SwitchSecret = [u8; 16];
-
-/// A fresh switching secret for a server session.
-pub fn new_switch_secret() -> SwitchSecret {
-    let mut secret = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut secret);
-    secret
-}
 
 /// The signed token for `context` on the backend with process id
 /// `backend_pid`, committing to `secret`: its nonce is the first 96 bits of
@@ -111,6 +103,6 @@ mod tests {
         assert_eq!((parts[0], parts[1], parts[3], parts[4]), ("v1", "4242", "t1", "t1,t2"));
         assert_eq!(parts[2], &hex(&Sha256::digest(secret))[..24], "the nonce commits to the secret");
         assert_eq!(parts[5].len(), 64);
-        assert_ne!(token, sign_token(&[7u8; 64], &context, 4242, &new_switch_secret()));
+        assert_ne!(token, sign_token(&[7u8; 64], &context, 4242, &[9u8; 16]));
     }
 }

@@ -4,7 +4,9 @@
 pub mod connect;
 pub mod pool;
 pub mod role_check;
+pub mod server_session;
 pub mod server_statements;
+pub mod settings;
 pub mod stream;
 pub mod tls;
 

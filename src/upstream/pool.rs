@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::connect::{connect, CancelTarget, UpstreamError, UpstreamTarget};
-use super::stream::ServerStream;
+use super::connect::{connect, UpstreamError, UpstreamTarget};
+use super::server_session::ServerSession;
 
 /// Sizes and timeouts of one pool.
 #[derive(Debug, Clone)]
@@ -40,49 +40,6 @@ pub enum PoolError {
     Timeout(Duration),
     #[error(transparent)]
     Connect(#[from] UpstreamError),
-}
-
-/// One server session, idle or leased.
-#[derive(Debug)]
-pub struct ServerConn {
-    pub stream: ServerStream,
-    pub cancel: CancelTarget,
-    /// The server's reported settings (ParameterStatus), kept current.
-    pub parameters: Vec<(String, String)>,
-    /// The tenant whose context is installed, if any.
-    pub tenant: Option<String>,
-    /// The client (its cancel-key id) that used it last.
-    pub last_client: Option<i32>,
-    /// A client left session state (settings, prepared statements, cursors,
-    /// LISTEN, …) that the next client must not inherit.
-    pub dirty: bool,
-    /// The client settings applied on it (name → SET statement).
-    pub applied: std::collections::BTreeMap<String, String>,
-    /// Prepared statements on it (transaction pooling).
-    pub statements: super::server_statements::ServerStatements,
-    /// The switching secret installed on it with its last verified context
-    /// (None: the next context must be verified).
-    pub switch_secret: Option<[u8; 16]>,
-    created: Instant,
-    idle_since: Instant,
-}
-
-impl ServerConn {
-    /// The value the server last reported for `name` (ParameterStatus).
-    pub fn reported(&self, name: &str) -> Option<&str> {
-        self.parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// Records a ParameterStatus the server sent.
-    pub fn note_parameter(&mut self, name: &str, value: &str) {
-        match self.parameters.iter_mut().find(|(n, _)| n == name) {
-            Some((_, v)) => {
-                v.clear();
-                v.push_str(value);
-            }
-            None => self.parameters.push((name.to_owned(), value.to_owned())),
-        }
-    }
 }
 
 /// Counters for `/v1/pools` and `/metrics`.
@@ -139,7 +96,7 @@ impl PoolFigures {
 
 #[derive(Default)]
 struct State {
-    idle: Vec<ServerConn>,
+    idle: Vec<ServerSession>,
     /// Checked out plus idle plus being opened.
     total: usize,
     leased_by_tenant: HashMap<String, usize>,
@@ -164,17 +121,17 @@ pub struct Pool {
 pub struct Lease {
     pool: Pool,
     tenant: String,
-    conn: Option<ServerConn>,
+    conn: Option<ServerSession>,
 }
 
 impl Lease {
-    pub fn conn(&mut self) -> &mut ServerConn {
+    pub fn session(&mut self) -> &mut ServerSession {
         // Present from checkout until checkin or drop.
-        self.conn.as_mut().expect("a lease holds its connection until it is returned")
+        self.conn.as_mut().expect("a lease holds its session until it is returned")
     }
 
-    pub fn conn_ref(&self) -> &ServerConn {
-        self.conn.as_ref().expect("a lease holds its connection until it is returned")
+    pub fn session_ref(&self) -> &ServerSession {
+        self.conn.as_ref().expect("a lease holds its session until it is returned")
     }
 }
 
@@ -246,7 +203,7 @@ impl Pool {
             match decision {
                 Decision::Reuse(conn) => {
                     let conn = *conn;
-                    if conn.stream.is_closed() || conn.created.elapsed() >= config.max_lifetime {
+                    if conn.is_closed() || conn.created.elapsed() >= config.max_lifetime {
                         // Dead (e.g. the server restarted) or too old: close it, look again.
                         drop(conn);
                         self.inner.counters.closed.fetch_add(1, Ordering::Relaxed);
@@ -285,25 +242,12 @@ impl Pool {
     }
 
     /// A freshly opened server session, counted.
-    fn opened(&self, server: super::connect::ServerConnection) -> ServerConn {
+    fn opened(&self, server: super::connect::ServerConnection) -> ServerSession {
         self.inner.counters.created.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        ServerConn {
-            stream: server.stream,
-            cancel: server.cancel,
-            parameters: server.parameters,
-            tenant: None,
-            last_client: None,
-            dirty: false,
-            applied: Default::default(),
-            statements: Default::default(),
-            switch_secret: None,
-            created: now,
-            idle_since: now,
-        }
+        ServerSession::opened(server)
     }
 
-    fn leased(&self, tenant: &str, conn: ServerConn, started: Instant, waited: bool) -> Lease {
+    fn leased(&self, tenant: &str, conn: ServerSession, started: Instant, waited: bool) -> Lease {
         let counters = &self.inner.counters;
         counters.checkouts.fetch_add(1, Ordering::Relaxed);
         if waited {
@@ -357,7 +301,7 @@ impl Pool {
             for conn in state.idle.drain(..) {
                 let expired = conn.created.elapsed() >= config.max_lifetime
                     || (keep.len() >= config.min_idle && conn.idle_since.elapsed() >= config.idle_timeout)
-                    || conn.stream.is_closed();
+                    || conn.is_closed();
                 if expired {
                     closed.push(conn);
                 } else {
@@ -429,7 +373,7 @@ impl Pool {
 }
 
 enum Decision {
-    Reuse(Box<ServerConn>),
+    Reuse(Box<ServerSession>),
     Open,
     Wait,
 }
@@ -443,8 +387,6 @@ fn decrement(map: &mut HashMap<String, usize>, tenant: &str) {
     }
 }
 
-/// The best idle session: this client's last, else a clean one already
-/// carrying the tenant, else the most recently used.
 /// One more server session leased by `tenant` (no allocation when it holds some already).
 fn count_lease(leased: &mut HashMap<String, usize>, tenant: &str) {
     match leased.get_mut(tenant) {
@@ -455,12 +397,14 @@ fn count_lease(leased: &mut HashMap<String, usize>, tenant: &str) {
     }
 }
 
-fn take_idle(idle: &mut Vec<ServerConn>, tenant: &str, client: i32) -> Option<ServerConn> {
+/// The best idle session: this client's last, else a clean one already
+/// carrying the tenant, else the most recently used.
+fn take_idle(idle: &mut Vec<ServerSession>, tenant: &str, client: i32) -> Option<ServerSession> {
     let pick = idle
         .iter()
-        .position(|c| c.last_client == Some(client))
-        .or_else(|| idle.iter().position(|c| !c.dirty && c.tenant.as_deref() == Some(tenant)))
-        .or_else(|| idle.iter().rposition(|c| !c.dirty))
+        .position(|c| c.last_client() == Some(client))
+        .or_else(|| idle.iter().position(|c| !c.is_dirty() && c.carries(tenant)))
+        .or_else(|| idle.iter().rposition(|c| !c.is_dirty()))
         .or(if idle.is_empty() { None } else { Some(idle.len() - 1) })?;
     Some(idle.swap_remove(pick))
 }

@@ -10,6 +10,9 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use super::*;
+use crate::upstream::server_session::SettingExchange;
+use crate::upstream::settings::Settings;
+use bytes::BytesMut;
 
 /// A server that lets every connection in (AuthenticationOk, BackendKeyData
 /// with the connection's number as pid, ReadyForQuery) and holds it until the
@@ -116,15 +119,17 @@ fn config(max_size: usize) -> PoolConfig {
 
 /// The stand-in's number of the connection a lease holds.
 fn id(lease: &Lease) -> i32 {
-    lease.conn_ref().cancel.process_id
+    lease.session_ref().backend_pid()
 }
 
 /// Hands a lease back as if `client` of `tenant` had used it.
 fn give_back(pool: &Pool, mut lease: Lease, tenant: &str, client: i32, dirty: bool) {
-    let conn = lease.conn();
-    conn.tenant = Some(tenant.to_owned());
-    conn.last_client = Some(client);
-    conn.dirty = dirty;
+    let session = lease.session();
+    session.begin_context(tenant, true);
+    session.serve_client(client);
+    if dirty {
+        session.mark_dirty();
+    }
     pool.checkin(lease, true);
 }
 
@@ -260,4 +265,79 @@ async fn a_session_the_server_closed_while_idle_is_replaced_at_checkout() {
     };
     assert_eq!(id(&dead), 2);
     assert!(pool.figures().closed >= 1);
+}
+
+/// The simple-query texts and bound parameters in `out`, in order, as the server would read them.
+fn queued(out: &[u8]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut rest = out;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let body = &rest[5..1 + len];
+        match rest[0] {
+            b'Q' => seen.push(String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()),
+            b'B' => seen.push(format!("bind {}", String::from_utf8_lossy(body).replace('\0', "|"))),
+            _ => {}
+        }
+        rest = &rest[1 + len..];
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_session_switches_with_its_secret_until_a_discard_forgets_context_settings_and_secret() {
+    let server = StandIn::start().await;
+    let pool = server.pool(config(1));
+    let mut lease = pool.checkout("t1", 1, 0).await.unwrap();
+    let session = lease.session();
+    assert!(!session.carries("t1"));
+
+    let first = session.begin_context("t1", true);
+    assert!(!first.switch, "no secret yet: the first context is verified");
+    assert!(session.carries("t1"));
+    let second = session.begin_context("t2", true);
+    assert_eq!((second.switch, second.secret), (true, first.secret), "a switch presents the installed secret");
+    let after_reset = session.begin_context("t2", false);
+    assert!(!after_reset.switch && after_reset.secret != first.secret, "no switch where none may be");
+
+    let mut out = BytesMut::new();
+    let wanted = Settings::from([("application_name".to_owned(), "a".to_owned())]);
+    session.queue_settings(&wanted, &mut out, |_| {});
+    assert!(!session.queue_discard_if_dirty(&mut out), "a clean session is not discarded");
+    session.mark_dirty();
+    assert!(session.queue_discard_if_dirty(&mut out));
+    assert!(!session.carries("t2"), "DISCARD ALL drops the context");
+    assert!(!session.begin_context("t2", true).switch, "and the secret with it");
+    let mut again = BytesMut::new();
+    let mut kinds = Vec::new();
+    session.queue_settings(&wanted, &mut again, |kind| kinds.push(kind));
+    assert_eq!(kinds, [SettingExchange::Set], "the settings are applied again after the discard");
+    assert!(queued(&out).contains(&"DISCARD ALL".to_owned()));
+}
+
+#[tokio::test]
+async fn settings_are_queued_as_the_difference_and_resets_keep_what_is_asked() {
+    let server = StandIn::start().await;
+    let pool = server.pool(config(1));
+    let mut lease = pool.checkout("t1", 1, 0).await.unwrap();
+    let session = lease.session();
+    let pairs = |p: &[(&str, &str)]| -> Settings { p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+
+    let mut out = BytesMut::new();
+    let mut kinds = Vec::new();
+    session.queue_settings(&pairs(&[("application_name", "a"), ("datestyle", "ISO")]), &mut out, |k| kinds.push(k));
+    assert_eq!(kinds, [SettingExchange::Set, SettingExchange::Set]);
+    kinds.clear();
+    session.queue_settings(&pairs(&[("application_name", "a"), ("datestyle", "ISO")]), &mut out, |k| kinds.push(k));
+    assert!(kinds.is_empty(), "nothing to do when the session has them already");
+
+    session.note_client_settings(&[("search_path".to_owned(), Some("x".to_owned()))]);
+    let mut resets = BytesMut::new();
+    assert_eq!(session.queue_resets_except(&mut resets, |name| name == "application_name"), 2);
+    let texts = queued(&resets);
+    assert!(texts.iter().any(|t| t.contains("datestyle")) && texts.iter().any(|t| t.contains("search_path")));
+    assert!(!texts.iter().any(|t| t.contains("application_name")), "{texts:?}");
+    kinds.clear();
+    session.queue_settings(&pairs(&[("application_name", "a")]), &mut out, |k| kinds.push(k));
+    assert!(kinds.is_empty(), "the kept setting is still recorded as applied");
 }

@@ -20,8 +20,8 @@ pub type Settings = BTreeMap<String, String>;
 /// pgtenant's one statement that changes a setting.
 const SET_CONFIG_SQL: &str = "SELECT pg_catalog.set_config($1, $2, false)";
 
-/// The settings of a client's startup parameters (already filtered by
-/// [`super::params::upstream_params`]).
+/// The settings of a client's startup parameters (already filtered by the
+/// frontend).
 pub fn from_startup(params: &[(String, String)]) -> Settings {
     params.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect()
 }

@@ -1,0 +1,235 @@
+//! One server session and what pgtenant knows of its state: the tenant
+//! context on it, the client settings applied, the prepared statements it
+//! holds, the switching secret installed with its last verified context, and
+//! whether a client left session state the next one must not inherit.
+//!
+//! The state changes only through this API, which queues the exchanges that
+//! bring it about and records their effect in the same step, so what is
+//! recorded and what was sent cannot drift apart. The frontend asks for
+//! outcomes ("this client's settings", "this tenant's context"), never edits
+//! a field.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rand::RngCore;
+
+use super::connect::{CancelTarget, ServerConnection};
+use super::server_statements::ServerStatements;
+use super::settings::{self, Settings};
+use super::stream::ServerStream;
+use crate::protocol::backend::{put_cstr, write_message};
+
+/// How to install a tenant context, decided by [`ServerSession::begin_context`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextTicket {
+    /// The switching secret the exchange carries: a verified context
+    /// installs it, a later context on the same session presents it to
+    /// switch tenant cheaply.
+    pub secret: [u8; 16],
+    /// True: the secret is the one already installed (a switch). False: a
+    /// fresh one, which only a verified context may install.
+    pub switch: bool,
+}
+
+/// What a queued setting exchange does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingExchange {
+    /// Gives a setting a value.
+    Set,
+    /// Resets a setting to the server's default.
+    Reset,
+}
+
+/// One server session, idle in a pool or leased to a client.
+#[derive(Debug)]
+pub struct ServerSession {
+    stream: ServerStream,
+    cancel: CancelTarget,
+    /// The server's reported settings (ParameterStatus), kept current.
+    parameters: Vec<(String, String)>,
+    /// The tenant whose context is installed, if any.
+    tenant: Option<String>,
+    /// The client (its cancel-key id) that used it last.
+    last_client: Option<i32>,
+    /// A client left session state (settings, prepared statements, cursors,
+    /// LISTEN, …) that the next client must not inherit.
+    dirty: bool,
+    /// The client settings applied on it.
+    applied: Settings,
+    /// Prepared statements on it (transaction pooling).
+    statements: ServerStatements,
+    /// The switching secret installed with its last verified context (None:
+    /// the next context must be verified).
+    switch_secret: Option<[u8; 16]>,
+    pub(super) created: Instant,
+    pub(super) idle_since: Instant,
+}
+
+impl ServerSession {
+    /// A session just opened and logged in: no context, nothing applied.
+    pub(super) fn opened(server: ServerConnection) -> ServerSession {
+        let now = Instant::now();
+        ServerSession {
+            stream: server.stream,
+            cancel: server.cancel,
+            parameters: server.parameters,
+            tenant: None,
+            last_client: None,
+            dirty: false,
+            applied: Settings::new(),
+            statements: ServerStatements::default(),
+            switch_secret: None,
+            created: now,
+            idle_since: now,
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut ServerStream {
+        &mut self.stream
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.stream.is_closed()
+    }
+
+    /// Where a CancelRequest for this session goes.
+    pub fn cancel_target(&self) -> &CancelTarget {
+        &self.cancel
+    }
+
+    /// The server backend's process id.
+    pub fn backend_pid(&self) -> i32 {
+        self.cancel.process_id
+    }
+
+    /// Every setting the server reported (ParameterStatus), in order.
+    pub fn parameters(&self) -> &[(String, String)] {
+        &self.parameters
+    }
+
+    /// The value the server last reported for `name` (ParameterStatus).
+    pub fn reported(&self, name: &str) -> Option<&str> {
+        self.parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Records a ParameterStatus the server sent.
+    pub fn note_parameter(&mut self, name: &str, value: &str) {
+        match self.parameters.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => {
+                v.clear();
+                v.push_str(value);
+            }
+            None => self.parameters.push((name.to_owned(), value.to_owned())),
+        }
+    }
+
+    /// The prepared statements this session holds.
+    pub fn statements(&mut self) -> &mut ServerStatements {
+        &mut self.statements
+    }
+
+    pub(super) fn last_client(&self) -> Option<i32> {
+        self.last_client
+    }
+
+    pub(super) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// True when `tenant`'s context is installed.
+    pub fn carries(&self, tenant: &str) -> bool {
+        self.tenant.as_deref() == Some(tenant)
+    }
+
+    /// Records which client uses the session now (checkout prefers it for
+    /// the same client next time).
+    pub fn serve_client(&mut self, client: i32) {
+        self.last_client = Some(client);
+    }
+
+    /// A client left session state on it: the next one gets it reset.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Queues DISCARD ALL when a client left session state, and forgets
+    /// everything it undoes: settings, statements, the context and its
+    /// secret (kept in the sequences' session state). True when queued; the
+    /// server answers with one ReadyForQuery.
+    pub fn queue_discard_if_dirty(&mut self, out: &mut BytesMut) -> bool {
+        if !self.dirty {
+            return false;
+        }
+        write_message(out, b'Q', |b| put_cstr(b, "DISCARD ALL"));
+        self.dirty = false;
+        self.applied.clear();
+        self.statements.clear();
+        self.tenant = None;
+        self.switch_secret = None;
+        true
+    }
+
+    /// Queues a reset of every applied setting `keep` does not keep, one
+    /// exchange each. Returns how many.
+    pub fn queue_resets_except(&mut self, out: &mut BytesMut, keep: impl Fn(&str) -> bool) -> usize {
+        let resets: Vec<String> = self.applied.keys().filter(|name| !keep(name)).cloned().collect();
+        for name in &resets {
+            settings::encode_change(out, (name, None));
+            self.applied.remove(name);
+        }
+        resets.len()
+    }
+
+    /// Queues the changes that give the session exactly `wanted`, one
+    /// exchange each, in order; `each` hears what each one does.
+    pub fn queue_settings(&mut self, wanted: &Settings, out: &mut BytesMut, mut each: impl FnMut(SettingExchange)) {
+        let changes = settings::transition(&self.applied, wanted);
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            settings::encode_change(out, change);
+            each(if change.1.is_some() { SettingExchange::Set } else { SettingExchange::Reset });
+        }
+        self.applied = wanted.clone();
+    }
+
+    /// The client itself changed settings on the session (SET / RESET it
+    /// sent): `None` means reset to the server's default.
+    pub fn note_client_settings(&mut self, changes: &[(String, Option<String>)]) {
+        for (name, value) in changes {
+            match value {
+                Some(value) => {
+                    self.applied.insert(name.clone(), value.clone());
+                }
+                None => {
+                    self.applied.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The client reset every setting (RESET ALL / DISCARD ALL it sent).
+    pub fn forget_settings(&mut self) {
+        self.applied.clear();
+    }
+
+    /// Starts installing `tenant`'s context: the secret already installed
+    /// when `may_switch` and there is one, else a fresh secret for a
+    /// verified context. Records the tenant and secret as sent — a failed
+    /// exchange ends the client's session and closes this one.
+    pub fn begin_context(&mut self, tenant: &str, may_switch: bool) -> ContextTicket {
+        let ticket = match self.switch_secret.filter(|_| may_switch) {
+            Some(secret) => ContextTicket { secret, switch: true },
+            None => {
+                let mut secret = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut secret);
+                ContextTicket { secret, switch: false }
+            }
+        };
+        self.switch_secret = Some(ticket.secret);
+        self.tenant = Some(tenant.to_owned());
+        ticket
+    }
+}
