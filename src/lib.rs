@@ -17,6 +17,7 @@ pub mod migrate_tenants;
 pub mod notifiers;
 pub mod pg_client;
 pub mod protocol;
+pub mod proxy;
 pub mod quote;
 pub mod routing;
 pub mod server;

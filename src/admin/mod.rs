@@ -26,7 +26,7 @@ pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use sessions::rfc3339;
 
-use crate::frontend::ProxyState;
+use crate::proxy::ProxyState;
 use crate::tenancy::catalog::Catalog;
 
 /// Largest request body the sidecar reads; larger ones get 413.

@@ -16,12 +16,13 @@ use super::policy::{channel_prefix, ClientPolicy};
 use super::relay::{Relay, RelayEnd};
 use super::statements::statement_namespace;
 use super::stream::ClientStream;
-use super::{auth, params, ProxyState};
+use super::{auth, params};
 use crate::cancel::CancelKey;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::startup::{self, InitialPacket, StartupMessage};
+use crate::proxy::ProxyState;
 use crate::sessions::SessionIdentity;
 use crate::tenancy::catalog::LoginRecord;
 use crate::tenancy::provision::TenantObjects;
@@ -80,7 +81,7 @@ async fn open_stream(socket: TcpStream, state: &ProxyState, deadline: Instant) -
     // Without TLS configured a handshake byte is just an invalid packet; close.
     let tls = state.tls.as_ref()?;
     let accepted = tokio::time::timeout_at(deadline, tls.acceptor.accept(socket)).await.ok()?.ok()?;
-    if accepted.get_ref().1.alpn_protocol() != Some(super::tls::ALPN_POSTGRESQL) {
+    if accepted.get_ref().1.alpn_protocol() != Some(crate::proxy::tls::ALPN_POSTGRESQL) {
         tracing::info!("direct TLS without ALPN postgresql refused");
         return None;
     }

@@ -10,8 +10,8 @@ use tokio::sync::Semaphore;
 use crate::shutdown::Shutdown;
 
 use super::client::serve_client;
-use super::ProxyState;
 use crate::error::{sqlstate, ClientError};
+use crate::proxy::ProxyState;
 
 /// Accepts clients until `shutdown` turns true.
 pub async fn run(listener: TcpListener, state: Arc<ProxyState>, max_clients: usize, mut shutdown: Shutdown) {

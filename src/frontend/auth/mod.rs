@@ -1,17 +1,16 @@
 //! Authenticating a client login with SCRAM-SHA-256 against the catalog.
 
 pub mod scram;
-pub mod throttle;
 
 use std::net::IpAddr;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::ProxyState;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::frame::{peek_header, read_cstr};
+use crate::proxy::ProxyState;
 use crate::tenancy::catalog::LoginRecord;
 use scram::{Exchange, Verifier};
 

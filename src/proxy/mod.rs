@@ -1,0 +1,61 @@
+//! What every client session of the proxy and the admin API share: the
+//! catalog, the pools and their routes, the guard, the keys, the registries
+//! of sessions and cancel keys, client TLS and the login throttle. `server`
+//! builds it; `frontend` and `admin` read it.
+
+pub mod throttle;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cancel::CancelRegistry;
+use crate::sessions::SessionRegistry;
+use crate::tenancy::catalog::Catalog;
+
+/// What every client session of a proxy shares.
+pub struct ProxyState {
+    pub tenant_setting: String,
+    /// The database name clients must ask for.
+    pub database: String,
+    pub max_message_bytes: usize,
+    pub startup_timeout: Duration,
+    pub catalog: Catalog,
+    /// Every upstream pool, and which one a login uses.
+    pub routes: crate::routing::Routes,
+    /// Makes and removes schema and database tenants (the admin API's).
+    pub provisioner: crate::tenancy::provision::Provisioner,
+    /// The default pool mode (`pool.mode`); tenants may override it.
+    pub pool_mode: crate::config::PoolMode,
+    pub session_features: crate::config::SessionFeatures,
+    /// The configuration per-tenant limits are read from; SIGHUP replaces it.
+    pub limits: std::sync::RwLock<Arc<crate::config::Config>>,
+    pub cancels: Arc<CancelRegistry>,
+    pub sessions: Arc<SessionRegistry>,
+    /// Failure counts per client address, to slow password guessing.
+    pub auth_throttle: throttle::AuthThrottle,
+    /// Client TLS, when `tls.cert` and `tls.key` are set.
+    pub tls: Option<tls::TlsSetup>,
+    /// The statement guard shared by every session.
+    pub guard: Arc<crate::guard::Guard>,
+    /// Random per process: names the marker statements that stand in for refused ones.
+    pub marker_prefix: String,
+    /// Key that signs tenant contexts (from `pgtenant.context_key`).
+    pub context_key: Vec<u8>,
+    /// Key for the decoy verifiers of unknown users; random per process.
+    pub decoy_secret: [u8; 32],
+    /// Which client sent NOTIFY through which server backend.
+    pub notifiers: Arc<crate::notifiers::Notifiers>,
+    /// Key of server-side statement names (transaction pooling), random per
+    /// process: no client can compute another tenant's statement names.
+    pub statement_secret: [u8; 32],
+}
+
+impl ProxyState {
+    /// Pool mode, statement timeout and server-connection cap for a tenant's new session.
+    pub fn limits_for(&self, slug: &str) -> crate::config::TenantLimits {
+        // A poisoned lock only means a reload panicked; the config it holds is whole.
+        let config = self.limits.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        config.tenant_limits(slug)
+    }
+}
