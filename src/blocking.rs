@@ -9,13 +9,13 @@ use tokio::sync::Semaphore;
 static SLOTS: Semaphore = Semaphore::const_new(4);
 
 /// Runs `work` on the blocking pool; `None` when the runtime is shutting down.
-pub async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(crate) async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let _slot = SLOTS.acquire().await.ok()?;
     tokio::task::spawn_blocking(work).await.ok()
 }
 
 /// A SCRAM-SHA-256 verifier of `password` with a fresh salt.
-pub async fn scram_verifier(password: &str) -> Option<String> {
+pub(crate) async fn scram_verifier(password: &str) -> Option<String> {
     let password = password.to_owned();
     run(move || postgres_protocol::password::scram_sha_256(password.as_bytes())).await
 }

@@ -11,7 +11,7 @@ use crate::upstream::CancelTarget;
 
 /// The key a client presents in a CancelRequest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CancelKey {
+pub(crate) struct CancelKey {
     pub process_id: i32,
     pub secret_key: i32,
 }
@@ -23,13 +23,13 @@ struct Entry {
 
 /// All live cancel keys of this process.
 #[derive(Default)]
-pub struct CancelRegistry {
+pub(crate) struct CancelRegistry {
     entries: Mutex<HashMap<i32, Entry>>,
 }
 
 impl CancelRegistry {
     /// Issues a fresh key, unique among live sessions, for a new client session.
-    pub fn issue(self: &Arc<Self>) -> CancelHandle {
+    pub(crate) fn issue(self: &Arc<Self>) -> CancelHandle {
         let mut rng = rand::thread_rng();
         let mut entries = self.lock();
         loop {
@@ -46,7 +46,7 @@ impl CancelRegistry {
 
     /// The server session a key currently cancels, if the key is live and its
     /// secret matches (compared in constant time).
-    pub fn lookup(&self, key: CancelKey) -> Option<CancelTarget> {
+    pub(crate) fn lookup(&self, key: CancelKey) -> Option<CancelTarget> {
         let entries = self.lock();
         let entry = entries.get(&key.process_id)?;
         let matches: bool = entry.secret_key.to_be_bytes().ct_eq(&key.secret_key.to_be_bytes()).into();
@@ -57,15 +57,6 @@ impl CancelRegistry {
         }
     }
 
-    /// Number of live keys.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -73,18 +64,18 @@ impl CancelRegistry {
 }
 
 /// One session's key; removed from the registry when dropped.
-pub struct CancelHandle {
+pub(crate) struct CancelHandle {
     registry: Arc<CancelRegistry>,
     key: CancelKey,
 }
 
 impl CancelHandle {
-    pub fn key(&self) -> CancelKey {
+    pub(crate) fn key(&self) -> CancelKey {
         self.key
     }
 
     /// Points the key at the server session now serving this client (or none).
-    pub fn set_target(&self, target: Option<CancelTarget>) {
+    pub(crate) fn set_target(&self, target: Option<CancelTarget>) {
         if let Some(entry) = self.registry.lock().get_mut(&self.key.process_id) {
             entry.target = target;
         }
@@ -100,7 +91,7 @@ impl Drop for CancelHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::UpstreamAddress;
+    use crate::upstream::connect::UpstreamAddress;
 
     fn target(pid: i32) -> CancelTarget {
         CancelTarget { address: UpstreamAddress::Tcp { host: "h".into(), port: 1 }, process_id: pid, secret_key: 9 }
@@ -117,6 +108,6 @@ mod tests {
         assert_eq!(registry.lookup(forged), None);
         drop(handle);
         assert_eq!(registry.lookup(key), None);
-        assert!(registry.is_empty());
+        assert!(registry.lock().is_empty(), "a dropped handle leaves no key behind");
     }
 }

@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 /// The name of the `[upstream]` section among the placements.
-pub const DEFAULT_UPSTREAM: &str = "default";
+pub(crate) const DEFAULT_UPSTREAM: &str = "default";
 
 /// One more server tenants can be placed on.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,7 +62,7 @@ pub struct ProvisioningConfig {
 
 /// A server tenants are placed on, whichever section it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
+pub(crate) struct Placement {
     pub name: String,
     pub url: String,
     pub readonly_url: Option<String>,
@@ -278,7 +278,7 @@ impl Default for LogConfig {
 
 /// What applies to one tenant's sessions: `[pool]`, with its `[tenants.<slug>]` overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantLimits {
+pub(crate) struct TenantLimits {
     pub pool_mode: PoolMode,
     pub statement_timeout: Option<std::time::Duration>,
     /// 0: no limit.
@@ -430,7 +430,7 @@ impl Config {
     }
 
     /// The pool mode, statement timeout and server-connection cap for the tenant `slug`.
-    pub fn tenant_limits(&self, slug: &str) -> TenantLimits {
+    pub(crate) fn tenant_limits(&self, slug: &str) -> TenantLimits {
         let overrides = self.tenants.get(slug);
         let timeout_ms = overrides.and_then(|o| o.statement_timeout_ms).unwrap_or(self.pool.statement_timeout_ms);
         TenantLimits {
@@ -443,7 +443,7 @@ impl Config {
     }
 
     /// Every server tenants can be placed on: `default` (`[upstream]`) first.
-    pub fn placements(&self) -> Vec<Placement> {
+    pub(crate) fn placements(&self) -> Vec<Placement> {
         let default = Placement {
             name: DEFAULT_UPSTREAM.to_owned(),
             url: self.upstream.url.clone(),
@@ -481,7 +481,7 @@ impl Config {
 }
 
 /// An upstream's name as the catalog stores it.
-pub fn is_upstream_name(name: &str) -> bool {
+pub(crate) fn is_upstream_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63

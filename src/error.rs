@@ -7,7 +7,7 @@ use crate::protocol::backend;
 
 /// Severity of an error sent to a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
+pub(crate) enum Severity {
     /// The statement failed; the session goes on.
     Error,
     /// The session ends after this message.
@@ -15,7 +15,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
@@ -27,7 +27,7 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ClientError {
-    pub severity: Severity,
+    pub(crate) severity: Severity,
     pub code: &'static str,
     pub message: String,
     /// More ErrorResponse fields, as PostgreSQL sends them for this error
@@ -37,27 +37,26 @@ pub struct ClientError {
 
 /// SQLSTATEs pgtenant sends itself.
 pub mod sqlstate {
-    pub const INVALID_PASSWORD: &str = "28P01";
-    pub const INVALID_AUTHORIZATION: &str = "28000";
-    pub const INVALID_CATALOG_NAME: &str = "3D000";
-    pub const PROTOCOL_VIOLATION: &str = "08P01";
-    pub const CONNECTION_FAILURE: &str = "08006";
-    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub(crate) const INVALID_PASSWORD: &str = "28P01";
+    pub(crate) const INVALID_AUTHORIZATION: &str = "28000";
+    pub(crate) const INVALID_CATALOG_NAME: &str = "3D000";
+    pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
+    pub(crate) const CONNECTION_FAILURE: &str = "08006";
+    pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
-    pub const TOO_MANY_CONNECTIONS: &str = "53300";
-    pub const QUERY_CANCELED: &str = "57014";
-    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
-    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-    pub const INTERNAL_ERROR: &str = "XX000";
-    pub const UNDEFINED_OBJECT: &str = "42704";
-    pub const SYNTAX_ERROR: &str = "42601";
-    pub const INVALID_PARAMETER_VALUE: &str = "22023";
-    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
-    pub const UNTRANSLATABLE_CHARACTER: &str = "22021";
+    pub(crate) const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub(crate) const QUERY_CANCELED: &str = "57014";
+    pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub(crate) const UNDEFINED_OBJECT: &str = "42704";
+    pub(crate) const SYNTAX_ERROR: &str = "42601";
+    pub(crate) const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub(crate) const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub(crate) const UNTRANSLATABLE_CHARACTER: &str = "22021";
 
     /// The static form of a code the server sent, when it is one pgtenant
     /// passes on for a failure of its own session set-up.
-    pub fn of_setup_failure(code: &str) -> Option<&'static str> {
+    pub(crate) fn of_setup_failure(code: &str) -> Option<&'static str> {
         [UNDEFINED_OBJECT, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE, INVALID_TEXT_REPRESENTATION, SYNTAX_ERROR]
             .into_iter()
             .find(|known| *known == code)
@@ -69,27 +68,27 @@ impl ClientError {
         ClientError { severity: Severity::Fatal, code, message: message.into(), fields: Vec::new() }
     }
 
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Self {
         ClientError { severity: Severity::Error, code, message: message.into(), fields: Vec::new() }
     }
 
     /// The error PostgreSQL gives for both an unknown user and a wrong password.
-    pub fn password_failed(user: &str) -> Self {
+    pub(crate) fn password_failed(user: &str) -> Self {
         Self::fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
     }
 
-    pub fn protocol_violation(message: impl Into<String>) -> Self {
+    pub(crate) fn protocol_violation(message: impl Into<String>) -> Self {
         Self::fatal(sqlstate::PROTOCOL_VIOLATION, message)
     }
 
     /// The same error with one more ErrorResponse field.
-    pub fn with_field(mut self, field: u8, value: impl Into<String>) -> Self {
+    pub(crate) fn with_field(mut self, field: u8, value: impl Into<String>) -> Self {
         self.fields.push((field, value.into()));
         self
     }
 
     /// Appends this error as an ErrorResponse message.
-    pub fn encode(&self, buf: &mut BytesMut) {
+    pub(crate) fn encode(&self, buf: &mut BytesMut) {
         backend::error_response_with(buf, self.severity.as_str(), self.code, &self.message, &self.fields);
     }
 }

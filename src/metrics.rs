@@ -8,25 +8,25 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::error::{sqlstate, ClientError};
 
 /// Gauge: client TCP connections open now (authenticated or not).
-pub const CLIENT_CONNECTIONS: &str = "pgtenant_client_connections";
+pub(crate) const CLIENT_CONNECTIONS: &str = "pgtenant_client_connections";
 /// Counter: sessions that passed authentication and reached the relay.
-pub const SESSIONS_STARTED: &str = "pgtenant_sessions_started_total";
+pub(crate) const SESSIONS_STARTED: &str = "pgtenant_sessions_started_total";
 /// Counter: failed logins (unknown user or wrong password: 28P01).
-pub const AUTH_FAILURES: &str = "pgtenant_auth_failures_total";
+pub(crate) const AUTH_FAILURES: &str = "pgtenant_auth_failures_total";
 /// Counter: connections refused after or during startup, by SQLSTATE.
-pub const CONNECTIONS_REFUSED: &str = "pgtenant_connections_refused_total";
+pub(crate) const CONNECTIONS_REFUSED: &str = "pgtenant_connections_refused_total";
 /// Gauge: sessions open now, by access level (set when /metrics is read).
-pub const SESSIONS_OPEN: &str = "pgtenant_sessions_open";
+pub(crate) const SESSIONS_OPEN: &str = "pgtenant_sessions_open";
 /// Counter: admin API requests, by method and status.
-pub const ADMIN_REQUESTS: &str = "pgtenant_admin_requests_total";
+pub(crate) const ADMIN_REQUESTS: &str = "pgtenant_admin_requests_total";
 /// Client statements the guard refused.
-pub const GUARD_REFUSALS: &str = "pgtenant_guard_refusals_total";
+pub(crate) const GUARD_REFUSALS: &str = "pgtenant_guard_refusals_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the recorder once per process (tests start many servers in one
 /// process) and returns its handle; `None` when another recorder was there first.
-pub fn install() -> Option<PrometheusHandle> {
+pub(crate) fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let handle = match PrometheusBuilder::new().install_recorder() {
@@ -53,11 +53,11 @@ fn describe() {
 }
 
 /// Counts one open client connection until dropped.
-pub struct ClientConnectionGauge(());
+pub(crate) struct ClientConnectionGauge(());
 
 impl ClientConnectionGauge {
     /// Counts a connection as open.
-    pub fn open() -> ClientConnectionGauge {
+    pub(crate) fn open() -> ClientConnectionGauge {
         metrics::gauge!(CLIENT_CONNECTIONS).increment(1.0);
         ClientConnectionGauge(())
     }
@@ -71,7 +71,7 @@ impl Drop for ClientConnectionGauge {
 
 /// Counts a session that reached the relay.
 /// Pool gauges and counters, set from the pool's figures when /metrics is read.
-pub fn record_pools(pools: &[crate::routing::PoolEntry]) {
+pub(crate) fn record_pools(pools: &[crate::routing::PoolEntry]) {
     // Per upstream and access; the pools of tenants' own roles are summed
     // (`roles="tenant"`), so the label set stays bounded however many tenants there are.
     let mut sums: std::collections::BTreeMap<(String, &'static str, &'static str), crate::upstream::pool::PoolFigures> =
@@ -102,16 +102,16 @@ pub fn record_pools(pools: &[crate::routing::PoolEntry]) {
 }
 
 /// Counts one statement the guard refused.
-pub fn guard_refusal(error: &ClientError) {
+pub(crate) fn guard_refusal(error: &ClientError) {
     metrics::counter!(GUARD_REFUSALS, "sqlstate" => error.code).increment(1);
 }
 
-pub fn session_started() {
+pub(crate) fn session_started() {
     metrics::counter!(SESSIONS_STARTED).increment(1);
 }
 
 /// Counts a refused connection, and an authentication failure when it is one.
-pub fn connection_refused(error: &ClientError) {
+pub(crate) fn connection_refused(error: &ClientError) {
     if error.code == sqlstate::INVALID_PASSWORD {
         metrics::counter!(AUTH_FAILURES).increment(1);
     }

@@ -29,10 +29,10 @@ pub const MIGRATIONS: &[Migration] = &[
 pub const DATABASE_HARDENING_SQL: &str = include_str!("../sql/hardening/database.sql");
 
 /// Cluster-level hardening a superuser applies (see the file's header).
-pub const CLUSTER_HARDENING_SQL: &str = include_str!("../sql/hardening/cluster.sql");
+pub(crate) const CLUSTER_HARDENING_SQL: &str = include_str!("../sql/hardening/cluster.sql");
 
 /// The fintech demo of `pgtenant dev`.
-pub const DEMO_SQL: &str = include_str!("../sql/demo/fintech.sql");
+pub(crate) const DEMO_SQL: &str = include_str!("../sql/demo/fintech.sql");
 
 /// Serialises concurrent `migrate` runs on one database.
 const MIGRATE_LOCK_KEY: i64 = 0x7067_7465_6e61_6e74; // "pgtenant"
@@ -87,7 +87,7 @@ fn session_users(placement: &crate::config::Placement) -> anyhow::Result<Vec<(St
 
 /// Connects to `control_url` and brings the schema up to date; grants the
 /// session group role for each `(login role, access)`.
-pub async fn migrate(control_url: &str, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {
+pub(crate) async fn migrate(control_url: &str, session_users: &[(String, Access)]) -> anyhow::Result<MigrateReport> {
     let client = connect(control_url).await.context("cannot connect through control.url")?;
     let owner: String = client.query_one("SELECT current_user::text", &[]).await?.get(0);
     for (user, _) in session_users {
@@ -109,7 +109,7 @@ async fn migrate_locked(client: &Client, session_users: &[(String, Access)]) -> 
 /// provisioning connection to it) with the catalog's context key, so the
 /// context exchange and `pgtenant.current_tenant()` work there as in the
 /// catalog database. Its catalog tables stay empty.
-pub async fn install_runtime(
+pub(crate) async fn install_runtime(
     client: &Client,
     context_key: &[u8],
     session_users: &[(String, Access)],
@@ -206,7 +206,7 @@ pub async fn load_demo(control_url: &str) -> anyhow::Result<bool> {
 
 /// Applies [`CLUSTER_HARDENING_SQL`] through a superuser connection to the
 /// pgtenant database, granting the revoked functions back to `owner`.
-pub async fn apply_cluster_hardening(superuser: &Client, owner: &str) -> anyhow::Result<()> {
+pub(crate) async fn apply_cluster_hardening(superuser: &Client, owner: &str) -> anyhow::Result<()> {
     let sql = CLUSTER_HARDENING_SQL
         .replace(":'owner'", &crate::quote::quote_literal(owner))
         .replace(":\"owner\"", &quote_ident(owner));

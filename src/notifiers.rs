@@ -18,7 +18,7 @@ pub struct Notifiers {
 
 impl Notifiers {
     /// `client_pid` sent a NOTIFY on the backend `server_pid`.
-    pub fn record(&self, server_pid: i32, client_pid: i32) {
+    pub(crate) fn record(&self, server_pid: i32, client_pid: i32) {
         let mut senders = self.lock();
         if senders.len() >= CAPACITY && !senders.contains_key(&server_pid) {
             senders.clear();
@@ -27,7 +27,7 @@ impl Notifiers {
     }
 
     /// The client pid behind notifications from the backend `server_pid`.
-    pub fn client_of(&self, server_pid: i32) -> Option<i32> {
+    pub(crate) fn client_of(&self, server_pid: i32) -> Option<i32> {
         self.lock().get(&server_pid).copied()
     }
 

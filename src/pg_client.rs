@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-pub use crate::upstream::tls::{make_connect, postgres_config as parse_url, UrlTls};
+pub(crate) use crate::upstream::tls::{make_connect, postgres_config as parse_url, UrlTls};
 
 /// Connects with a parsed config, giving up after `timeout`.
-pub async fn connect_config(
+pub(crate) async fn connect_config(
     config: &tokio_postgres::Config,
     tls: &UrlTls,
     timeout: Duration,
@@ -43,7 +43,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
 
 /// Why [`connect_config`] failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("timed out")]
     Timeout,
     #[error("{}", describe(.0))]
@@ -52,25 +52,25 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// True when the server answered (and refused), not when it could not be reached.
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         matches!(self, ConnectError::Postgres(e) if e.as_db_error().is_some())
     }
 }
 
 /// The user a URL names.
-pub fn url_user(url: &str) -> Result<String, String> {
+pub(crate) fn url_user(url: &str) -> Result<String, String> {
     let (parsed, _) = parse_url(url)?;
     parsed.get_user().map(str::to_owned).ok_or_else(|| "URL has no user".to_owned())
 }
 
 /// The database a URL names (its user's name when it names none, as libpq does).
-pub fn url_database(url: &str) -> Option<String> {
+pub(crate) fn url_database(url: &str) -> Option<String> {
     let (config, _) = parse_url(url).ok()?;
     config.get_dbname().or(config.get_user()).map(str::to_owned)
 }
 
 /// The server's message with its SQLSTATE, not just "db error".
-pub fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),

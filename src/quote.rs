@@ -12,7 +12,7 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// An escape-string SQL literal, `E'…'`, with backslashes and quotes doubled.
-pub fn quote_literal(value: &str) -> String {
+pub(crate) fn quote_literal(value: &str) -> String {
     format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 

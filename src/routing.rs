@@ -25,7 +25,7 @@ pub struct PlacementPools {
 }
 
 /// A pool as `/v1/pools` and `/metrics` show it.
-pub struct PoolEntry {
+pub(crate) struct PoolEntry {
     pub upstream: String,
     pub access: Access,
     /// The tenant whose own role the pool logs in as (schema and database tenants).
@@ -49,7 +49,7 @@ struct TenantPool {
 
 impl Routes {
     /// Pools for every placement; `placements[0]` is the default upstream.
-    pub fn new(
+    pub(crate) fn new(
         placements: &[Placement],
         pool_config: PoolConfig,
         connect_timeout: Duration,
@@ -91,7 +91,7 @@ impl Routes {
     }
 
     /// The pool a login's session uses.
-    pub fn pool_for(&self, login: &LoginRecord) -> Result<Pool, ClientError> {
+    pub(crate) fn pool_for(&self, login: &LoginRecord) -> Result<Pool, ClientError> {
         let Some(placement) = self.placements.iter().find(|p| p.name == login.upstream) else {
             // A catalog shared by processes with different configs: refuse, never route elsewhere.
             tracing::warn!(upstream = %login.upstream, "tenant placed on an upstream this process does not know");
@@ -130,12 +130,12 @@ impl Routes {
 
     /// Forgets the pools of a tenant's own roles (deleted, moved): their idle
     /// server sessions close; leased ones close when their client lets go.
-    pub fn forget_tenant(&self, tenant_id: &str) {
+    pub(crate) fn forget_tenant(&self, tenant_id: &str) {
         self.lock().retain(|_, entry| entry.tenant_id != tenant_id);
     }
 
     /// Every pool, shared-role pools first.
-    pub fn pools(&self) -> Vec<PoolEntry> {
+    pub(crate) fn pools(&self) -> Vec<PoolEntry> {
         let mut entries = Vec::new();
         for placement in &self.placements {
             entries.push(PoolEntry {
@@ -170,7 +170,7 @@ impl Routes {
 
     /// Drops tenant-role pools that hold no server session, so a process
     /// serving many tenants keeps no empty pools.
-    pub fn drop_empty_tenant_pools(&self) {
+    pub(crate) fn drop_empty_tenant_pools(&self) {
         self.lock().retain(|_, entry| {
             let figures = entry.pool.figures();
             figures.active + figures.idle + figures.waiting > 0

@@ -16,7 +16,7 @@ use crate::tenancy::Access;
 /// What a session is doing, as the relay last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SessionState {
+pub(crate) enum SessionState {
     /// Waiting for the client.
     Idle,
     /// A query or exchange is in flight.
@@ -54,7 +54,7 @@ pub struct SessionIdentity {
 }
 
 /// One live session as the registry holds it.
-pub struct SessionEntry {
+pub(crate) struct SessionEntry {
     pub id: i32,
     pub identity: SessionIdentity,
     state: AtomicU8,
@@ -62,11 +62,11 @@ pub struct SessionEntry {
 }
 
 impl SessionEntry {
-    pub fn state(&self) -> SessionState {
+    pub(crate) fn state(&self) -> SessionState {
         SessionState::from_u8(self.state.load(Ordering::Relaxed))
     }
 
-    pub fn set_state(&self, state: SessionState) {
+    pub(crate) fn set_state(&self, state: SessionState) {
         self.state.store(state as u8, Ordering::Relaxed);
     }
 }
@@ -76,7 +76,7 @@ impl SessionEntry {
 pub struct SessionSnapshot {
     pub id: i32,
     pub identity: SessionIdentity,
-    pub state: SessionState,
+    pub(crate) state: SessionState,
 }
 
 /// All live sessions of this process.
@@ -87,7 +87,7 @@ pub struct SessionRegistry {
 
 impl SessionRegistry {
     /// Adds a session under `id` (its cancel key's process id, unique while live).
-    pub fn register(self: &Arc<Self>, id: i32, identity: SessionIdentity) -> SessionHandle {
+    pub(crate) fn register(self: &Arc<Self>, id: i32, identity: SessionIdentity) -> SessionHandle {
         let (end, ended) = watch::channel(None);
         let entry = Arc::new(SessionEntry { id, identity, state: AtomicU8::new(0), end });
         self.lock().insert(id, Arc::clone(&entry));
@@ -106,7 +106,7 @@ impl SessionRegistry {
     }
 
     /// Ends session `id` with `reason`; false when no such session is live.
-    pub fn terminate(&self, id: i32, reason: ClientError) -> bool {
+    pub(crate) fn terminate(&self, id: i32, reason: ClientError) -> bool {
         let entry = self.lock().get(&id).cloned();
         match entry {
             Some(entry) => {
@@ -126,11 +126,11 @@ impl SessionRegistry {
         doomed.len()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -141,19 +141,19 @@ impl SessionRegistry {
 }
 
 /// A session's own view of its registry entry; deregisters on drop.
-pub struct SessionHandle {
+pub(crate) struct SessionHandle {
     registry: Arc<SessionRegistry>,
     entry: Arc<SessionEntry>,
     ended: watch::Receiver<Option<ClientError>>,
 }
 
 impl SessionHandle {
-    pub fn entry(&self) -> &Arc<SessionEntry> {
+    pub(crate) fn entry(&self) -> &Arc<SessionEntry> {
         &self.entry
     }
 
     /// Resolves with the reason once someone ends this session.
-    pub async fn ended(&mut self) -> ClientError {
+    pub(crate) async fn ended(&mut self) -> ClientError {
         loop {
             if let Some(reason) = self.ended.borrow_and_update().clone() {
                 return reason;

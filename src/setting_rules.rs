@@ -13,17 +13,18 @@
 use crate::error::{sqlstate, ClientError};
 
 /// The message of every refusal that protects the tenant context.
-pub const CONTEXT_MANAGED: &str = "the tenant context is managed by pgtenant and cannot be changed by the client";
+pub(crate) const CONTEXT_MANAGED: &str =
+    "the tenant context is managed by pgtenant and cannot be changed by the client";
 
 /// True when no client may change `name` (lower case): the tenant setting
 /// (`tenant_setting`, lower case), pgtenant's own settings, the role.
-pub fn is_reserved(name: &str, tenant_setting: &str) -> bool {
+pub(crate) fn is_reserved(name: &str, tenant_setting: &str) -> bool {
     let name = name.trim();
     name == tenant_setting || name.starts_with("pgtenant.") || name == "role" || name == "session_authorization"
 }
 
 /// True for `prefix.name` where both parts are plain identifiers.
-pub fn is_custom_setting_name(name: &str) -> bool {
+pub(crate) fn is_custom_setting_name(name: &str) -> bool {
     let mut parts = name.split('.');
     let ident = |s: &str| {
         let mut chars = s.chars();
@@ -35,7 +36,7 @@ pub fn is_custom_setting_name(name: &str) -> bool {
 
 /// True for settings that last one transaction only (`SET TRANSACTION …`):
 /// nothing of them is session state to carry to another server session.
-pub fn is_transaction_scoped(name: &str) -> bool {
+pub(crate) fn is_transaction_scoped(name: &str) -> bool {
     matches!(name, "transaction_isolation" | "transaction_read_only" | "transaction_deferrable")
 }
 
@@ -45,7 +46,7 @@ pub fn is_transaction_scoped(name: &str) -> bool {
 /// client left on a server session is reset before pgtenant installs
 /// another tenant's context there: a read-only default, a timeout, a
 /// plpgsql option or `row_security` could make that exchange fail.
-pub fn leaves_own_exchanges_alone(name: &str) -> bool {
+pub(crate) fn leaves_own_exchanges_alone(name: &str) -> bool {
     matches!(
         name,
         "application_name"
@@ -60,14 +61,14 @@ pub fn leaves_own_exchanges_alone(name: &str) -> bool {
 }
 
 /// True for the settings that change how the server reads statement text.
-pub fn is_lexical(name: &str) -> bool {
+pub(crate) fn is_lexical(name: &str) -> bool {
     matches!(name, "standard_conforming_strings" | "client_encoding")
 }
 
 /// Refuses a value of a lexical setting under which the server would read
 /// statement text differently from the guard. `name` is lower case; other
 /// settings pass.
-pub fn check_value(name: &str, value: &str) -> Result<(), ClientError> {
+pub(crate) fn check_value(name: &str, value: &str) -> Result<(), ClientError> {
     if lexing_is_safe(name, value) {
         return Ok(());
     }
@@ -88,7 +89,7 @@ pub fn check_value(name: &str, value: &str) -> Result<(), ClientError> {
 /// False when a server session in this state would read statement text
 /// differently from the guard (also used on the ParameterStatus the server
 /// reports, whatever changed it).
-pub fn lexing_is_safe(name: &str, value: &str) -> bool {
+pub(crate) fn lexing_is_safe(name: &str, value: &str) -> bool {
     match name {
         "standard_conforming_strings" => is_true(value),
         "client_encoding" => ascii_transparent_encoding(value),
@@ -130,7 +131,7 @@ fn ascii_transparent_encoding(value: &str) -> bool {
 
 /// Whether `name` has the form of a schema, database or role pgtenant made
 /// for a schema or database tenant (`pgt_<32 hex>`, `_ro` for its readonly role).
-pub fn is_tenant_object_name(name: &str) -> bool {
+pub(crate) fn is_tenant_object_name(name: &str) -> bool {
     let Some(hex) = name.strip_prefix("pgt_") else { return false };
     let hex = hex.strip_suffix("_ro").unwrap_or(hex);
     hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -139,7 +140,7 @@ pub fn is_tenant_object_name(name: &str) -> bool {
 /// The first schema of a `search_path` value (in `set_config()` form) that
 /// belongs to a tenant other than `own`: a session may name its own
 /// tenant's schema and any ordinary one, never another tenant's.
-pub fn foreign_tenant_schema(search_path: &str, own: Option<&str>) -> Option<String> {
+pub(crate) fn foreign_tenant_schema(search_path: &str, own: Option<&str>) -> Option<String> {
     search_path_entries(search_path)
         .into_iter()
         .find(|schema| is_tenant_object_name(schema) && Some(schema.as_str()) != own)

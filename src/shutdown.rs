@@ -4,28 +4,28 @@
 use tokio::sync::watch;
 
 /// Fires the stop flag (held by the server).
-pub struct Trigger(watch::Sender<bool>);
+pub(crate) struct Trigger(watch::Sender<bool>);
 
 /// A task's view of the stop flag.
 #[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub(crate) struct Shutdown(watch::Receiver<bool>);
 
 /// A fresh, unfired flag.
-pub fn channel() -> (Trigger, Shutdown) {
+pub(crate) fn channel() -> (Trigger, Shutdown) {
     let (sender, receiver) = watch::channel(false);
     (Trigger(sender), Shutdown(receiver))
 }
 
 impl Trigger {
     /// Tells every task to stop.
-    pub fn fire(&self) {
+    pub(crate) fn fire(&self) {
         let _ = self.0.send(true);
     }
 }
 
 impl Shutdown {
     /// Resolves once the flag is fired (or its trigger is gone).
-    pub async fn requested(&mut self) {
+    pub(crate) async fn requested(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 }

@@ -14,16 +14,16 @@ use super::AdminState;
 
 /// The admin token, kept as a digest so that comparisons take the same time
 /// whatever the length or content of what a caller presents.
-pub struct AdminToken([u8; 32]);
+pub(crate) struct AdminToken([u8; 32]);
 
 impl AdminToken {
     /// Keeps `token`'s digest.
-    pub fn new(token: &str) -> AdminToken {
+    pub(crate) fn new(token: &str) -> AdminToken {
         AdminToken(Sha256::digest(token.as_bytes()).into())
     }
 
     /// Whether `presented` is the token.
-    pub fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         digest.ct_eq(&self.0).into()
     }
@@ -31,7 +31,7 @@ impl AdminToken {
 
 /// Lets the request through only with `Authorization: Bearer <admin.token>`.
 /// The token is accepted in that header only: never in the query string.
-pub async fn require_token(State(admin): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(State(admin): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     let presented = request.headers().get(AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer_token);
     match presented {
         Some(token) if admin.token.matches(token) => next.run(request).await,

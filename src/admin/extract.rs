@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::problem::Problem;
 
 /// A JSON body (`Content-Type: application/json`).
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
@@ -50,7 +50,7 @@ fn json_problem(rejection: &JsonRejection) -> Problem {
 }
 
 /// Path parameters.
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for ApiPath<T>
 where
@@ -72,7 +72,7 @@ fn path_problem(rejection: &PathRejection) -> Problem {
 }
 
 /// Query-string parameters.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for ApiQuery<T>
 where
@@ -95,7 +95,7 @@ fn query_problem(rejection: &QueryRejection) -> Problem {
 
 /// For PATCH fields where `null` means something (clear it) and absence means
 /// leave it: absent → `None`, null → `Some(None)`.
-pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de>,

@@ -21,7 +21,7 @@ use crate::tenancy::Access;
 /// 200 while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "The process runs", body = String, content_type = "text/plain")))]
-pub async fn healthz() -> &'static str {
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
@@ -31,7 +31,7 @@ pub async fn healthz() -> &'static str {
         (status = 200, description = "Ready", body = String, content_type = "text/plain"),
         (status = 503, description = "The control database or an upstream is unreachable", body = String, content_type = "text/plain"),
     ))]
-pub async fn readyz(State(admin): State<Arc<AdminState>>) -> (StatusCode, String) {
+pub(crate) async fn readyz(State(admin): State<Arc<AdminState>>) -> (StatusCode, String) {
     if let Err(e) = admin.proxy.catalog.ping().await {
         tracing::warn!(error = %e, "not ready: catalog");
         return (StatusCode::SERVICE_UNAVAILABLE, "catalog unreachable\n".into());
@@ -71,7 +71,7 @@ async fn reachable(address: &UpstreamAddress) -> std::io::Result<()> {
 /// Prometheus text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
-pub async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
+pub(crate) async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
     let Some(handle) = &admin.metrics else {
         return (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n").into_response();
     };

@@ -18,7 +18,7 @@ use crate::tenancy::Access;
 /// Body of `POST /v1/tenants/{tenant}/logins`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateLogin {
+pub(crate) struct CreateLogin {
     /// `[a-z0-9_][a-z0-9_.-]{0,62}`, unique across tenants.
     #[schema(example = "hk_teller")]
     pub username: String,
@@ -33,7 +33,7 @@ pub struct CreateLogin {
 /// Body of `PATCH /v1/logins/{username}`; absent fields stay as they are.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateLogin {
+pub(crate) struct UpdateLogin {
     /// A new password (at least 12 characters).
     #[serde(default)]
     pub password: Option<String>,
@@ -57,7 +57,7 @@ pub struct UpdateLogin {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or unknown field, short password", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create(
+pub(crate) async fn create(
     State(admin): State<Arc<AdminState>>,
     ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<CreateLogin>,
@@ -77,7 +77,7 @@ pub async fn create(
         (status = 200, description = "The tenant's logins by username", body = Vec<Login>),
         (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list(
+pub(crate) async fn list(
     State(admin): State<Arc<AdminState>>,
     ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<Vec<Login>>, Problem> {
@@ -91,7 +91,7 @@ pub async fn list(
         (status = 200, description = "The login", body = Login),
         (status = 404, description = "Unknown login", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get(
+pub(crate) async fn get(
     State(admin): State<Arc<AdminState>>,
     ApiPath(username): ApiPath<String>,
 ) -> Result<Json<Login>, Problem> {
@@ -108,7 +108,7 @@ pub async fn get(
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or unknown field, short password", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn update(
+pub(crate) async fn update(
     State(admin): State<Arc<AdminState>>,
     ApiPath(username): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateLogin>,
@@ -133,7 +133,7 @@ pub async fn update(
         (status = 204, description = "Deleted"),
         (status = 404, description = "Unknown login", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(admin): State<Arc<AdminState>>,
     ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, Problem> {

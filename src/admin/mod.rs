@@ -21,19 +21,17 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-pub use auth::AdminToken;
-pub use openapi::ApiDoc;
-pub use problem::Problem;
-pub use sessions::rfc3339;
+pub(crate) use auth::AdminToken;
+pub(crate) use problem::Problem;
 
 use crate::proxy::ProxyState;
 use crate::tenancy::catalog::Catalog;
 
 /// Largest request body the sidecar reads; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the sidecar's handlers share.
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The proxy's state: catalog and session registry.
     pub proxy: Arc<ProxyState>,
     token: AdminToken,
@@ -47,7 +45,7 @@ impl AdminState {
 }
 
 /// The sidecar's routes; `/v1` requires `Authorization: Bearer <token>`.
-pub fn router(proxy: Arc<ProxyState>, token: &str) -> Router {
+pub(crate) fn router(proxy: Arc<ProxyState>, token: &str) -> Router {
     let state = Arc::new(AdminState { proxy, token: AdminToken::new(token), metrics: crate::metrics::install() });
     let v1 = Router::new()
         .route("/tenants", get(tenants::list).post(tenants::create))

@@ -32,7 +32,7 @@ use super::{health, logins, sessions, tenants};
     )),
     modifiers(&V1Security),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// Adds the bearer scheme, and the 401 and 503 every `/v1` route can answer.
 struct V1Security;
@@ -68,7 +68,7 @@ impl Modify for V1Security {
 }
 
 /// Serves the document, rendered once.
-pub async fn serve() -> impl IntoResponse {
+pub(crate) async fn serve() -> impl IntoResponse {
     static JSON: OnceLock<String> = OnceLock::new();
     let body = JSON.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default());
     ([(header::CONTENT_TYPE, "application/json")], body.as_str())

@@ -8,7 +8,7 @@ use crate::tenancy::store::StoreError;
 
 /// An error reply, `application/problem+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// A URI naming the kind of problem.
     #[serde(rename = "type")]
     #[schema(example = "urn:pgtenant:problem:conflict")]
@@ -27,18 +27,18 @@ pub struct Problem {
 }
 
 /// The media type of problem details.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 impl Problem {
     /// A problem of `status`, its kind named after the status.
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
         let title = status.canonical_reason().unwrap_or("Error").to_owned();
         let kind = format!("urn:pgtenant:problem:{}", title.to_ascii_lowercase().replace([' ', '-'], "-"));
         Problem { kind, title, status: status.as_u16(), detail: detail.into(), extra_headers: Vec::new() }
     }
 
     /// 401 with the challenge RFC 6750 asks for.
-    pub fn unauthorized() -> Problem {
+    pub(crate) fn unauthorized() -> Problem {
         let mut problem =
             Problem::new(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer <admin.token>` header is required");
         problem.extra_headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"pgtenant\"")));
@@ -46,12 +46,12 @@ impl Problem {
     }
 
     /// 404 for a path no route serves.
-    pub fn no_route() -> Problem {
+    pub(crate) fn no_route() -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "no such route")
     }
 
     /// 405 for a route that does not take this method.
-    pub fn wrong_method() -> Problem {
+    pub(crate) fn wrong_method() -> Problem {
         Problem::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take this method")
     }
 }

@@ -18,7 +18,7 @@ use crate::upstream::pool::PoolFigures;
 
 /// One open client session of this process.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Session {
+pub(crate) struct Session {
     /// The session's id (the process id its client was given).
     pub id: i32,
     pub username: String,
@@ -51,7 +51,7 @@ impl From<SessionSnapshot> for Session {
 /// List this process's open client sessions.
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
     responses((status = 200, description = "Open sessions by id", body = Vec<Session>)))]
-pub async fn list(State(admin): State<Arc<AdminState>>) -> Json<Vec<Session>> {
+pub(crate) async fn list(State(admin): State<Arc<AdminState>>) -> Json<Vec<Session>> {
     Json(admin.proxy.sessions.list().into_iter().map(Session::from).collect())
 }
 
@@ -63,7 +63,10 @@ pub async fn list(State(admin): State<Arc<AdminState>>) -> Json<Vec<Session>> {
         (status = 400, description = "Not a session id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such open session", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn end(State(admin): State<Arc<AdminState>>, ApiPath(id): ApiPath<i32>) -> Result<StatusCode, Problem> {
+pub(crate) async fn end(
+    State(admin): State<Arc<AdminState>>,
+    ApiPath(id): ApiPath<i32>,
+) -> Result<StatusCode, Problem> {
     let reason = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to administrator command");
     if admin.proxy.sessions.terminate(id, reason) {
         Ok(StatusCode::NO_CONTENT)
@@ -74,7 +77,7 @@ pub async fn end(State(admin): State<Arc<AdminState>>, ApiPath(id): ApiPath<i32>
 
 /// The server connections of one upstream role.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Pool {
+pub(crate) struct Pool {
     /// The upstream server (`default`: `[upstream]`).
     #[schema(example = "default")]
     pub upstream: String,
@@ -97,7 +100,7 @@ pub struct Pool {
 /// Upstream server connections per role, from the pools.
 #[utoipa::path(get, path = "/v1/pools", tag = "sessions",
     responses((status = 200, description = "One entry per configured upstream role", body = Vec<Pool>)))]
-pub async fn pools(State(admin): State<Arc<AdminState>>) -> Json<Vec<Pool>> {
+pub(crate) async fn pools(State(admin): State<Arc<AdminState>>) -> Json<Vec<Pool>> {
     let mode = match admin.proxy.pool_mode {
         crate::config::PoolMode::Session => "session",
         crate::config::PoolMode::Transaction => "transaction",
@@ -119,7 +122,7 @@ pub async fn pools(State(admin): State<Arc<AdminState>>) -> Json<Vec<Pool>> {
 }
 
 /// RFC 3339 in UTC with microseconds, without a date library.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);

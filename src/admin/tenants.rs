@@ -18,7 +18,7 @@ use crate::tenancy::Isolation;
 /// Body of `POST /v1/tenants`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateTenant {
+pub(crate) struct CreateTenant {
     /// `[a-z0-9][a-z0-9-]{0,62}`, unique.
     #[schema(example = "hsbc-hk")]
     pub slug: String,
@@ -45,7 +45,7 @@ pub struct CreateTenant {
 /// Body of `PATCH /v1/tenants/{tenant}`; absent fields stay as they are.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateTenant {
+pub(crate) struct UpdateTenant {
     /// A new display name.
     #[serde(default)]
     pub name: Option<String>,
@@ -67,7 +67,7 @@ pub struct UpdateTenant {
 /// Query of `DELETE /v1/tenants/{tenant}`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct DeleteTenant {
+pub(crate) struct DeleteTenant {
     /// Schema and database tenants: also drop the schema or database (default: keep it, with its roles
     /// unable to log in).
     #[serde(default)]
@@ -77,7 +77,7 @@ pub struct DeleteTenant {
 /// Query of `GET /v1/tenants`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ListTenants {
+pub(crate) struct ListTenants {
     /// Only the children of this tenant (slug or id).
     pub parent: Option<String>,
 }
@@ -95,7 +95,7 @@ pub struct ListTenants {
         (status = 502, description = "The upstream refused provisioning (a migration failed: the file and the server's error are named); the tenant is kept as provisioning_failed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The tenant's upstream is unreachable; the tenant is kept as provisioning_failed", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create(
+pub(crate) async fn create(
     State(admin): State<Arc<AdminState>>,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Tenant>), Problem> {
@@ -162,7 +162,7 @@ async fn provision(admin: &AdminState, tenant: Tenant) -> Result<Tenant, Problem
         (status = 502, description = "The upstream refused provisioning again", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The tenant's upstream is unreachable", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn reprovision(
+pub(crate) async fn reprovision(
     State(admin): State<Arc<AdminState>>,
     ApiPath(key): ApiPath<String>,
 ) -> Result<Json<Tenant>, Problem> {
@@ -177,7 +177,7 @@ pub async fn reprovision(
         (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown parent", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list(
+pub(crate) async fn list(
     State(admin): State<Arc<AdminState>>,
     ApiQuery(query): ApiQuery<ListTenants>,
 ) -> Result<Json<Vec<Tenant>>, Problem> {
@@ -191,7 +191,10 @@ pub async fn list(
         (status = 200, description = "The tenant", body = Tenant),
         (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get(State(admin): State<Arc<AdminState>>, ApiPath(key): ApiPath<String>) -> Result<Json<Tenant>, Problem> {
+pub(crate) async fn get(
+    State(admin): State<Arc<AdminState>>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<Tenant>, Problem> {
     Ok(Json(admin.catalog().get_tenant(&key).await?))
 }
 
@@ -206,7 +209,7 @@ pub async fn get(State(admin): State<Arc<AdminState>>, ApiPath(key): ApiPath<Str
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or unknown field, unknown parent", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn update(
+pub(crate) async fn update(
     State(admin): State<Arc<AdminState>>,
     ApiPath(key): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateTenant>,
@@ -261,7 +264,7 @@ pub async fn update(
         (status = 409, description = "The tenant has child tenants", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The upstream refused to disable or drop the tenant's objects; the tenant is deleted from the catalog", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(admin): State<Arc<AdminState>>,
     ApiPath(key): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeleteTenant>,

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 /// The superuser of the private cluster.
 pub const SUPERUSER: &str = "postgres";
 /// The port number in the socket file name (the cluster listens on no TCP port).
-pub const SOCKET_PORT: u16 = 5432;
+pub(crate) const SOCKET_PORT: u16 = 5432;
 
 /// A running private PostgreSQL, reachable on a Unix socket.
 pub struct Cluster {
@@ -143,7 +143,7 @@ impl Cluster {
     }
 
     /// Stops the server and removes a temporary directory; waits until done.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut guardian) = self.guardian.take() {
             if let Some(mut stdin) = guardian.stdin.take() {
                 let _ = stdin.flush();
@@ -189,7 +189,7 @@ pub struct TcpTls<'a> {
 }
 
 /// `initdb` on PATH, else the newest `/usr/lib/postgresql/*/bin`.
-pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {

@@ -19,9 +19,9 @@ use crate::tenancy::{Access, Isolation};
 use cluster::{Cluster, SUPERUSER};
 
 /// The database the demo lives in and the proxy serves.
-pub const DATABASE: &str = "app";
+pub(crate) const DATABASE: &str = "app";
 /// Owner of the catalog and of the demo tables.
-pub const OWNER_ROLE: &str = "pgtenant_owner";
+pub(crate) const OWNER_ROLE: &str = "pgtenant_owner";
 /// Login role of readwrite tenant sessions.
 pub const APP_ROLE: &str = "pgtenant_app";
 /// Login role of readonly tenant sessions.
@@ -36,7 +36,7 @@ pub const DEMO_LOGINS: &[(&str, &str, Access)] = &[
 ];
 
 /// A demo tenant with a database or a schema of its own.
-pub struct DemoIsolatedTenant {
+pub(crate) struct DemoIsolatedTenant {
     pub slug: &'static str,
     pub name: &'static str,
     pub isolation: Isolation,
@@ -46,7 +46,7 @@ pub struct DemoIsolatedTenant {
 }
 
 /// The demo's tenants of the other two isolation models.
-pub const DEMO_ISOLATED_TENANTS: &[DemoIsolatedTenant] = &[
+pub(crate) const DEMO_ISOLATED_TENANTS: &[DemoIsolatedTenant] = &[
     DemoIsolatedTenant {
         slug: "monzo",
         name: "Monzo Bank",
@@ -138,7 +138,7 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
 }
 
 /// A random alphanumeric string (safe in URLs and shells).
-pub fn random_secret(len: usize) -> String {
+pub(crate) fn random_secret(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), len)
 }
 

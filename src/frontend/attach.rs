@@ -23,7 +23,7 @@ use crate::upstream::server_session::{ServerSession, SettingExchange};
 use crate::upstream::settings::Settings;
 
 /// One client's claim on the pool.
-pub struct Attachment {
+pub(crate) struct Attachment {
     pool: Pool,
     pub mode: PoolMode,
     context: TenantContext,
@@ -63,7 +63,7 @@ pub enum OwnExchange {
 }
 
 /// A checked-out server session and what must run on it first.
-pub struct Attached {
+pub(crate) struct Attached {
     pub lease: Lease,
     /// Pipelined exchanges to send before the client's bytes.
     pub prefix: BytesMut,
@@ -73,7 +73,7 @@ pub struct Attached {
 
 impl Attachment {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         pool: Pool,
         mode: PoolMode,
         tenant_cap: usize,
@@ -100,7 +100,7 @@ impl Attachment {
     }
 
     /// Checks a server session out for this client.
-    pub async fn acquire(&mut self) -> Result<Attached, ClientError> {
+    pub(crate) async fn acquire(&mut self) -> Result<Attached, ClientError> {
         let mut lease = self.pool.checkout(&self.context.tenant_id, self.client_id, self.tenant_cap).await.map_err(
             |e| match e {
                 PoolError::Timeout(waited) => ClientError::fatal(
@@ -135,7 +135,7 @@ impl Attachment {
     /// Checks a server session out and runs the prefix to completion, so that a
     /// bad startup setting or a context failure ends the login as PostgreSQL
     /// would. Used once, at login.
-    pub async fn acquire_ready(&mut self) -> Result<Lease, ClientError> {
+    pub(crate) async fn acquire_ready(&mut self) -> Result<Lease, ClientError> {
         let Attached { mut lease, prefix, exchanges } = self.acquire().await?;
         if exchanges.is_empty() {
             return Ok(lease);
@@ -177,7 +177,7 @@ impl Attachment {
     /// / DISCARD ALL (`settings_wiped`: every setting is back to its startup
     /// value), RESET of a startup setting, DISCARD SEQUENCES.
     /// `in_client_transaction`: the client's transaction block is open.
-    pub fn context_exchange(
+    pub(crate) fn context_exchange(
         &mut self,
         lease: &mut Lease,
         settings_wiped: bool,
@@ -257,7 +257,7 @@ impl Attachment {
     /// `lease`: they become the client's settings, applied there already.
     /// True when a RESET named a setting of the startup packet, whose value
     /// pgtenant must now put back (the server reset it to its own default).
-    pub fn note_setting_changes(&mut self, lease: &mut Lease, changes: Vec<(String, Option<String>)>) -> bool {
+    pub(crate) fn note_setting_changes(&mut self, lease: &mut Lease, changes: Vec<(String, Option<String>)>) -> bool {
         lease.session().note_client_settings(&changes);
         let mut restore = false;
         for (name, value) in changes {
@@ -281,14 +281,14 @@ impl Attachment {
     }
 
     /// The client reset all its settings: their startup values from now on.
-    pub fn reset_settings(&mut self) {
+    pub(crate) fn reset_settings(&mut self) {
         self.settings = self.startup_settings.clone();
     }
 
     /// Hands the server session back. `clean_idle`: it is idle with nothing in
     /// flight; otherwise it is closed. `client_settings_wiped`: the client
     /// reset its settings on it (RESET ALL / DISCARD ALL).
-    pub fn release(&mut self, mut lease: Lease, clean_idle: bool, client_settings_wiped: bool) {
+    pub(crate) fn release(&mut self, mut lease: Lease, clean_idle: bool, client_settings_wiped: bool) {
         self.cancel.set_target(None);
         let session = lease.session();
         if self.mode == PoolMode::Session || self.pinned {
@@ -317,7 +317,7 @@ enum Exchange {
 
 /// The client-facing error for a failure of pgtenant's own exchange: the
 /// server's words are about the client's settings or about the context.
-pub fn own_exchange_error(body: &[u8]) -> ClientError {
+pub(crate) fn own_exchange_error(body: &[u8]) -> ClientError {
     let fields = parse_error_fields(body);
     tracing::warn!(code = %fields.code, message = %fields.message, "session setup on the server failed");
     let code = sqlstate::of_setup_failure(&fields.code).unwrap_or(sqlstate::CONNECTION_FAILURE);

@@ -32,7 +32,7 @@ use crate::upstream::pool::Lease;
 use crate::upstream::settings::{self, Settings};
 
 /// Serves one accepted client connection until it ends.
-pub async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+pub(crate) async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
     let _open = crate::metrics::ClientConnectionGauge::open();
     let _ = socket.set_nodelay(true);
     let deadline = Instant::now() + state.startup_timeout;

@@ -14,7 +14,7 @@ use crate::error::{sqlstate, ClientError};
 use crate::proxy::ProxyState;
 
 /// Accepts clients until `shutdown` turns true.
-pub async fn run(listener: TcpListener, state: Arc<ProxyState>, max_clients: usize, mut shutdown: Shutdown) {
+pub(crate) async fn run(listener: TcpListener, state: Arc<ProxyState>, max_clients: usize, mut shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(max_clients));
     loop {
         let accepted = tokio::select! {

@@ -17,7 +17,7 @@ use crate::protocol::frame::HEADER_LEN;
 const MAX_PENDING_DENIALS: usize = 64;
 
 /// One session's refusals waiting for their markers' errors.
-pub struct Markers {
+pub(crate) struct Markers {
     /// Per-process random prefix of marker identifiers.
     prefix: String,
     next: u64,
@@ -25,19 +25,19 @@ pub struct Markers {
 }
 
 impl Markers {
-    pub fn new(prefix: String) -> Markers {
+    pub(crate) fn new(prefix: String) -> Markers {
         Markers { prefix, next: 1, pending: VecDeque::new() }
     }
 
     /// Sends a marker query in place of a refused Query or FunctionCall.
-    pub fn query(&mut self, denial: ClientError, to_server: &mut BytesMut) {
+    pub(crate) fn query(&mut self, denial: ClientError, to_server: &mut BytesMut) {
         let marker = self.push(denial);
         write_message(to_server, b'Q', |b| put_cstr(b, &format!("SELECT {marker}")));
     }
 
     /// Sends a Bind of a statement that does not exist, named by a marker, in
     /// place of a refused Bind: the server fails it at the same place.
-    pub fn bind(&mut self, denial: ClientError, to_server: &mut BytesMut) {
+    pub(crate) fn bind(&mut self, denial: ClientError, to_server: &mut BytesMut) {
         let marker = self.push(denial);
         write_message(to_server, b'B', |b| {
             put_cstr(b, "");
@@ -49,7 +49,7 @@ impl Markers {
     }
 
     /// Sends a Parse of a marker statement in place of a refused Parse.
-    pub fn parse(&mut self, name: &str, denial: ClientError, to_server: &mut BytesMut) {
+    pub(crate) fn parse(&mut self, name: &str, denial: ClientError, to_server: &mut BytesMut) {
         let marker = self.push(denial);
         write_message(to_server, b'P', |b| {
             put_cstr(b, name);
@@ -70,13 +70,13 @@ impl Markers {
     }
 
     /// True while a refusal waits for its marker's error.
-    pub fn pending(&self) -> bool {
+    pub(crate) fn pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// pgtenant's refusal in place of the server's error for a marker;
     /// `None` for any other error.
-    pub fn server_error(&mut self, frame: &[u8]) -> Option<BytesMut> {
+    pub(crate) fn server_error(&mut self, frame: &[u8]) -> Option<BytesMut> {
         let fields = parse_error_fields(frame.get(HEADER_LEN..)?);
         let at = fields.message.find(&self.prefix)?;
         let digits: String =

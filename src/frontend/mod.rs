@@ -3,14 +3,14 @@
 
 pub mod attach;
 pub mod auth;
-pub mod bind_effects;
-pub mod client;
-pub mod listener;
-pub mod markers;
+pub(crate) mod bind_effects;
+pub(crate) mod client;
+pub(crate) mod listener;
+pub(crate) mod markers;
 pub mod params;
 pub mod policy;
-pub mod relay;
+pub(crate) mod relay;
 pub mod relay_core;
-pub mod request_timer;
-pub mod statements;
-pub mod stream;
+pub(crate) mod request_timer;
+pub(crate) mod statements;
+pub(crate) mod stream;

@@ -67,7 +67,7 @@ fn check_setting(name: &str, value: &str, tenant_setting: &str) -> Result<(), Cl
 
 /// Parses libpq's `options` string: `-c name=value` and `--name=value` words,
 /// with backslash escaping a space, as the PostgreSQL server reads it.
-pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
+pub(crate) fn parse_options(options: &str) -> Result<Vec<(String, String)>, ClientError> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut chars = options.chars();

@@ -97,7 +97,7 @@ impl ClientPolicy {
     }
 
     /// The session's tenant has a schema of its own: its search_path may name it.
-    pub fn own_schema(&mut self, schema: String) {
+    pub(crate) fn own_schema(&mut self, schema: String) {
         self.own_schema = Some(schema);
     }
 
@@ -112,41 +112,41 @@ impl ClientPolicy {
     }
 
     /// True while client messages must wait (a context reset is pending).
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         self.hold
     }
 
     /// Every client message sent so far has been answered: a transaction
     /// boundary where the server session may go back to the pool.
-    pub fn at_rest(&self) -> bool {
+    pub(crate) fn at_rest(&self) -> bool {
         !self.hold && !self.unsynced && self.client_syncs_in_flight == 0 && !self.context_dirty
     }
 
     /// Notes a client message streamed through without inspection.
-    pub fn streamed(&mut self, tag: u8) {
+    pub(crate) fn streamed(&mut self, tag: u8) {
         if matches!(tag, b'B' | b'D' | b'E' | b'C' | b'H') {
             self.unsynced = true;
         }
     }
 
     /// True once the client used a feature that needs a whole server session.
-    pub fn session_state_used(&self) -> bool {
+    pub(crate) fn session_state_used(&self) -> bool {
         self.session_state_used
     }
 
     /// Takes the session-level setting changes the client sent.
-    pub fn take_setting_changes(&mut self) -> Vec<(String, Option<String>)> {
+    pub(crate) fn take_setting_changes(&mut self) -> Vec<(String, Option<String>)> {
         std::mem::take(&mut self.setting_changes)
     }
 
     /// Takes the "client reset its settings" flag.
-    pub fn take_settings_wiped(&mut self) -> bool {
+    pub(crate) fn take_settings_wiped(&mut self) -> bool {
         std::mem::take(&mut self.settings_wiped)
     }
 
     /// The client changed a setting pgtenant cannot replay: its server
     /// session must be reset before anyone uses it again.
-    pub fn take_settings_untracked(&mut self) -> bool {
+    pub(crate) fn take_settings_untracked(&mut self) -> bool {
         std::mem::take(&mut self.settings_untracked)
     }
 
@@ -156,19 +156,19 @@ impl ClientPolicy {
     }
 
     /// True when `tag` is a client message this policy reads whole.
-    pub fn inspects(&self, tag: u8) -> bool {
+    pub(crate) fn inspects(&self, tag: u8) -> bool {
         matches!(tag, b'Q' | b'P' | b'F' | b'S')
             || (self.statements.is_some() && matches!(tag, b'B' | b'D' | b'C'))
             || (tag == b'B' && !self.prepared_effects.is_empty())
     }
 
     /// True when ParseComplete/CloseComplete replies must be read.
-    pub fn tracking_replies(&self) -> bool {
+    pub(crate) fn tracking_replies(&self) -> bool {
         self.statements.as_ref().is_some_and(|s| s.edits.tracking())
     }
 
     /// The edit for one ParseComplete ('1') or CloseComplete ('3').
-    pub fn reply_edit(&mut self, tag: u8) -> Edit {
+    pub(crate) fn reply_edit(&mut self, tag: u8) -> Edit {
         self.statements.as_mut().map_or(Edit::Forward, |s| s.edits.reply(tag))
     }
 
@@ -180,7 +180,7 @@ impl ClientPolicy {
     }
 
     /// A ReadyForQuery arrived (the client's or pgtenant's own).
-    pub fn batch_done(&mut self) {
+    pub(crate) fn batch_done(&mut self) {
         if let Some(s) = self.statements.as_mut() {
             s.edits.batch_done();
         }
@@ -194,7 +194,7 @@ impl ClientPolicy {
 
     /// Applies the policy to one whole client frame, appending what the server
     /// should receive instead to `to_server`.
-    pub fn client_frame(
+    pub(crate) fn client_frame(
         &mut self,
         frame: &[u8],
         to_server: &mut BytesMut,
@@ -477,20 +477,20 @@ impl ClientPolicy {
     }
 
     /// True when server ErrorResponses must be read whole (a marker may answer).
-    pub fn reads_server_errors(&self) -> bool {
+    pub(crate) fn reads_server_errors(&self) -> bool {
         self.markers.pending()
     }
 
     /// Replaces the server's error for a marker with pgtenant's refusal.
     /// `None` means forward the frame unchanged.
-    pub fn server_error(&mut self, frame: &[u8]) -> Option<BytesMut> {
+    pub(crate) fn server_error(&mut self, frame: &[u8]) -> Option<BytesMut> {
         self.markers.server_error(frame)
     }
 
     /// The client's last Query or Parse reset a setting pgtenant must put
     /// back (a startup value): handled like a context reset, before the
     /// client's next statement.
-    pub fn restore_after(&mut self, tag: u8) {
+    pub(crate) fn restore_after(&mut self, tag: u8) {
         if tag == b'Q' {
             self.context_dirty = true;
             self.hold = true;
@@ -501,7 +501,7 @@ impl ClientPolicy {
 
     /// Accounts for one ReadyForQuery answering the client. True when the
     /// context must be sent now because a reset wiped it.
-    pub fn client_ready(&mut self, failed_transaction: bool) -> bool {
+    pub(crate) fn client_ready(&mut self, failed_transaction: bool) -> bool {
         self.client_syncs_in_flight = self.client_syncs_in_flight.saturating_sub(1);
         if !self.hold || self.client_syncs_in_flight > 0 {
             return false;
@@ -518,7 +518,7 @@ impl ClientPolicy {
 
     /// Rewrites a NotificationResponse from the tenant's scoped channel to the
     /// name the client listened on; `None` drops a notification of any other channel.
-    pub fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
+    pub(crate) fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
         let body = frame.get(HEADER_LEN..)?;
         let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
         let (channel, rest) = read_cstr(&body[4..])?;
@@ -554,14 +554,14 @@ fn message_body(frame: &[u8]) -> Result<&[u8], ClientError> {
 
 /// The channel prefix of a tenant: derived by hash, so tenants whose ids share
 /// a prefix still get distinct channels.
-pub fn channel_prefix(tenant_id: &str) -> String {
+pub(crate) fn channel_prefix(tenant_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(tenant_id.as_bytes());
     format!("t{}.", crate::hex::hex(&digest[..6]))
 }
 
 /// The refusal of a search_path that names another tenant's schema.
-pub fn foreign_schema(schema: &str) -> ClientError {
+pub(crate) fn foreign_schema(schema: &str) -> ClientError {
     ClientError::error(
         crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
         format!(

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::attach::{Attached, Attachment, OwnExchange};
 use super::policy::ClientPolicy;
 use super::relay_core::{RelayCore, ServerSide};
-pub use super::relay_core::{RelayEnd, TxnStatus};
+pub(crate) use super::relay_core::{RelayEnd, TxnStatus};
 use super::request_timer::RequestTimer;
 use super::statements::ServerStatements;
 use super::stream::{poll_drain, poll_read_some, ClientStream};
@@ -28,7 +28,7 @@ use crate::upstream::pool::Lease;
 const HIGH_WATER: usize = 256 * 1024;
 
 /// Per-session relay state.
-pub struct Relay<C> {
+pub(crate) struct Relay<C> {
     client: C,
     /// The server session serving the client now; in transaction pooling,
     /// only between the first message of a transaction and its end.
@@ -112,7 +112,7 @@ impl ServerSide for Attachments<'_> {
 impl Relay<ClientStream> {
     /// A relay whose first bytes to each side are already queued; the server
     /// will answer the attachment's own exchanges before the client's.
-    pub fn new(
+    pub(crate) fn new(
         client: ClientStream,
         attached: Attached,
         attachment: Attachment,
@@ -132,7 +132,7 @@ impl Relay<ClientStream> {
     }
 
     /// Cancels a request that keeps the server busy longer than `limit`.
-    pub fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) {
+    pub(crate) fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) {
         self.timer = RequestTimer::new(limit);
     }
 
@@ -174,7 +174,7 @@ impl Relay<ClientStream> {
 
     /// Relays until either side ends; then hands the server session back
     /// (when it is idle and clean) or closes it.
-    pub async fn run(&mut self, session: &mut SessionHandle) -> RelayEnd {
+    pub(crate) async fn run(&mut self, session: &mut SessionHandle) -> RelayEnd {
         let end = self.relay(session).await;
         if matches!(end, RelayEnd::Fatal(_)) {
             // Best effort: let the client read the error before the socket closes.
@@ -232,7 +232,7 @@ impl Relay<ClientStream> {
     }
 
     /// Queues bytes the client sent before the relay started.
-    pub fn push_client_bytes(&mut self, bytes: &[u8]) {
+    pub(crate) fn push_client_bytes(&mut self, bytes: &[u8]) {
         self.core.client_in.extend_from_slice(bytes);
     }
 

@@ -208,7 +208,7 @@ impl RelayCore {
 
     /// The server session is idle and nothing is in flight either way: it may
     /// go back to the pool.
-    pub fn at_rest(&self) -> bool {
+    pub(crate) fn at_rest(&self) -> bool {
         self.status == TxnStatus::Idle
             && self.own_pending.is_empty()
             && self.policy.at_rest()
@@ -219,13 +219,13 @@ impl RelayCore {
     }
 
     /// Everything sent to the server has been answered to the client.
-    pub fn answered(&self) -> bool {
+    pub(crate) fn answered(&self) -> bool {
         self.to_client_ends_ready && self.own_pending.is_empty() && self.server_frame_left == 0 && self.policy.at_rest()
     }
 
     /// Gives back buffer memory between transactions, so that thousands of
     /// idle clients cost little.
-    pub fn shrink_idle_buffers(&mut self) {
+    pub(crate) fn shrink_idle_buffers(&mut self) {
         for buf in [&mut self.client_in, &mut self.server_in, &mut self.to_client, &mut self.to_server] {
             if buf.is_empty() && buf.capacity() > 0 {
                 *buf = BytesMut::new();
@@ -235,7 +235,7 @@ impl RelayCore {
 
     /// A newly attached server session: its own exchanges (`prefix`) go
     /// ahead of what the client queued.
-    pub fn attached(&mut self, mut prefix: BytesMut, exchanges: Vec<OwnExchange>) {
+    pub(crate) fn attached(&mut self, mut prefix: BytesMut, exchanges: Vec<OwnExchange>) {
         prefix.extend_from_slice(&self.to_server);
         self.to_server = prefix;
         self.policy.own_batches_sent(exchanges.len() as u32);
@@ -464,7 +464,7 @@ impl RelayCore {
     }
 
     /// Queues `error` for the client unless a server frame is half-forwarded.
-    pub fn fatal(&mut self, error: ClientError) -> RelayEnd {
+    pub(crate) fn fatal(&mut self, error: ClientError) -> RelayEnd {
         if self.server_frame_left == 0 || self.server_frame_dropped {
             error.encode(&mut self.to_client);
         }
@@ -472,7 +472,7 @@ impl RelayCore {
     }
 
     /// Tells the client why the session ends when the server vanished without a word.
-    pub fn server_closed_notice(&mut self) {
+    pub(crate) fn server_closed_notice(&mut self) {
         let server_said_why = self.last_server_tag == b'E';
         if !server_said_why && (self.server_frame_left == 0 || self.server_frame_dropped) {
             ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection unexpectedly")

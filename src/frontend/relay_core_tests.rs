@@ -205,7 +205,7 @@ fn without_a_server_session_in_transaction_pooling_client_messages_wait_for_one(
 fn terminate_ends_the_relay() {
     let (mut core, mut side) = core();
     let mut bye = BytesMut::new();
-    frontend::terminate(&mut bye);
+    write_message(&mut bye, b'X', |_| {});
     assert!(matches!(client_says(&mut core, &mut side, &bye), Err(RelayEnd::ClientTerminated)));
 }
 

@@ -19,7 +19,7 @@ use crate::protocol::frame::HEADER_LEN;
 use crate::upstream::connect::{send_cancel, CancelTarget};
 
 #[derive(Default)]
-pub struct RequestTimer {
+pub(crate) struct RequestTimer {
     limit: Option<Duration>,
     /// Allocated on first use, then reset for every request.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -34,12 +34,12 @@ pub struct RequestTimer {
 }
 
 impl RequestTimer {
-    pub fn new(limit: Option<Duration>) -> RequestTimer {
+    pub(crate) fn new(limit: Option<Duration>) -> RequestTimer {
         RequestTimer { limit, ..RequestTimer::default() }
     }
 
     /// Starts the clock, unless it runs already or there is no limit.
-    pub fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let Some(limit) = self.limit.filter(|_| !self.armed) else { return };
         let deadline = tokio::time::Instant::now() + limit;
         match self.deadline.as_mut() {
@@ -50,18 +50,18 @@ impl RequestTimer {
     }
 
     /// Neither counting nor waiting for a cancellation: nothing to stop.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         !self.armed && !self.cancelled_request
     }
 
     /// Everything the client sent was answered.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.armed = false;
         self.cancelled_request = false;
     }
 
     /// Ready once the running request is past the limit.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
         match self.deadline.as_mut().filter(|_| self.armed) {
             Some(deadline) => deadline.as_mut().poll(cx).is_ready(),
             None => false,
@@ -69,7 +69,7 @@ impl RequestTimer {
     }
 
     /// Asks the server to cancel what it runs for this client.
-    pub fn cancel(&mut self, target: CancelTarget) {
+    pub(crate) fn cancel(&mut self, target: CancelTarget) {
         self.armed = false;
         self.cancelled_request = true;
         self.cancelled_session = true;
@@ -81,18 +81,18 @@ impl RequestTimer {
     }
 
     /// Whether server errors must be read whole, to find the cancellation.
-    pub fn awaits_cancellation(&self) -> bool {
+    pub(crate) fn awaits_cancellation(&self) -> bool {
         self.cancelled_request
     }
 
     /// Whether the server ErrorResponse `frame` is the cancellation pgtenant asked for.
-    pub fn is_its_cancellation(&self, frame: &[u8]) -> bool {
+    pub(crate) fn is_its_cancellation(&self, frame: &[u8]) -> bool {
         self.cancelled_request
             && frame.get(HEADER_LEN..).is_some_and(|body| parse_error_fields(body).code == sqlstate::QUERY_CANCELED)
     }
 
     /// The error the client gets instead of that cancellation.
-    pub fn timeout_error(&mut self) -> ClientError {
+    pub(crate) fn timeout_error(&mut self) -> ClientError {
         self.cancelled_request = false;
         let limit = self.limit.unwrap_or_default().as_millis();
         ClientError::error(
@@ -105,7 +105,7 @@ impl RequestTimer {
 
     /// Whether the server session held now may go back to the pool; forgets
     /// the cancellation, as that session is being let go.
-    pub fn take_session_reusable(&mut self) -> bool {
+    pub(crate) fn take_session_reusable(&mut self) -> bool {
         !std::mem::take(&mut self.cancelled_session)
     }
 }

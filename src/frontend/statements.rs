@@ -19,14 +19,14 @@ use bytes::{BufMut, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::protocol::backend::{put_cstr, write_message};
-pub use crate::upstream::server_statements::{ServerStatements, SERVER_CACHE_CAPACITY};
+pub(crate) use crate::upstream::server_statements::ServerStatements;
 
 /// A statement name no client uses: closing it is a no-op that still answers CloseComplete.
 const NOOP_NAME: &str = "pgtenant_noop";
 
 /// A client's Parse, remembered by name.
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub server_name: String,
     /// The Parse body after the name: query text (NUL-terminated) and parameter types.
     pub query_and_types: Vec<u8>,
@@ -34,7 +34,7 @@ pub struct Prepared {
 
 impl Prepared {
     /// A statement of the tenant whose [`statement_namespace`] is `namespace`.
-    pub fn new(namespace: &[u8; 32], query_and_types: &[u8]) -> Prepared {
+    pub(crate) fn new(namespace: &[u8; 32], query_and_types: &[u8]) -> Prepared {
         let digest = Sha256::new().chain_update(namespace).chain_update(query_and_types).finalize();
         let name = crate::hex::hex(&digest[..10]);
         Prepared { server_name: format!("pgt_{name}"), query_and_types: query_and_types.to_vec() }
@@ -43,13 +43,13 @@ impl Prepared {
 
 /// The key under which a tenant's server-side statements are named: the
 /// process's random `secret` and the tenant id.
-pub fn statement_namespace(secret: &[u8; 32], tenant_id: &str) -> [u8; 32] {
+pub(crate) fn statement_namespace(secret: &[u8; 32], tenant_id: &str) -> [u8; 32] {
     Sha256::new().chain_update(secret).chain_update(tenant_id.as_bytes()).finalize().into()
 }
 
 /// What to do with one ParseComplete or CloseComplete from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Edit {
+pub(crate) enum Edit {
     Forward,
     Drop,
     /// A no-op Close stood in for a Parse the server session already had.
@@ -58,7 +58,7 @@ pub enum Edit {
 
 /// The expected ParseComplete/CloseComplete replies, in order, per batch.
 #[derive(Debug, Default)]
-pub struct ReplyEdits {
+pub(crate) struct ReplyEdits {
     queue: VecDeque<(u64, u8, Edit)>,
     sent_batches: u64,
     done_batches: u64,
@@ -66,12 +66,12 @@ pub struct ReplyEdits {
 
 impl ReplyEdits {
     /// `n` batch terminators were sent (Sync, Query, FunctionCall).
-    pub fn batches_sent(&mut self, n: u64) {
+    pub(crate) fn batches_sent(&mut self, n: u64) {
         self.sent_batches += n;
     }
 
     /// A ReadyForQuery arrived: expectations of the finished batch are void.
-    pub fn batch_done(&mut self) {
+    pub(crate) fn batch_done(&mut self) {
         self.done_batches += 1;
         let done = self.done_batches;
         while self.queue.front().is_some_and(|(batch, _, _)| *batch < done) {
@@ -84,12 +84,12 @@ impl ReplyEdits {
     }
 
     /// True when replies must be read (anything is expected).
-    pub fn tracking(&self) -> bool {
+    pub(crate) fn tracking(&self) -> bool {
         !self.queue.is_empty()
     }
 
     /// The edit for a reply with `tag` ('1' or '3').
-    pub fn reply(&mut self, tag: u8) -> Edit {
+    pub(crate) fn reply(&mut self, tag: u8) -> Edit {
         while let Some((_, expected, edit)) = self.queue.pop_front() {
             if expected == tag {
                 return edit;
@@ -102,7 +102,7 @@ impl ReplyEdits {
 
 /// The client's named statements and the rewriting of their messages.
 #[derive(Debug)]
-pub struct ClientStatements {
+pub(crate) struct ClientStatements {
     namespace: [u8; 32],
     by_name: HashMap<String, Arc<Prepared>>,
     pub edits: ReplyEdits,
@@ -110,17 +110,23 @@ pub struct ClientStatements {
 
 impl ClientStatements {
     /// The statements of a client whose tenant's [`statement_namespace`] is `namespace`.
-    pub fn new(namespace: [u8; 32]) -> ClientStatements {
+    pub(crate) fn new(namespace: [u8; 32]) -> ClientStatements {
         ClientStatements { namespace, by_name: HashMap::new(), edits: ReplyEdits::default() }
     }
 
     /// The client forgot every statement (DISCARD ALL, DEALLOCATE ALL).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.by_name.clear();
     }
 
     /// A named Parse: remembered; sent to the server only if it lacks it.
-    pub fn parse(&mut self, name: &str, query_and_types: &[u8], server: &mut ServerStatements, out: &mut BytesMut) {
+    pub(crate) fn parse(
+        &mut self,
+        name: &str,
+        query_and_types: &[u8],
+        server: &mut ServerStatements,
+        out: &mut BytesMut,
+    ) {
         let prepared = Arc::new(Prepared::new(&self.namespace, query_and_types));
         self.by_name.insert(name.to_owned(), Arc::clone(&prepared));
         if server.contains(&prepared.server_name) {
@@ -153,7 +159,7 @@ impl ClientStatements {
     }
 
     /// Bind: the statement name rewritten (and the statement prepared first if needed).
-    pub fn bind(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
+    pub(crate) fn bind(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
         let Some((portal, statement, rest)) = split_two_names(&frame[5..]) else { return false };
         if statement.is_empty() {
             return false;
@@ -168,7 +174,7 @@ impl ClientStatements {
     }
 
     /// Describe of a statement: its name rewritten (prepared first if needed).
-    pub fn describe(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
+    pub(crate) fn describe(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
         let body = &frame[5..];
         let Some((&kind, rest)) = body.split_first() else { return false };
         let Some((name, _)) = crate::protocol::frame::read_cstr(rest) else { return false };
@@ -185,7 +191,7 @@ impl ClientStatements {
 
     /// Close of a statement: forgotten by the client; the server-side one stays
     /// cached for others, so a no-op Close answers instead.
-    pub fn close(&mut self, frame: &[u8], out: &mut BytesMut) -> bool {
+    pub(crate) fn close(&mut self, frame: &[u8], out: &mut BytesMut) -> bool {
         let body = &frame[5..];
         let Some((&kind, rest)) = body.split_first() else { return false };
         let Some((name, _)) = crate::protocol::frame::read_cstr(rest) else { return false };
@@ -230,6 +236,7 @@ mod tests {
 
     #[test]
     fn cache_evicts_the_oldest() {
+        use crate::upstream::server_statements::SERVER_CACHE_CAPACITY;
         let mut cache = ServerStatements::default();
         for i in 0..SERVER_CACHE_CAPACITY {
             assert_eq!(cache.insert(&format!("s{i}")), None);

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 /// The byte stream to one client.
-pub enum ClientStream {
+pub(crate) enum ClientStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     /// Transient, while a plain stream is being upgraded to TLS.
@@ -20,13 +20,13 @@ pub enum ClientStream {
 }
 
 impl ClientStream {
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }
 
     /// Ready when a read would not block. TLS may hold decrypted bytes the
     /// socket does not show, so it is always "ready" (the read decides).
-    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             ClientStream::Plain(s) => s.poll_read_ready(cx),
             ClientStream::Tls(_) | ClientStream::Closed => Poll::Ready(Ok(())),
@@ -78,7 +78,7 @@ fn closed() -> io::Error {
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Writes as much of `buf` as the socket takes now.
-pub fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut BytesMut) -> io::Result<()> {
+pub(crate) fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &mut BytesMut) -> io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }
@@ -97,7 +97,7 @@ pub fn poll_drain<W: AsyncWrite + Unpin>(w: &mut W, cx: &mut Context<'_>, buf: &
     }
 }
 
-pub fn poll_read_some<R: AsyncRead + Unpin>(
+pub(crate) fn poll_read_some<R: AsyncRead + Unpin>(
     r: &mut R,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,

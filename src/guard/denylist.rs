@@ -2,7 +2,7 @@
 
 /// Why a name is refused; decides the client's message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Danger {
+pub(crate) enum Danger {
     /// Could change or forge the tenant context.
     Context,
     /// Runs SQL the parser cannot see.
@@ -72,7 +72,7 @@ const RELATIONS: &[&str] = &[
 const POOLED_STATEMENT_VIEWS: &[&str] = &["pg_prepared_statements", "pg_prepared_statement"];
 
 /// The danger of calling `name` (lower case), if any.
-pub fn function_danger(name: &str) -> Option<Danger> {
+pub(crate) fn function_danger(name: &str) -> Option<Danger> {
     // Releasing one's own advisory locks reaches no one (asyncpg's pool does
     // it on every release).
     if name.starts_with("pg_advisory_unlock") {
@@ -93,12 +93,12 @@ pub fn function_danger(name: &str) -> Option<Danger> {
 }
 
 /// True when `name` (lower case) reads the server session's prepared statements.
-pub fn reads_pooled_statements(name: &str) -> bool {
+pub(crate) fn reads_pooled_statements(name: &str) -> bool {
     POOLED_STATEMENT_VIEWS.contains(&name)
 }
 
 /// True when `name` (lower case) is a refused relation.
-pub fn relation_refused(name: &str) -> bool {
+pub(crate) fn relation_refused(name: &str) -> bool {
     RELATIONS.contains(&name)
 }
 

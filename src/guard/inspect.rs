@@ -40,7 +40,7 @@ pub struct Inspection {
     /// session's check that none names another tenant's schema.
     pub search_paths: Vec<String>,
     /// `set_config()` calls whose setting name is a bind parameter, judged at Bind.
-    pub bound_set_configs: Vec<BoundSetConfig>,
+    pub(crate) bound_set_configs: Vec<BoundSetConfig>,
     /// Prepared statements it runs by name (`EXECUTE name`), lower case.
     pub executes: Vec<String>,
     /// It reads the prepared statements of its server session
@@ -366,7 +366,12 @@ fn judge_set_config(
 /// cannot be followed, so the server session is reset. A lexical setting
 /// must get an acceptable value in either scope. Used again at Bind, with
 /// parameters replaced by their values.
-pub fn note_set_config(name: String, value: Arg, scope: Arg, inspection: &mut Inspection) -> Result<(), ClientError> {
+pub(crate) fn note_set_config(
+    name: String,
+    value: Arg,
+    scope: Arg,
+    inspection: &mut Inspection,
+) -> Result<(), ClientError> {
     if name == "search_path" {
         if let Arg::Const(value) = &value {
             inspection.search_paths.push(value.clone());

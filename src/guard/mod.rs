@@ -6,17 +6,17 @@
 //! of work: a token pre-scan (µs) → PostgreSQL's parser only when a risky
 //! token appears → verdict cached by statement text.
 
-pub mod denylist;
+pub(crate) mod denylist;
 pub mod inspect;
 pub mod prescan;
-pub mod set_config;
-pub mod set_statement;
-pub mod syntax_error;
+pub(crate) mod set_config;
+pub(crate) mod set_statement;
+pub(crate) mod syntax_error;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use inspect::{ChannelCommand, ChannelStatement, Inspection};
+pub(crate) use inspect::{ChannelCommand, ChannelStatement, Inspection};
 
 use crate::quote::{quote_ident, quote_literal};
 
@@ -45,12 +45,12 @@ impl Guard {
     }
 
     /// A guard that allows everything (`proxy.statement_guard = false`).
-    pub fn disabled(tenant_setting: &str) -> Guard {
+    pub(crate) fn disabled(tenant_setting: &str) -> Guard {
         Guard { enabled: false, ..Guard::new(tenant_setting) }
     }
 
     /// The tenant setting it protects (lower case).
-    pub fn tenant_setting(&self) -> &str {
+    pub(crate) fn tenant_setting(&self) -> &str {
         &self.tenant_setting
     }
 
@@ -82,7 +82,7 @@ impl Guard {
 
 /// The channel name a tenant's LISTEN/NOTIFY uses on the server: a prefix
 /// derived from the tenant keeps tenants' channels apart in the shared database.
-pub fn scoped_channel(prefix: &str, channel: &str) -> String {
+pub(crate) fn scoped_channel(prefix: &str, channel: &str) -> String {
     format!("{prefix}{channel}")
 }
 

@@ -6,7 +6,7 @@ use pg_query::protobuf::{self, Token};
 
 /// One argument of a set_config() call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Arg {
+pub(crate) enum Arg {
     /// A plain string literal's value.
     Const(String),
     /// `$n` (1-based), possibly with a cast.
@@ -20,7 +20,7 @@ pub enum Arg {
 /// A set_config() with a bind parameter among its arguments: judged when
 /// the statement is bound, with the values then known.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoundSetConfig {
+pub(crate) struct BoundSetConfig {
     pub name: Arg,
     pub value: Arg,
     pub scope: Arg,
@@ -28,7 +28,7 @@ pub struct BoundSetConfig {
 
 /// The call's three arguments; `tokens` starts after its `(`. Arguments it
 /// cannot read, and those after them, are [`Arg::Computed`].
-pub fn arguments(sql: &str, tokens: &[&protobuf::ScanToken]) -> [Arg; 3] {
+pub(crate) fn arguments(sql: &str, tokens: &[&protobuf::ScanToken]) -> [Arg; 3] {
     let mut args = [Arg::Computed, Arg::Computed, Arg::Computed];
     let mut at = 0;
     for (index, slot) in args.iter_mut().enumerate() {
@@ -61,7 +61,7 @@ fn is(token: Option<&&protobuf::ScanToken>, kind: Token) -> bool {
 }
 
 /// The value of a plain `'...'` literal (no E'', U&'' or dollar quoting).
-pub fn plain_string_literal(text: &str) -> Option<String> {
+pub(crate) fn plain_string_literal(text: &str) -> Option<String> {
     let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
     Some(inner.replace("''", "'"))
 }

@@ -33,7 +33,7 @@ extern "C" {
 
 /// The client's error for `sql`, which pg_query failed to parse with
 /// `message`.
-pub fn syntax_error(sql: &str, message: String) -> ClientError {
+pub(crate) fn syntax_error(sql: &str, message: String) -> ClientError {
     let error = ClientError::error("42601", message);
     let Ok(input) = CString::new(sql) else { return error };
     // SAFETY: `input` is a NUL-terminated string that outlives the call; the

@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 /// Writes a tagged message: `tag`, then a length placeholder patched after `body` runs.
-pub fn write_message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+pub(crate) fn write_message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     buf.put_u8(tag);
     let len_at = buf.len();
     buf.put_i32(0);
@@ -13,21 +13,21 @@ pub fn write_message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMu
 }
 
 /// Appends `s` and its NUL terminator.
-pub fn put_cstr(buf: &mut BytesMut, s: &str) {
+pub(crate) fn put_cstr(buf: &mut BytesMut, s: &str) {
     buf.put_slice(s.as_bytes());
     buf.put_u8(0);
 }
 
-pub fn authentication_ok(buf: &mut BytesMut) {
+pub(crate) fn authentication_ok(buf: &mut BytesMut) {
     write_message(buf, b'R', |b| b.put_i32(0));
 }
 
-pub fn authentication_cleartext_password(buf: &mut BytesMut) {
+pub(crate) fn authentication_cleartext_password(buf: &mut BytesMut) {
     write_message(buf, b'R', |b| b.put_i32(3));
 }
 
 /// AuthenticationSASL listing the mechanisms we offer.
-pub fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+pub(crate) fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     write_message(buf, b'R', |b| {
         b.put_i32(10);
         for m in mechanisms {
@@ -37,40 +37,40 @@ pub fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     });
 }
 
-pub fn authentication_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+pub(crate) fn authentication_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
     write_message(buf, b'R', |b| {
         b.put_i32(11);
         b.put_slice(data);
     });
 }
 
-pub fn authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+pub(crate) fn authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
     write_message(buf, b'R', |b| {
         b.put_i32(12);
         b.put_slice(data);
     });
 }
 
-pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+pub(crate) fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     write_message(buf, b'S', |b| {
         put_cstr(b, name);
         put_cstr(b, value);
     });
 }
 
-pub fn backend_key_data(buf: &mut BytesMut, process_id: i32, secret_key: i32) {
+pub(crate) fn backend_key_data(buf: &mut BytesMut, process_id: i32, secret_key: i32) {
     write_message(buf, b'K', |b| {
         b.put_i32(process_id);
         b.put_i32(secret_key);
     });
 }
 
-pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+pub(crate) fn ready_for_query(buf: &mut BytesMut, status: u8) {
     write_message(buf, b'Z', |b| b.put_u8(status));
 }
 
 /// NegotiateProtocolVersion: we speak 3.0 and recognise no `_pq_` options.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
+pub(crate) fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
     write_message(buf, b'v', |b| {
         b.put_i32(0x0003_0000);
         b.put_i32(unrecognized.len() as i32);
@@ -81,12 +81,19 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
 }
 
 /// An ErrorResponse or NoticeResponse with the fields every client shows.
-pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
+#[cfg(test)]
+pub(crate) fn error_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
     error_response_with(buf, severity, code, message, &[]);
 }
 
 /// An ErrorResponse with more fields after the message (`P`, `F`, `L`, `R`, …).
-pub fn error_response_with(buf: &mut BytesMut, severity: &str, code: &str, message: &str, more: &[(u8, String)]) {
+pub(crate) fn error_response_with(
+    buf: &mut BytesMut,
+    severity: &str,
+    code: &str,
+    message: &str,
+    more: &[(u8, String)],
+) {
     write_message(buf, b'E', |b| {
         for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
             b.put_u8(field);
@@ -120,7 +127,7 @@ mod tests {
 }
 
 /// Name and value of a ParameterStatus body.
-pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+pub(crate) fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     let (name, rest) = super::frame::read_cstr(body)?;
     let (value, _) = super::frame::read_cstr(rest)?;
     Some((name, value))
@@ -128,14 +135,14 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
 
 /// The fields of an ErrorResponse or NoticeResponse that pgtenant looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ErrorFields {
+pub(crate) struct ErrorFields {
     pub severity: String,
     pub code: String,
     pub message: String,
 }
 
 /// Decodes the body (after tag and length) of an ErrorResponse.
-pub fn parse_error_fields(mut body: &[u8]) -> ErrorFields {
+pub(crate) fn parse_error_fields(mut body: &[u8]) -> ErrorFields {
     let mut fields = ErrorFields::default();
     while let Some((&kind, rest)) = body.split_first() {
         if kind == 0 {

@@ -2,7 +2,7 @@
 
 /// Bytes in a regular message header: one tag byte and a big-endian i32 length
 /// that counts itself but not the tag.
-pub const HEADER_LEN: usize = 5;
+pub(crate) const HEADER_LEN: usize = 5;
 
 /// The header of one tagged protocol message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub fn peek_header(buf: &[u8], max_frame_len: usize) -> Result<Option<FrameHeade
 }
 
 /// Reads a NUL-terminated string at the start of `buf`; returns it and the rest.
-pub fn read_cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
+pub(crate) fn read_cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
     let end = buf.iter().position(|b| *b == 0)?;
     let text = std::str::from_utf8(&buf[..end]).ok()?;
     Some((text, &buf[end + 1..]))

@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use super::backend::{put_cstr, write_message};
 
 /// Parse of an unnamed statement with untyped parameters.
-pub fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
+pub(crate) fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
     write_message(buf, b'P', |b| {
         put_cstr(b, "");
         put_cstr(b, sql);
@@ -16,7 +16,7 @@ pub fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
 
 /// Bind of the unnamed statement to the unnamed portal, every parameter in
 /// text format (`None`: SQL NULL), results in text format.
-pub fn bind_unnamed(buf: &mut BytesMut, params: &[Option<&str>]) {
+pub(crate) fn bind_unnamed(buf: &mut BytesMut, params: &[Option<&str>]) {
     write_message(buf, b'B', |b| {
         put_cstr(b, "");
         put_cstr(b, "");
@@ -35,23 +35,19 @@ pub fn bind_unnamed(buf: &mut BytesMut, params: &[Option<&str>]) {
     });
 }
 
-pub fn execute_unnamed(buf: &mut BytesMut) {
+pub(crate) fn execute_unnamed(buf: &mut BytesMut) {
     write_message(buf, b'E', |b| {
         put_cstr(b, "");
         b.put_i32(0);
     });
 }
 
-pub fn sync(buf: &mut BytesMut) {
+pub(crate) fn sync(buf: &mut BytesMut) {
     write_message(buf, b'S', |_| {});
 }
 
-pub fn terminate(buf: &mut BytesMut) {
-    write_message(buf, b'X', |_| {});
-}
-
 /// The 16-byte CancelRequest packet.
-pub fn cancel_request(process_id: i32, secret_key: i32) -> [u8; 16] {
+pub(crate) fn cancel_request(process_id: i32, secret_key: i32) -> [u8; 16] {
     let mut p = [0u8; 16];
     p[0..4].copy_from_slice(&16i32.to_be_bytes());
     p[4..8].copy_from_slice(&80_877_102i32.to_be_bytes());

@@ -29,7 +29,7 @@ pub struct StartupMessage {
 
 impl StartupMessage {
     /// The value of parameter `name`, if the client sent it.
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }

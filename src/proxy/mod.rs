@@ -3,8 +3,8 @@
 //! of sessions and cancel keys, client TLS and the login throttle. `server`
 //! builds it; `frontend` and `admin` read it.
 
-pub mod throttle;
-pub mod tls;
+pub(crate) mod throttle;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,12 +30,12 @@ pub struct ProxyState {
     pub session_features: crate::config::SessionFeatures,
     /// The configuration per-tenant limits are read from; SIGHUP replaces it.
     pub limits: std::sync::RwLock<Arc<crate::config::Config>>,
-    pub cancels: Arc<CancelRegistry>,
+    pub(crate) cancels: Arc<CancelRegistry>,
     pub sessions: Arc<SessionRegistry>,
     /// Failure counts per client address, to slow password guessing.
-    pub auth_throttle: throttle::AuthThrottle,
+    pub(crate) auth_throttle: throttle::AuthThrottle,
     /// Client TLS, when `tls.cert` and `tls.key` are set.
-    pub tls: Option<tls::TlsSetup>,
+    pub(crate) tls: Option<tls::TlsSetup>,
     /// The statement guard shared by every session.
     pub guard: Arc<crate::guard::Guard>,
     /// Random per process: names the marker statements that stand in for refused ones.
@@ -45,7 +45,7 @@ pub struct ProxyState {
     /// Key for the decoy verifiers of unknown users; random per process.
     pub decoy_secret: [u8; 32],
     /// Which client sent NOTIFY through which server backend.
-    pub notifiers: Arc<crate::notifiers::Notifiers>,
+    pub(crate) notifiers: Arc<crate::notifiers::Notifiers>,
     /// Key of server-side statement names (transaction pooling), random per
     /// process: no client can compute another tenant's statement names.
     pub statement_secret: [u8; 32],
@@ -53,7 +53,7 @@ pub struct ProxyState {
 
 impl ProxyState {
     /// Pool mode, statement timeout and server-connection cap for a tenant's new session.
-    pub fn limits_for(&self, slug: &str) -> crate::config::TenantLimits {
+    pub(crate) fn limits_for(&self, slug: &str) -> crate::config::TenantLimits {
         // A poisoned lock only means a reload panicked; the config it holds is whole.
         let config = self.limits.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         config.tenant_limits(slug)

@@ -17,13 +17,13 @@ const MAX_ADDRESSES: usize = 100_000;
 
 /// Failure counts per client address.
 #[derive(Default)]
-pub struct AuthThrottle {
+pub(crate) struct AuthThrottle {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl AuthThrottle {
     /// Records a failure; returns how long to wait before answering it.
-    pub fn failure(&self, addr: IpAddr) -> Duration {
+    pub(crate) fn failure(&self, addr: IpAddr) -> Duration {
         self.failure_at(addr, Instant::now())
     }
 
@@ -42,7 +42,7 @@ impl AuthThrottle {
     }
 
     /// Forgets an address's failures after it authenticates.
-    pub fn success(&self, addr: IpAddr) {
+    pub(crate) fn success(&self, addr: IpAddr) {
         self.lock().remove(&addr);
     }
 

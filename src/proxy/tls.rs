@@ -12,10 +12,10 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 /// ALPN protocol name of PostgreSQL (required for direct TLS, PostgreSQL 17+).
-pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+pub(crate) const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
 /// The proxy's TLS setup.
-pub struct TlsSetup {
+pub(crate) struct TlsSetup {
     pub acceptor: TlsAcceptor,
     /// SHA-256 of the server certificate, for channel binding.
     pub end_point_hash: [u8; 32],
@@ -27,7 +27,7 @@ pub struct TlsSetup {
 
 impl TlsSetup {
     /// Loads a PEM certificate chain and private key.
-    pub fn load(cert: &Path, key: &Path, required: bool, cleartext_password: bool) -> anyhow::Result<TlsSetup> {
+    pub(crate) fn load(cert: &Path, key: &Path, required: bool, cleartext_password: bool) -> anyhow::Result<TlsSetup> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .with_context(|| format!("tls.cert: cannot read {}", cert.display()))?
             .collect::<Result<_, _>>()

@@ -24,7 +24,7 @@ pub enum CatalogError {
 
 /// What authentication needs to know about a login.
 #[derive(Debug, Clone)]
-pub struct LoginRecord {
+pub(crate) struct LoginRecord {
     pub username: String,
     /// SCRAM-SHA-256 verifier in PostgreSQL's text form.
     pub verifier: String,
@@ -65,7 +65,7 @@ impl Catalog {
     }
 
     /// Looks a login up by username, with its tenant and the tenant's subtree.
-    pub async fn find_login(&self, username: &str) -> Result<Option<LoginRecord>, CatalogError> {
+    pub(crate) async fn find_login(&self, username: &str) -> Result<Option<LoginRecord>, CatalogError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
@@ -124,7 +124,7 @@ impl Catalog {
     }
 
     /// The key pgtenant signs tenant contexts with (see sql/0002).
-    pub async fn context_key(&self) -> Result<Vec<u8>, CatalogError> {
+    pub(crate) async fn context_key(&self) -> Result<Vec<u8>, CatalogError> {
         let client = self.pool.get().await?;
         let row = client.query_opt("SELECT key FROM pgtenant.context_key WHERE id = 1", &[]).await?;
         row.map(|r| r.get(0))
@@ -133,7 +133,7 @@ impl Catalog {
 
     /// Fails unless every migration this binary knows has been applied: it
     /// calls the SQL functions of the newest one.
-    pub async fn check_migrated(&self) -> Result<(), CatalogError> {
+    pub(crate) async fn check_migrated(&self) -> Result<(), CatalogError> {
         let client = self.pool.get().await?;
         let applied: Option<i32> =
             client.query_one("SELECT max(version) FROM pgtenant.schema_migrations", &[]).await?.get(0);
@@ -153,7 +153,7 @@ impl Catalog {
     }
 
     /// Succeeds when the catalog answers a query.
-    pub async fn ping(&self) -> Result<(), CatalogError> {
+    pub(crate) async fn ping(&self) -> Result<(), CatalogError> {
         let client = self.pool.get().await?;
         client.simple_query("SELECT 1").await?;
         Ok(())

@@ -29,7 +29,7 @@ const SWITCH_CONTEXT_SQL: &str = "SELECT pgtenant.switch_context($1, $2, $3)";
 /// The random secret pgtenant installs on a server session with its first
 /// verified context; later switches on that session present it instead of
 /// being verified again (sql/0004).
-pub type SwitchSecret = [u8; 16];
+pub(crate) type SwitchSecret = [u8; 16];
 
 /// The signed token for `context` on the backend with process id
 /// `backend_pid`, committing to `secret`: its nonce is the first 96 bits of
@@ -45,7 +45,7 @@ pub fn sign_token(key: &[u8], context: &TenantContext, backend_pid: i32, secret:
 
 /// How the server session gets its context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContextChange {
+pub(crate) enum ContextChange {
     /// Verified against the key, installing the session's switching secret.
     Verify,
     /// The session already holds the secret: a switch without verification.
@@ -54,7 +54,7 @@ pub enum ContextChange {
 
 /// How one context goes onto one server session.
 #[derive(Debug, Clone, Copy)]
-pub struct Installation {
+pub(crate) struct Installation {
     pub backend_pid: i32,
     pub secret: SwitchSecret,
     pub change: ContextChange,
@@ -65,7 +65,7 @@ pub struct Installation {
 }
 
 /// Appends the context exchange for `context` to `buf`.
-pub fn encode_set_context(
+pub(crate) fn encode_set_context(
     buf: &mut BytesMut,
     key: &[u8],
     context: &TenantContext,

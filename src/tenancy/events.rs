@@ -19,9 +19,9 @@ use crate::error::{sqlstate, ClientError};
 use crate::sessions::{SessionIdentity, SessionRegistry};
 
 /// The NOTIFY channel of catalog changes.
-pub const CHANNEL: &str = "pgtenant_catalog";
+pub(crate) const CHANNEL: &str = "pgtenant_catalog";
 /// The listener connection's application_name (unless control.url sets one).
-pub const APPLICATION_NAME: &str = "pgtenant catalog listener";
+pub(crate) const APPLICATION_NAME: &str = "pgtenant catalog listener";
 
 /// How long a connect or a re-check may take before the connection is deemed lost.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,7 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Why the listener lost its connection.
 #[derive(Debug, thiserror::Error)]
-pub enum EventsError {
+pub(crate) enum EventsError {
     #[error("control database: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     #[error("control database did not answer in time")]
@@ -45,7 +45,7 @@ pub enum EventsError {
 
 /// Listens for catalog changes until `shutdown` turns true, reconnecting
 /// with backoff; never returns early and never panics.
-pub async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdown: Shutdown) {
+pub(crate) async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdown: Shutdown) {
     let mut backoff = BACKOFF_START;
     loop {
         let outcome = tokio::select! {
@@ -128,7 +128,7 @@ async fn recheck_timed(client: &Client, sessions: &SessionRegistry) -> Result<()
 
 /// Ends every live session the catalog no longer allows as it was
 /// authorised; returns how many.
-pub async fn recheck(client: &Client, sessions: &SessionRegistry) -> Result<usize, tokio_postgres::Error> {
+pub(crate) async fn recheck(client: &Client, sessions: &SessionRegistry) -> Result<usize, tokio_postgres::Error> {
     let live = sessions.list();
     if live.is_empty() {
         return Ok(0);
@@ -184,6 +184,6 @@ fn authorisation(identity: &SessionIdentity) -> (String, String, &'static str, S
 
 /// The FATAL a session gets when the catalog withdraws it, as PostgreSQL's
 /// pg_terminate_backend does (57P01), with the reason.
-pub fn ended_because(reason: &str) -> ClientError {
+pub(crate) fn ended_because(reason: &str) -> ClientError {
     ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, format!("terminating connection: {reason}"))
 }

@@ -12,7 +12,7 @@ use super::Access;
 
 /// A login as the admin API shows it: never its password or verifier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Login {
+pub(crate) struct Login {
     /// Unique across tenants, `[a-z0-9_][a-z0-9_.-]{0,62}`.
     #[schema(example = "hk_teller")]
     pub username: String,
@@ -28,7 +28,7 @@ pub struct Login {
 
 /// Changes to a login; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
-pub struct LoginChanges {
+pub(crate) struct LoginChanges {
     pub password: Option<String>,
     pub access: Option<Access>,
     pub enabled: Option<bool>,
@@ -58,7 +58,7 @@ async fn verifier(password: &str) -> Result<String, StoreError> {
 
 impl Catalog {
     /// Creates a login of the tenant named by `tenant` (id or slug).
-    pub async fn create_login(
+    pub(crate) async fn create_login(
         &self,
         tenant: &str,
         username: &str,
@@ -89,7 +89,7 @@ impl Catalog {
     }
 
     /// The logins of the tenant named by `tenant`, ordered by username.
-    pub async fn list_logins(&self, tenant: &str) -> Result<Vec<Login>, StoreError> {
+    pub(crate) async fn list_logins(&self, tenant: &str) -> Result<Vec<Login>, StoreError> {
         let tenant_id = self.get_tenant(tenant).await?.id;
         let client = self.client().await?;
         let sql = format!("SELECT {COLUMNS} FROM pgtenant.logins WHERE tenant_id = $1::text::uuid ORDER BY username");
@@ -98,7 +98,7 @@ impl Catalog {
     }
 
     /// One login by username.
-    pub async fn get_login(&self, username: &str) -> Result<Login, StoreError> {
+    pub(crate) async fn get_login(&self, username: &str) -> Result<Login, StoreError> {
         let client = self.client().await?;
         let sql = format!("SELECT {COLUMNS} FROM pgtenant.logins WHERE username = $1");
         let row = client.query_opt(&sql, &[&username]).await?;
@@ -106,7 +106,7 @@ impl Catalog {
     }
 
     /// Applies `changes` to a login; a new password gets a new verifier.
-    pub async fn update_login(&self, username: &str, changes: &LoginChanges) -> Result<Login, StoreError> {
+    pub(crate) async fn update_login(&self, username: &str, changes: &LoginChanges) -> Result<Login, StoreError> {
         if let Some(password) = &changes.password {
             validate::password(password)?;
         }
@@ -128,7 +128,7 @@ impl Catalog {
     }
 
     /// Deletes a login.
-    pub async fn delete_login(&self, username: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete_login(&self, username: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         let deleted = client.execute("DELETE FROM pgtenant.logins WHERE username = $1", &[&username]).await?;
         if deleted == 0 {

@@ -3,12 +3,12 @@
 
 pub mod catalog;
 pub mod context;
-pub mod events;
-pub mod logins;
-pub mod provision;
-pub mod store;
+pub(crate) mod events;
+pub(crate) mod logins;
+pub(crate) mod provision;
+pub(crate) mod store;
 pub mod tenants;
-pub mod validate;
+pub(crate) mod validate;
 
 use std::fmt;
 
@@ -21,14 +21,14 @@ pub enum Access {
 }
 
 impl Access {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Access::Readwrite => "readwrite",
             Access::Readonly => "readonly",
         }
     }
 
-    pub fn parse(text: &str) -> Option<Access> {
+    pub(crate) fn parse(text: &str) -> Option<Access> {
         match text {
             "readwrite" => Some(Access::Readwrite),
             "readonly" => Some(Access::Readonly),
@@ -64,7 +64,7 @@ impl Isolation {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Isolation> {
+    pub(crate) fn parse(text: &str) -> Option<Isolation> {
         match text {
             "shared" => Some(Isolation::Shared),
             "schema" => Some(Isolation::Schema),

@@ -32,7 +32,7 @@ use crate::quote::{quote_ident, quote_literal};
 
 /// One versioned tenant migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantMigration {
+pub(crate) struct TenantMigration {
     pub version: i32,
     /// The file name, as errors and logs name it.
     pub file: String,
@@ -42,7 +42,7 @@ pub struct TenantMigration {
 impl TenantMigration {
     /// The migrations of a folder: every `NNNN_name.sql`, by version. Other
     /// files are ignored; two files of one version are an error.
-    pub fn load_folder(folder: &Path) -> Result<Vec<TenantMigration>, String> {
+    pub(crate) fn load_folder(folder: &Path) -> Result<Vec<TenantMigration>, String> {
         let entries = std::fs::read_dir(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
         let mut migrations = Vec::new();
         for entry in entries {
@@ -70,26 +70,26 @@ impl TenantMigration {
 
 /// The upstream objects of a schema or database tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantObjects {
+pub(crate) struct TenantObjects {
     /// Readwrite role; also the name of the tenant's schema or database.
     pub role: String,
     pub readonly_role: String,
 }
 
 impl TenantObjects {
-    pub fn of(tenant_id: &str) -> TenantObjects {
+    pub(crate) fn of(tenant_id: &str) -> TenantObjects {
         let hex: String = tenant_id.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_lowercase();
         let role = format!("pgt_{hex}");
         TenantObjects { readonly_role: format!("{role}_ro"), role }
     }
 
     /// The schema (schema tenants) or database (database tenants).
-    pub fn home(&self) -> &str {
+    pub(crate) fn home(&self) -> &str {
         &self.role
     }
 
     /// The role a login of `access` uses.
-    pub fn role_for(&self, access: super::Access) -> &str {
+    pub(crate) fn role_for(&self, access: super::Access) -> &str {
         match access {
             super::Access::Readwrite => &self.role,
             super::Access::Readonly => &self.readonly_role,
@@ -98,7 +98,7 @@ impl TenantObjects {
 }
 
 /// The password of a tenant role: a keyed hash of its name.
-pub fn role_password(context_key: &[u8], role: &str) -> String {
+pub(crate) fn role_password(context_key: &[u8], role: &str) -> String {
     // Any key length is valid for HMAC.
     let mut mac = Hmac::<Sha256>::new_from_slice(context_key).expect("HMAC takes keys of any length");
     mac.update(b"pgtenant tenant role password\0");
@@ -135,7 +135,7 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    pub fn new(
+    pub(crate) fn new(
         catalog: super::catalog::Catalog,
         placements: Vec<Placement>,
         migrations: Vec<TenantMigration>,
@@ -147,13 +147,8 @@ impl Provisioner {
     }
 
     /// Whether `name` is a configured upstream.
-    pub fn knows_upstream(&self, name: &str) -> bool {
+    pub(crate) fn knows_upstream(&self, name: &str) -> bool {
         self.placements.iter().any(|p| p.name == name)
-    }
-
-    /// The newest tenant migration's version (0: none configured).
-    pub fn newest_version(&self) -> i32 {
-        self.migrations.last().map_or(0, |m| m.version)
     }
 
     /// Makes the tenant's roles and its schema or database, and applies every
@@ -318,7 +313,12 @@ impl Provisioner {
     }
 
     /// Applies the tenant's pending migrations; returns the version reached.
-    pub async fn migrate(&self, tenant_id: &str, isolation: Isolation, upstream: &str) -> Result<i32, ProvisionError> {
+    pub(crate) async fn migrate(
+        &self,
+        tenant_id: &str,
+        isolation: Isolation,
+        upstream: &str,
+    ) -> Result<i32, ProvisionError> {
         let placement = self.placement(upstream)?;
         let objects = TenantObjects::of(tenant_id);
         let refused = |step| move |e: tokio_postgres::Error| refusal(upstream, step, &e);
@@ -403,7 +403,7 @@ impl Provisioner {
     /// Removes a tenant's upstream objects. Without `drop_data` its roles
     /// lose LOGIN and its schema or database stays (adopt it again with a new
     /// tenant of the same id); with it, the schema or database and the roles go.
-    pub async fn remove(
+    pub(crate) async fn remove(
         &self,
         tenant_id: &str,
         isolation: Isolation,

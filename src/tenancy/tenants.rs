@@ -12,7 +12,7 @@ use super::Isolation;
 /// Whether a tenant's logins may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum TenantStatus {
+pub(crate) enum TenantStatus {
     /// Logins connect as usual.
     Active,
     /// New connections are refused (28000) and open sessions end.
@@ -25,7 +25,7 @@ pub enum TenantStatus {
 
 impl TenantStatus {
     /// The catalog's text for this status.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
@@ -60,7 +60,7 @@ pub struct Tenant {
     /// The parent tenant's id; null for a root.
     pub parent_id: Option<String>,
     /// `active`, `suspended`, `provisioning` or `provisioning_failed`.
-    pub status: TenantStatus,
+    pub(crate) status: TenantStatus,
     /// How the tenant's rows are kept apart: `shared` (row-level security in
     /// shared tables), `schema` or `database` (one of its own).
     pub isolation: Isolation,
@@ -94,7 +94,7 @@ pub struct NewTenant {
 
 /// Changes to a tenant; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
-pub struct TenantChanges {
+pub(crate) struct TenantChanges {
     pub name: Option<String>,
     /// `Some(None)` makes the tenant a root.
     pub parent: Option<Option<String>>,
@@ -148,13 +148,8 @@ fn write_error(e: tokio_postgres::Error) -> StoreError {
 }
 
 impl Catalog {
-    /// The id of the tenant named by `key` (its id or its slug), if any.
-    pub async fn tenant_id(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.find_tenant(key).await?.map(|t| t.id))
-    }
-
     /// The tenant named by `key` (its id or its slug), if any.
-    pub async fn find_tenant(&self, key: &str) -> Result<Option<Tenant>, StoreError> {
+    pub(crate) async fn find_tenant(&self, key: &str) -> Result<Option<Tenant>, StoreError> {
         let client = self.client().await?;
         let row = if validate::is_uuid(key) {
             let sql = format!("SELECT {COLUMNS} FROM pgtenant.tenants WHERE id = $1::text::uuid");
@@ -167,12 +162,12 @@ impl Catalog {
     }
 
     /// The tenant named by `key`, or NotFound.
-    pub async fn get_tenant(&self, key: &str) -> Result<Tenant, StoreError> {
+    pub(crate) async fn get_tenant(&self, key: &str) -> Result<Tenant, StoreError> {
         self.find_tenant(key).await?.ok_or_else(|| StoreError::NotFound(format!("no tenant {key:?}")))
     }
 
     /// Tenants ordered by slug; only the children of `parent` when given.
-    pub async fn list_tenants(&self, parent: Option<&str>) -> Result<Vec<Tenant>, StoreError> {
+    pub(crate) async fn list_tenants(&self, parent: Option<&str>) -> Result<Vec<Tenant>, StoreError> {
         let parent_id = match parent {
             Some(key) => Some(self.get_tenant(key).await?.id),
             None => None,
@@ -233,7 +228,7 @@ impl Catalog {
     }
 
     /// Applies `changes` to the tenant named by `key`.
-    pub async fn update_tenant(&self, key: &str, changes: &TenantChanges) -> Result<Tenant, StoreError> {
+    pub(crate) async fn update_tenant(&self, key: &str, changes: &TenantChanges) -> Result<Tenant, StoreError> {
         if let Some(name) = &changes.name {
             validate::name(name)?;
         }
@@ -297,7 +292,7 @@ impl Catalog {
     }
 
     /// Deletes the tenant named by `key` (its logins go with it); returns it as it was.
-    pub async fn delete_tenant(&self, key: &str) -> Result<Tenant, StoreError> {
+    pub(crate) async fn delete_tenant(&self, key: &str) -> Result<Tenant, StoreError> {
         let tenant = self.get_tenant(key).await?;
         let client = self.client().await?;
         let deleted = client
@@ -341,7 +336,7 @@ impl Catalog {
     }
 
     /// Marks a failed tenant as being provisioned again; Conflict unless it failed.
-    pub async fn restart_provisioning(&self, key: &str) -> Result<Tenant, StoreError> {
+    pub(crate) async fn restart_provisioning(&self, key: &str) -> Result<Tenant, StoreError> {
         let tenant = self.get_tenant(key).await?;
         if tenant.status != TenantStatus::ProvisioningFailed {
             return Err(StoreError::Conflict(format!(
@@ -360,7 +355,7 @@ impl Catalog {
     }
 
     /// Schema and database tenants, for `migrate --tenants`.
-    pub async fn isolated_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+    pub(crate) async fn isolated_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {COLUMNS} FROM pgtenant.tenants WHERE isolation <> 'shared' \

@@ -3,11 +3,11 @@
 //! value into a clear 422 that names the field.
 
 /// Shortest password a login may have.
-pub const MIN_PASSWORD_CHARS: usize = 12;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 12;
 /// Longest password accepted (SCRAM hashing cost grows with it).
-pub const MAX_PASSWORD_CHARS: usize = 1024;
+pub(crate) const MAX_PASSWORD_CHARS: usize = 1024;
 /// Longest tenant name.
-pub const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_NAME_CHARS: usize = 200;
 
 /// A field value that breaks its rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,13 +21,13 @@ pub struct Invalid {
 
 impl Invalid {
     /// A problem with `field`.
-    pub fn new(field: &'static str, problem: impl Into<String>) -> Invalid {
+    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Invalid {
         Invalid { field, problem: problem.into() }
     }
 }
 
 /// `[a-z0-9][a-z0-9-]{0,62}`, and not shaped like a uuid (ids and slugs share the URL space).
-pub fn slug(value: &str) -> Result<(), Invalid> {
+pub(crate) fn slug(value: &str) -> Result<(), Invalid> {
     if !matches_name_rule(value, |c| c.is_ascii_lowercase() || c.is_ascii_digit(), b"-") {
         return Err(Invalid::new(
             "slug",
@@ -41,7 +41,7 @@ pub fn slug(value: &str) -> Result<(), Invalid> {
 }
 
 /// `[a-z0-9_][a-z0-9_.-]{0,62}`.
-pub fn username(value: &str) -> Result<(), Invalid> {
+pub(crate) fn username(value: &str) -> Result<(), Invalid> {
     let first = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
     if !matches_name_rule(value, first, b"_.-") {
         return Err(Invalid::new(
@@ -53,7 +53,7 @@ pub fn username(value: &str) -> Result<(), Invalid> {
 }
 
 /// 1 to 200 characters, no control characters, not only spaces.
-pub fn name(value: &str) -> Result<(), Invalid> {
+pub(crate) fn name(value: &str) -> Result<(), Invalid> {
     let chars = value.chars().count();
     if value.trim().is_empty() || chars > MAX_NAME_CHARS {
         return Err(Invalid::new("name", format!("must have 1 to {MAX_NAME_CHARS} characters, not only spaces")));
@@ -65,7 +65,7 @@ pub fn name(value: &str) -> Result<(), Invalid> {
 }
 
 /// At least 12 and at most 1024 characters, no NUL (SCRAM's SASLprep refuses it).
-pub fn password(value: &str) -> Result<(), Invalid> {
+pub(crate) fn password(value: &str) -> Result<(), Invalid> {
     let chars = value.chars().count();
     if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
         return Err(Invalid::new(
@@ -80,7 +80,7 @@ pub fn password(value: &str) -> Result<(), Invalid> {
 }
 
 /// A uuid in its canonical hyphenated text form (either case).
-pub fn is_uuid(value: &str) -> bool {
+pub(crate) fn is_uuid(value: &str) -> bool {
     let bytes = value.as_bytes();
     bytes.len() == 36
         && bytes.iter().enumerate().all(|(i, b)| match i {

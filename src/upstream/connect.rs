@@ -20,7 +20,7 @@ const MAX_STARTUP_REPLY: usize = 1 << 20;
 
 /// Where and as whom pgtenant connects for one kind of session.
 #[derive(Debug, Clone)]
-pub struct UpstreamTarget {
+pub(crate) struct UpstreamTarget {
     pub address: UpstreamAddress,
     pub tls: super::tls::UrlTls,
     pub user: String,
@@ -31,7 +31,7 @@ pub struct UpstreamTarget {
 
 /// A TCP host and port, or a Unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamAddress {
+pub(crate) enum UpstreamAddress {
     Tcp { host: String, port: u16 },
     Unix(PathBuf),
 }
@@ -47,7 +47,7 @@ impl std::fmt::Display for UpstreamAddress {
 
 /// Failure to open a server session.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("invalid upstream URL: {0}")]
     Config(String),
     #[error("cannot reach upstream {address}: {source}")]
@@ -64,7 +64,7 @@ pub enum UpstreamError {
 
 impl UpstreamTarget {
     /// Reads host, port, user, password and database from a `postgres://` URL.
-    pub fn from_url(url: &str, connect_timeout: Duration) -> Result<UpstreamTarget, UpstreamError> {
+    pub(crate) fn from_url(url: &str, connect_timeout: Duration) -> Result<UpstreamTarget, UpstreamError> {
         let (config, tls) = super::tls::postgres_config(url).map_err(UpstreamError::Config)?;
         let user = config.get_user().ok_or_else(|| UpstreamError::Config("no user".into()))?.to_owned();
         let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -89,7 +89,7 @@ impl UpstreamTarget {
     }
 
     /// The same server, as another role and (when given) in another database.
-    pub fn as_role(&self, user: &str, password: &str, database: Option<&str>) -> UpstreamTarget {
+    pub(crate) fn as_role(&self, user: &str, password: &str, database: Option<&str>) -> UpstreamTarget {
         UpstreamTarget {
             user: user.to_owned(),
             password: Some(password.as_bytes().to_vec()),
@@ -147,7 +147,7 @@ impl UpstreamTarget {
 
 /// How to cancel the query running on one server session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CancelTarget {
+pub(crate) struct CancelTarget {
     pub address: UpstreamAddress,
     pub process_id: i32,
     pub secret_key: i32,
@@ -155,7 +155,7 @@ pub struct CancelTarget {
 
 /// An authenticated, idle server session.
 #[derive(Debug)]
-pub struct ServerConnection {
+pub(crate) struct ServerConnection {
     pub stream: ServerStream,
     /// ParameterStatus values the server reported at startup, in order.
     pub parameters: Vec<(String, String)>,
@@ -164,7 +164,10 @@ pub struct ServerConnection {
 
 /// Connects to `target` and logs in, passing `params` (already filtered) in the
 /// startup packet. Returns once the server is ready for queries.
-pub async fn connect(target: &UpstreamTarget, params: &[(String, String)]) -> Result<ServerConnection, UpstreamError> {
+pub(crate) async fn connect(
+    target: &UpstreamTarget,
+    params: &[(String, String)],
+) -> Result<ServerConnection, UpstreamError> {
     tokio::time::timeout(target.connect_timeout, connect_inner(target, params))
         .await
         .map_err(|_| UpstreamError::Timeout(target.address.to_string()))?
@@ -280,7 +283,7 @@ fn protocol(message: &str) -> UpstreamError {
 }
 
 /// Reads one whole message; the outer error is I/O, the inner one protocol.
-pub async fn read_message(
+pub(crate) async fn read_message(
     stream: &mut ServerStream,
     buf: &mut BytesMut,
 ) -> io::Result<Result<(u8, BytesMut), UpstreamError>> {
@@ -301,7 +304,7 @@ pub async fn read_message(
 }
 
 /// Sends a CancelRequest for `target` on a fresh connection.
-pub async fn send_cancel(target: &CancelTarget) -> io::Result<()> {
+pub(crate) async fn send_cancel(target: &CancelTarget) -> io::Result<()> {
     let packet = crate::protocol::frontend::cancel_request(target.process_id, target.secret_key);
     match &target.address {
         UpstreamAddress::Tcp { host, port } => {

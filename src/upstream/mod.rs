@@ -1,16 +1,14 @@
 //! Server connections to the upstream PostgreSQL: connect, authenticate as
 //! the session role, and hand the raw stream to the relay.
 
-pub mod connect;
-pub mod pool;
+pub(crate) mod connect;
+pub(crate) mod pool;
 pub mod role_check;
-pub mod server_session;
-pub mod server_statements;
-pub mod settings;
-pub mod stream;
-pub mod tls;
+pub(crate) mod server_session;
+pub(crate) mod server_statements;
+pub(crate) mod settings;
+pub(crate) mod stream;
+pub(crate) mod tls;
 
-pub use connect::{
-    connect, send_cancel, CancelTarget, ServerConnection, UpstreamAddress, UpstreamError, UpstreamTarget,
-};
-pub use stream::ServerStream;
+pub(crate) use connect::{CancelTarget, UpstreamError, UpstreamTarget};
+pub(crate) use stream::ServerStream;

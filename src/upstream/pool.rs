@@ -20,7 +20,7 @@ use super::server_session::ServerSession;
 
 /// Sizes and timeouts of one pool.
 #[derive(Debug, Clone)]
-pub struct PoolConfig {
+pub(crate) struct PoolConfig {
     /// Server sessions at most (checked out + idle).
     pub max_size: usize,
     /// Idle server sessions the reaper keeps open.
@@ -35,7 +35,7 @@ pub struct PoolConfig {
 
 /// Why no server session could be had.
 #[derive(Debug, thiserror::Error)]
-pub enum PoolError {
+pub(crate) enum PoolError {
     #[error("no server connection became free within {0:?}")]
     Timeout(Duration),
     #[error(transparent)]
@@ -44,7 +44,7 @@ pub enum PoolError {
 
 /// Counters for `/v1/pools` and `/metrics`.
 #[derive(Debug, Default)]
-pub struct PoolCounters {
+pub(crate) struct PoolCounters {
     pub created: AtomicU64,
     pub closed: AtomicU64,
     pub checkouts: AtomicU64,
@@ -79,7 +79,7 @@ pub struct PoolFigures {
 
 impl PoolFigures {
     /// Adds another pool's figures to these.
-    pub fn add(&mut self, other: &PoolFigures) {
+    pub(crate) fn add(&mut self, other: &PoolFigures) {
         self.active += other.active;
         self.idle += other.idle;
         self.waiting += other.waiting;
@@ -118,19 +118,19 @@ pub struct Pool {
 }
 
 /// A checked-out server session. Dropped without [`Pool::checkin`], it is closed.
-pub struct Lease {
+pub(crate) struct Lease {
     pool: Pool,
     tenant: String,
     conn: Option<ServerSession>,
 }
 
 impl Lease {
-    pub fn session(&mut self) -> &mut ServerSession {
+    pub(crate) fn session(&mut self) -> &mut ServerSession {
         // Present from checkout until checkin or drop.
         self.conn.as_mut().expect("a lease holds its session until it is returned")
     }
 
-    pub fn session_ref(&self) -> &ServerSession {
+    pub(crate) fn session_ref(&self) -> &ServerSession {
         self.conn.as_ref().expect("a lease holds its session until it is returned")
     }
 }
@@ -146,7 +146,7 @@ impl Drop for Lease {
 }
 
 impl Pool {
-    pub fn new(target: UpstreamTarget, config: PoolConfig) -> Pool {
+    pub(crate) fn new(target: UpstreamTarget, config: PoolConfig) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 target,
@@ -158,17 +158,17 @@ impl Pool {
         }
     }
 
-    pub fn target(&self) -> &UpstreamTarget {
+    pub(crate) fn target(&self) -> &UpstreamTarget {
         &self.inner.target
     }
 
-    pub fn counters(&self) -> &PoolCounters {
+    pub(crate) fn counters(&self) -> &PoolCounters {
         &self.inner.counters
     }
 
     /// A server session for `client` of `tenant`, which may hold at most
     /// `tenant_cap` at once (0: no limit), waiting up to the checkout timeout.
-    pub async fn checkout(&self, tenant: &str, client: i32, tenant_cap: usize) -> Result<Lease, PoolError> {
+    pub(crate) async fn checkout(&self, tenant: &str, client: i32, tenant_cap: usize) -> Result<Lease, PoolError> {
         let config = &self.inner.config;
         let deadline = tokio::time::Instant::now() + config.checkout_timeout;
         let started = Instant::now();
@@ -258,7 +258,7 @@ impl Pool {
 
     /// Hands a server session back; `reusable` only when it is idle with no
     /// half-sent message in either direction.
-    pub fn checkin(&self, mut lease: Lease, reusable: bool) {
+    pub(crate) fn checkin(&self, mut lease: Lease, reusable: bool) {
         let Some(mut conn) = lease.conn.take() else { return };
         let config = &self.inner.config;
         if !reusable || conn.created.elapsed() >= config.max_lifetime {
@@ -290,7 +290,7 @@ impl Pool {
 
     /// Closes idle sessions past `idle_timeout` (keeping `min_idle`) or
     /// `max_lifetime`, and dead ones. Returns how many it closed.
-    pub fn reap(&self) -> usize {
+    pub(crate) fn reap(&self) -> usize {
         let config = &self.inner.config;
         let closed = {
             let mut state = self.lock();
@@ -323,7 +323,7 @@ impl Pool {
     }
 
     /// Opens sessions until `min_idle` are idle (bounded by `max_size`).
-    pub async fn fill_min_idle(&self) {
+    pub(crate) async fn fill_min_idle(&self) {
         loop {
             {
                 let mut state = self.lock();

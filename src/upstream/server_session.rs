@@ -22,7 +22,7 @@ use crate::protocol::backend::{put_cstr, write_message};
 
 /// How to install a tenant context, decided by [`ServerSession::begin_context`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContextTicket {
+pub(crate) struct ContextTicket {
     /// The switching secret the exchange carries: a verified context
     /// installs it, a later context on the same session presents it to
     /// switch tenant cheaply.
@@ -34,7 +34,7 @@ pub struct ContextTicket {
 
 /// What a queued setting exchange does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SettingExchange {
+pub(crate) enum SettingExchange {
     /// Gives a setting a value.
     Set,
     /// Resets a setting to the server's default.
@@ -43,7 +43,7 @@ pub enum SettingExchange {
 
 /// One server session, idle in a pool or leased to a client.
 #[derive(Debug)]
-pub struct ServerSession {
+pub(crate) struct ServerSession {
     stream: ServerStream,
     cancel: CancelTarget,
     /// The server's reported settings (ParameterStatus), kept current.
@@ -85,36 +85,36 @@ impl ServerSession {
         }
     }
 
-    pub fn stream(&mut self) -> &mut ServerStream {
+    pub(crate) fn stream(&mut self) -> &mut ServerStream {
         &mut self.stream
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.stream.is_closed()
     }
 
     /// Where a CancelRequest for this session goes.
-    pub fn cancel_target(&self) -> &CancelTarget {
+    pub(crate) fn cancel_target(&self) -> &CancelTarget {
         &self.cancel
     }
 
     /// The server backend's process id.
-    pub fn backend_pid(&self) -> i32 {
+    pub(crate) fn backend_pid(&self) -> i32 {
         self.cancel.process_id
     }
 
     /// Every setting the server reported (ParameterStatus), in order.
-    pub fn parameters(&self) -> &[(String, String)] {
+    pub(crate) fn parameters(&self) -> &[(String, String)] {
         &self.parameters
     }
 
     /// The value the server last reported for `name` (ParameterStatus).
-    pub fn reported(&self, name: &str) -> Option<&str> {
+    pub(crate) fn reported(&self, name: &str) -> Option<&str> {
         self.parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Records a ParameterStatus the server sent.
-    pub fn note_parameter(&mut self, name: &str, value: &str) {
+    pub(crate) fn note_parameter(&mut self, name: &str, value: &str) {
         match self.parameters.iter_mut().find(|(n, _)| n == name) {
             Some((_, v)) => {
                 v.clear();
@@ -125,7 +125,7 @@ impl ServerSession {
     }
 
     /// The prepared statements this session holds.
-    pub fn statements(&mut self) -> &mut ServerStatements {
+    pub(crate) fn statements(&mut self) -> &mut ServerStatements {
         &mut self.statements
     }
 
@@ -138,18 +138,18 @@ impl ServerSession {
     }
 
     /// True when `tenant`'s context is installed.
-    pub fn carries(&self, tenant: &str) -> bool {
+    pub(crate) fn carries(&self, tenant: &str) -> bool {
         self.tenant.as_deref() == Some(tenant)
     }
 
     /// Records which client uses the session now (checkout prefers it for
     /// the same client next time).
-    pub fn serve_client(&mut self, client: i32) {
+    pub(crate) fn serve_client(&mut self, client: i32) {
         self.last_client = Some(client);
     }
 
     /// A client left session state on it: the next one gets it reset.
-    pub fn mark_dirty(&mut self) {
+    pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
     }
 
@@ -157,7 +157,7 @@ impl ServerSession {
     /// everything it undoes: settings, statements, the context and its
     /// secret (kept in the sequences' session state). True when queued; the
     /// server answers with one ReadyForQuery.
-    pub fn queue_discard_if_dirty(&mut self, out: &mut BytesMut) -> bool {
+    pub(crate) fn queue_discard_if_dirty(&mut self, out: &mut BytesMut) -> bool {
         if !self.dirty {
             return false;
         }
@@ -172,7 +172,7 @@ impl ServerSession {
 
     /// Queues a reset of every applied setting `keep` does not keep, one
     /// exchange each. Returns how many.
-    pub fn queue_resets_except(&mut self, out: &mut BytesMut, keep: impl Fn(&str) -> bool) -> usize {
+    pub(crate) fn queue_resets_except(&mut self, out: &mut BytesMut, keep: impl Fn(&str) -> bool) -> usize {
         let resets: Vec<String> = self.applied.keys().filter(|name| !keep(name)).cloned().collect();
         for name in &resets {
             settings::encode_change(out, (name, None));
@@ -183,7 +183,12 @@ impl ServerSession {
 
     /// Queues the changes that give the session exactly `wanted`, one
     /// exchange each, in order; `each` hears what each one does.
-    pub fn queue_settings(&mut self, wanted: &Settings, out: &mut BytesMut, mut each: impl FnMut(SettingExchange)) {
+    pub(crate) fn queue_settings(
+        &mut self,
+        wanted: &Settings,
+        out: &mut BytesMut,
+        mut each: impl FnMut(SettingExchange),
+    ) {
         let changes = settings::transition(&self.applied, wanted);
         if changes.is_empty() {
             return;
@@ -197,7 +202,7 @@ impl ServerSession {
 
     /// The client itself changed settings on the session (SET / RESET it
     /// sent): `None` means reset to the server's default.
-    pub fn note_client_settings(&mut self, changes: &[(String, Option<String>)]) {
+    pub(crate) fn note_client_settings(&mut self, changes: &[(String, Option<String>)]) {
         for (name, value) in changes {
             match value {
                 Some(value) => {
@@ -211,7 +216,7 @@ impl ServerSession {
     }
 
     /// The client reset every setting (RESET ALL / DISCARD ALL it sent).
-    pub fn forget_settings(&mut self) {
+    pub(crate) fn forget_settings(&mut self) {
         self.applied.clear();
     }
 
@@ -219,7 +224,7 @@ impl ServerSession {
     /// when `may_switch` and there is one, else a fresh secret for a
     /// verified context. Records the tenant and secret as sent — a failed
     /// exchange ends the client's session and closes this one.
-    pub fn begin_context(&mut self, tenant: &str, may_switch: bool) -> ContextTicket {
+    pub(crate) fn begin_context(&mut self, tenant: &str, may_switch: bool) -> ContextTicket {
         let ticket = match self.switch_secret.filter(|_| may_switch) {
             Some(secret) => ContextTicket { secret, switch: true },
             None => {

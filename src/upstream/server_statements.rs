@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 
 /// Server-side statements kept per server session before the oldest is closed.
-pub const SERVER_CACHE_CAPACITY: usize = 1024;
+pub(crate) const SERVER_CACHE_CAPACITY: usize = 1024;
 /// The statements prepared on one server session.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
@@ -14,12 +14,12 @@ pub struct ServerStatements {
 }
 
 impl ServerStatements {
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.names.contains(name)
     }
 
     /// Records a new statement; returns the one to close when over capacity.
-    pub fn insert(&mut self, name: &str) -> Option<String> {
+    pub(crate) fn insert(&mut self, name: &str) -> Option<String> {
         if self.names.insert(name.to_owned()) {
             self.order.push_back(name.to_owned());
         }
@@ -31,7 +31,7 @@ impl ServerStatements {
         None
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.names.clear();
         self.order.clear();
     }

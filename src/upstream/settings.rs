@@ -15,24 +15,24 @@ use bytes::BytesMut;
 use crate::protocol::frontend;
 
 /// Setting name (lower case) → value.
-pub type Settings = BTreeMap<String, String>;
+pub(crate) type Settings = BTreeMap<String, String>;
 
 /// pgtenant's one statement that changes a setting.
 const SET_CONFIG_SQL: &str = "SELECT pg_catalog.set_config($1, $2, false)";
 
 /// The settings of a client's startup parameters (already filtered by the
 /// frontend).
-pub fn from_startup(params: &[(String, String)]) -> Settings {
+pub(crate) fn from_startup(params: &[(String, String)]) -> Settings {
     params.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect()
 }
 
 /// One change of one setting: a value to set, or `None` to reset it.
-pub type Change<'a> = (&'a str, Option<&'a str>);
+pub(crate) type Change<'a> = (&'a str, Option<&'a str>);
 
 /// The changes that turn a server session's `applied` settings into
 /// `wanted`: resets first, then the values, `client_encoding` first among
 /// them (the client wrote the others' bytes in it).
-pub fn transition<'a>(applied: &'a Settings, wanted: &'a Settings) -> Vec<Change<'a>> {
+pub(crate) fn transition<'a>(applied: &'a Settings, wanted: &'a Settings) -> Vec<Change<'a>> {
     let resets = applied.keys().filter(|name| !wanted.contains_key(*name)).map(|name| (name.as_str(), None));
     let sets = in_application_order(wanted)
         .filter(|(name, value)| applied.get(*name) != Some(*value))
@@ -41,7 +41,7 @@ pub fn transition<'a>(applied: &'a Settings, wanted: &'a Settings) -> Vec<Change
 }
 
 /// `settings` in the order they are applied: `client_encoding` first.
-pub fn in_application_order(settings: &Settings) -> impl Iterator<Item = (&String, &String)> {
+pub(crate) fn in_application_order(settings: &Settings) -> impl Iterator<Item = (&String, &String)> {
     let encoding = settings.get_key_value("client_encoding");
     encoding.into_iter().chain(settings.iter().filter(|(name, _)| name.as_str() != "client_encoding"))
 }
@@ -49,7 +49,7 @@ pub fn in_application_order(settings: &Settings) -> impl Iterator<Item = (&Strin
 /// Appends one change as its own exchange (Parse/Bind/Execute/Sync), so that
 /// a value the server refuses fails alone. The server answers with one
 /// ReadyForQuery.
-pub fn encode_change(buf: &mut BytesMut, (name, value): Change<'_>) {
+pub(crate) fn encode_change(buf: &mut BytesMut, (name, value): Change<'_>) {
     frontend::parse_unnamed(buf, SET_CONFIG_SQL);
     frontend::bind_unnamed(buf, &[Some(name), value]);
     frontend::execute_unnamed(buf);

@@ -9,7 +9,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// The byte stream to one upstream backend.
 #[derive(Debug)]
-pub enum ServerStream {
+pub(crate) enum ServerStream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
@@ -18,7 +18,7 @@ pub enum ServerStream {
 impl ServerStream {
     /// True when the server closed the connection (or sent something unasked,
     /// such as a FATAL before closing): an idle session must have nothing to read.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         let mut probe = [0u8; 1];
         let tcp = match self {
             ServerStream::Tcp(s) => s,

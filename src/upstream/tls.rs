@@ -18,7 +18,7 @@ use tokio_rustls::rustls::{
 
 /// How much TLS a connection to PostgreSQL needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     Prefer,
     Require,
@@ -42,7 +42,7 @@ impl FromStr for SslMode {
 
 /// The TLS part of a PostgreSQL URL.
 #[derive(Clone)]
-pub struct UrlTls {
+pub(crate) struct UrlTls {
     pub mode: SslMode,
     /// The client configuration (not used when the mode is `disable`).
     pub config: Arc<ClientConfig>,
@@ -55,7 +55,7 @@ impl std::fmt::Debug for UrlTls {
 }
 
 /// Takes `sslmode` and `sslrootcert` off `url`; returns the rest and the TLS setup.
-pub fn split_url(url: &str) -> Result<(String, UrlTls), String> {
+pub(crate) fn split_url(url: &str) -> Result<(String, UrlTls), String> {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, query),
         None => (url, ""),
@@ -77,7 +77,7 @@ pub fn split_url(url: &str) -> Result<(String, UrlTls), String> {
 }
 
 /// A tokio-postgres config for `url` with its TLS requirement applied.
-pub fn postgres_config(url: &str) -> Result<(tokio_postgres::Config, UrlTls), String> {
+pub(crate) fn postgres_config(url: &str) -> Result<(tokio_postgres::Config, UrlTls), String> {
     let (rest, tls) = split_url(url)?;
     let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| e.to_string())?;
     config.ssl_mode(match tls.mode {
@@ -89,7 +89,7 @@ pub fn postgres_config(url: &str) -> Result<(tokio_postgres::Config, UrlTls), St
 }
 
 /// The connector tokio-postgres uses for a URL's TLS.
-pub fn make_connect(tls: &UrlTls) -> tokio_postgres_rustls::MakeRustlsConnect {
+pub(crate) fn make_connect(tls: &UrlTls) -> tokio_postgres_rustls::MakeRustlsConnect {
     tokio_postgres_rustls::MakeRustlsConnect::new((*tls.config).clone())
 }
 

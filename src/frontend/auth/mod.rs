@@ -22,7 +22,7 @@ const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 /// when `tls.cleartext_password` is on. On success the client has received
 /// AuthenticationOk. Unknown users go through the same exchange with a decoy
 /// verifier and get the same error; failures from one address are slowed.
-pub async fn authenticate<C>(
+pub(crate) async fn authenticate<C>(
     client: &mut C,
     inbuf: &mut BytesMut,
     state: &ProxyState,

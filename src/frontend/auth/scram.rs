@@ -13,9 +13,9 @@ use subtle::ConstantTimeEq;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The mechanism name offered in AuthenticationSASL.
-pub const MECHANISM: &str = "SCRAM-SHA-256";
+pub(crate) const MECHANISM: &str = "SCRAM-SHA-256";
 /// The channel-bound mechanism, offered on TLS connections.
-pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+pub(crate) const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 /// The only channel binding type PostgreSQL defines.
 const BINDING_TYPE: &str = "tls-server-end-point";
 
@@ -45,7 +45,7 @@ impl Verifier {
 
     /// A verifier no password matches, with a salt that is stable per user, so
     /// an unknown user looks like a known one to whoever probes.
-    pub fn decoy(username: &str, secret: &[u8; 32]) -> Verifier {
+    pub(crate) fn decoy(username: &str, secret: &[u8; 32]) -> Verifier {
         let salt = hmac(secret, &[b"salt:", username.as_bytes()]);
         let mut stored_key = [0u8; 32];
         let mut server_key = [0u8; 32];
@@ -168,7 +168,7 @@ impl Exchange {
 impl Verifier {
     /// Checks a cleartext password against the verifier (for the cleartext
     /// method, offered only over TLS), with the same work for every input.
-    pub fn matches_password(&self, password: &str) -> bool {
+    pub(crate) fn matches_password(&self, password: &str) -> bool {
         let salted = salted_password(password.as_bytes(), &self.salt, self.iterations);
         let client_key = hmac(&salted, &[b"Client Key"]);
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
