@@ -260,8 +260,7 @@ impl Provisioner {
                         "REVOKE ALL ON SCHEMA {home} FROM PUBLIC;
                          GRANT USAGE, CREATE ON SCHEMA {home} TO {rw};
                          GRANT USAGE ON SCHEMA {home} TO {ro};
-                         GRANT EXECUTE ON FUNCTION pgtenant.tenant_migration_version(),
-                             pgtenant.record_tenant_migration(integer) TO {rw};"
+                         GRANT pgtenant_migrator TO {rw};"
                     ))
                     .await
                     .map_err(refused("create the tenant's schema"))?;
@@ -302,8 +301,7 @@ impl Provisioner {
                         "REVOKE CREATE ON SCHEMA public FROM PUBLIC;
                          GRANT USAGE, CREATE ON SCHEMA public TO {rw};
                          GRANT USAGE ON SCHEMA public TO {ro};
-                         GRANT EXECUTE ON FUNCTION pgtenant.tenant_migration_version(),
-                             pgtenant.record_tenant_migration(integer) TO {rw};"
+                         GRANT pgtenant_migrator TO {rw};"
                     ))
                     .await
                     .map_err(refused("grant the tenant's database"))?;
