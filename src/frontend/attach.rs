@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::{parse_error_fields, parse_parameter_status};
+use crate::protocol::messages::{error_fields, parameter_status, server};
 use crate::setting_rules;
 use crate::tenancy::context::{self, ContextChange};
 use crate::tenancy::TenantContext;
@@ -153,15 +153,15 @@ impl Attachment {
                 .map_err(lost)?
                 .map_err(|e| ClientError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
             match tag {
-                b'E' if failure.is_none() && *exchange != OwnExchange::ResetSetting => {
+                server::ERROR_RESPONSE if failure.is_none() && *exchange != OwnExchange::ResetSetting => {
                     failure = Some(own_exchange_error(&body));
                 }
-                b'S' => {
-                    if let Some((name, value)) = parse_parameter_status(&body) {
+                server::PARAMETER_STATUS => {
+                    if let Some((name, value)) = parameter_status(&body) {
                         session.note_parameter(name, value);
                     }
                 }
-                b'Z' => current = pending.next(),
+                server::READY_FOR_QUERY => current = pending.next(),
                 _ => {}
             }
         }
@@ -318,7 +318,7 @@ enum Exchange {
 /// The client-facing error for a failure of pgtenant's own exchange: the
 /// server's words are about the client's settings or about the context.
 pub(crate) fn own_exchange_error(body: &[u8]) -> ClientError {
-    let fields = parse_error_fields(body);
+    let fields = error_fields(body);
     tracing::warn!(code = %fields.code, message = %fields.message, "session setup on the server failed");
     let code = sqlstate::of_setup_failure(&fields.code).unwrap_or(sqlstate::CONNECTION_FAILURE);
     ClientError::fatal(code, fields.message)

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use bytes::{BufMut, BytesMut};
 
 use crate::error::ClientError;
-use crate::protocol::backend::{parse_error_fields, put_cstr, write_message};
-use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::backend::{put_cstr, write_message};
+use crate::protocol::messages::{self, client, error_fields};
 
 /// At most this many refusals wait for their marker's error.
 const MAX_PENDING_DENIALS: usize = 64;
@@ -32,14 +32,14 @@ impl Markers {
     /// Sends a marker query in place of a refused Query or FunctionCall.
     pub(crate) fn query(&mut self, denial: ClientError, to_server: &mut BytesMut) {
         let marker = self.push(denial);
-        write_message(to_server, b'Q', |b| put_cstr(b, &format!("SELECT {marker}")));
+        write_message(to_server, client::QUERY, |b| put_cstr(b, &format!("SELECT {marker}")));
     }
 
     /// Sends a Bind of a statement that does not exist, named by a marker, in
     /// place of a refused Bind: the server fails it at the same place.
     pub(crate) fn bind(&mut self, denial: ClientError, to_server: &mut BytesMut) {
         let marker = self.push(denial);
-        write_message(to_server, b'B', |b| {
+        write_message(to_server, client::BIND, |b| {
             put_cstr(b, "");
             put_cstr(b, &marker);
             b.put_i16(0);
@@ -51,7 +51,7 @@ impl Markers {
     /// Sends a Parse of a marker statement in place of a refused Parse.
     pub(crate) fn parse(&mut self, name: &str, denial: ClientError, to_server: &mut BytesMut) {
         let marker = self.push(denial);
-        write_message(to_server, b'P', |b| {
+        write_message(to_server, client::PARSE, |b| {
             put_cstr(b, name);
             put_cstr(b, &format!("SELECT {marker}"));
             b.put_i16(0);
@@ -77,7 +77,7 @@ impl Markers {
     /// pgtenant's refusal in place of the server's error for a marker;
     /// `None` for any other error.
     pub(crate) fn server_error(&mut self, frame: &[u8]) -> Option<BytesMut> {
-        let fields = parse_error_fields(frame.get(HEADER_LEN..)?);
+        let fields = error_fields(messages::body(frame)?);
         let at = fields.message.find(&self.prefix)?;
         let digits: String =
             fields.message[at + self.prefix.len()..].chars().take_while(char::is_ascii_digit).collect();

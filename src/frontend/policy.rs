@@ -16,7 +16,7 @@ use crate::error::ClientError;
 use crate::guard::{self, ChannelCommand, Guard, Inspection};
 use crate::notifiers::Notifiers;
 use crate::protocol::backend::{put_cstr, write_message};
-use crate::protocol::frame::{read_cstr, HEADER_LEN};
+use crate::protocol::messages::{client, server, Bind, Notification, Parse, Query};
 
 /// Per-session state of the message policy.
 pub struct ClientPolicy {
@@ -124,7 +124,7 @@ impl ClientPolicy {
 
     /// Notes a client message streamed through without inspection.
     pub(crate) fn streamed(&mut self, tag: u8) {
-        if matches!(tag, b'B' | b'D' | b'E' | b'C' | b'H') {
+        if matches!(tag, client::BIND | client::DESCRIBE | client::EXECUTE | client::CLOSE | client::FLUSH) {
             self.unsynced = true;
         }
     }
@@ -157,9 +157,9 @@ impl ClientPolicy {
 
     /// True when `tag` is a client message this policy reads whole.
     pub(crate) fn inspects(&self, tag: u8) -> bool {
-        matches!(tag, b'Q' | b'P' | b'F' | b'S')
-            || (self.statements.is_some() && matches!(tag, b'B' | b'D' | b'C'))
-            || (tag == b'B' && !self.prepared_effects.is_empty())
+        matches!(tag, client::QUERY | client::PARSE | client::FUNCTION_CALL | client::SYNC)
+            || (self.statements.is_some() && matches!(tag, client::BIND | client::DESCRIBE | client::CLOSE))
+            || (tag == client::BIND && !self.prepared_effects.is_empty())
     }
 
     /// True when ParseComplete/CloseComplete replies must be read.
@@ -200,24 +200,25 @@ impl ClientPolicy {
         to_server: &mut BytesMut,
         server: Option<&mut ServerStatements>,
     ) -> Result<(), ClientError> {
-        match frame[0] {
-            b'Q' => {
+        let tag = frame.first().copied().unwrap_or_default();
+        match tag {
+            client::QUERY => {
                 self.client_batch_sent();
                 self.query(frame, to_server, server)?
             }
-            b'P' => self.parse(frame, to_server, server)?,
-            b'B' | b'D' | b'C' => {
+            client::PARSE => self.parse(frame, to_server, server)?,
+            client::BIND | client::DESCRIBE | client::CLOSE => {
                 self.unsynced = true;
-                if frame[0] == b'B' {
+                if tag == client::BIND {
                     if let Err(refusal) = self.bind_effects(frame) {
                         self.markers.bind(refusal, to_server);
                         return Ok(());
                     }
                 }
                 let rewritten = match (self.statements.as_mut(), server) {
-                    (Some(statements), Some(server)) => match frame[0] {
-                        b'B' => statements.bind(frame, server, to_server),
-                        b'D' => statements.describe(frame, server, to_server),
+                    (Some(statements), Some(server)) => match tag {
+                        client::BIND => statements.bind(frame, server, to_server),
+                        client::DESCRIBE => statements.describe(frame, server, to_server),
                         _ => statements.close(frame, to_server),
                     },
                     _ => false,
@@ -226,7 +227,7 @@ impl ClientPolicy {
                     to_server.extend_from_slice(frame);
                 }
             }
-            b'F' => {
+            client::FUNCTION_CALL => {
                 self.client_batch_sent();
                 self.markers.query(
                     ClientError::error(
@@ -237,7 +238,7 @@ impl ClientPolicy {
                 );
                 self.client_syncs_in_flight += 1;
             }
-            b'S' => {
+            client::SYNC => {
                 self.client_batch_sent();
                 if std::mem::take(&mut self.statements_discarded_on_sync) {
                     self.forget_statements(server);
@@ -262,11 +263,10 @@ impl ClientPolicy {
         to_server: &mut BytesMut,
         server: Option<&mut ServerStatements>,
     ) -> Result<(), ClientError> {
-        let body = message_body(frame)?;
-        let sql =
-            body.strip_suffix(&[0]).ok_or_else(|| ClientError::protocol_violation("Query string is not terminated"))?;
+        let query =
+            Query::read(frame).ok_or_else(|| ClientError::protocol_violation("Query string is not terminated"))?;
         self.client_syncs_in_flight += 1;
-        let sql = match statement_text(sql) {
+        let sql = match statement_text(query.sql) {
             Ok(sql) => sql,
             Err(None) => {
                 to_server.extend_from_slice(frame);
@@ -286,7 +286,7 @@ impl ClientPolicy {
             to_server.extend_from_slice(frame);
         } else {
             let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
-            write_message(to_server, b'Q', |b| put_cstr(b, &rewritten));
+            write_message(to_server, client::QUERY, |b| put_cstr(b, &rewritten));
         }
         self.note_settings(&verdict);
         self.note_notify(&verdict);
@@ -348,14 +348,11 @@ impl ClientPolicy {
         to_server: &mut BytesMut,
         server: Option<&mut ServerStatements>,
     ) -> Result<(), ClientError> {
-        let body = message_body(frame)?;
-        let bad = || ClientError::protocol_violation("malformed Parse message");
-        let (name, rest) = read_cstr(body).ok_or_else(bad)?;
-        let query_end = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
-        let types = &rest[query_end + 1..];
+        let parse = Parse::read(frame).ok_or_else(|| ClientError::protocol_violation("malformed Parse message"))?;
+        let name = parse.name;
         // Whatever happens below, this batch now waits for its Sync.
         self.unsynced = true;
-        let sql = match statement_text(&rest[..query_end]) {
+        let sql = match statement_text(parse.sql) {
             Ok(sql) => sql,
             Err(None) => {
                 to_server.extend_from_slice(frame);
@@ -373,18 +370,18 @@ impl ClientPolicy {
         }
         let mut query_and_types = BytesMut::new();
         if verdict.channel_statements.is_empty() {
-            query_and_types.extend_from_slice(rest);
+            query_and_types.extend_from_slice(parse.sql_and_types);
         } else {
             let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
             put_cstr(&mut query_and_types, &rewritten);
-            query_and_types.put_slice(types);
+            query_and_types.put_slice(parse.types);
         }
         match (self.statements.as_mut(), server) {
             (Some(statements), Some(server)) if !name.is_empty() => {
                 statements.parse(name, &query_and_types, server, to_server);
             }
             _ if verdict.channel_statements.is_empty() => to_server.extend_from_slice(frame),
-            _ => write_message(to_server, b'P', |b| {
+            _ => write_message(to_server, client::PARSE, |b| {
                 put_cstr(b, name);
                 b.put_slice(&query_and_types);
             }),
@@ -418,13 +415,12 @@ impl ClientPolicy {
         if self.prepared_effects.is_empty() {
             return Ok(());
         }
-        let Some((_portal, rest)) = frame.get(HEADER_LEN..).and_then(read_cstr) else { return Ok(()) };
-        let Some((statement, parameters)) = read_cstr(rest) else { return Ok(()) };
-        let Some(effects) = self.prepared_effects.get(statement) else { return Ok(()) };
+        let Some(bind) = Bind::read(frame) else { return Ok(()) };
+        let Some(effects) = self.prepared_effects.get(bind.statement) else { return Ok(()) };
         let mut bound = Inspection::default();
         if !effects.bound_set_configs.is_empty() {
-            let values = BindValues::read(parameters)
-                .ok_or_else(|| ClientError::protocol_violation("malformed Bind message"))?;
+            let values =
+                BindValues::read(bind.rest).ok_or_else(|| ClientError::protocol_violation("malformed Bind message"))?;
             for call in &effects.bound_set_configs {
                 judge_bound_set_config(call, &values, self.guard.tenant_setting(), &mut bound)?;
             }
@@ -491,7 +487,7 @@ impl ClientPolicy {
     /// back (a startup value): handled like a context reset, before the
     /// client's next statement.
     pub(crate) fn restore_after(&mut self, tag: u8) {
-        if tag == b'Q' {
+        if tag == client::QUERY {
             self.context_dirty = true;
             self.hold = true;
         } else {
@@ -519,14 +515,11 @@ impl ClientPolicy {
     /// Rewrites a NotificationResponse from the tenant's scoped channel to the
     /// name the client listened on; `None` drops a notification of any other channel.
     pub(crate) fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
-        let body = frame.get(HEADER_LEN..)?;
-        let pid = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
-        let (channel, rest) = read_cstr(&body[4..])?;
-        let (payload, _) = read_cstr(rest)?;
+        let Notification { pid, channel, payload } = Notification::read(frame)?;
         let channel = channel.strip_prefix(&self.channel_prefix)?;
         let pid = if pid == self.server_pid { self.client_pid } else { self.notifiers.client_of(pid).unwrap_or(pid) };
         let mut out = BytesMut::with_capacity(frame.len());
-        write_message(&mut out, b'A', |b| {
+        write_message(&mut out, server::NOTIFICATION_RESPONSE, |b| {
             b.put_i32(pid);
             put_cstr(b, channel);
             put_cstr(b, payload);
@@ -546,10 +539,6 @@ fn statement_text(bytes: &[u8]) -> Result<&str, Option<ClientError>> {
         ))),
         Err(_) => Err(None),
     }
-}
-
-fn message_body(frame: &[u8]) -> Result<&[u8], ClientError> {
-    frame.get(HEADER_LEN..).ok_or_else(|| ClientError::protocol_violation("truncated message"))
 }
 
 /// The channel prefix of a tenant: derived by hash, so tenants whose ids share
@@ -577,7 +566,7 @@ mod tests {
 
     fn query(sql: &str) -> Vec<u8> {
         let mut out = BytesMut::new();
-        write_message(&mut out, b'Q', |b| put_cstr(b, sql));
+        write_message(&mut out, client::QUERY, |b| put_cstr(b, sql));
         out.to_vec()
     }
 

@@ -15,8 +15,9 @@ use super::attach::{own_exchange_error, OwnExchange};
 use super::policy::ClientPolicy;
 use super::statements::{Edit, ServerStatements};
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::parse_parameter_status;
-use crate::protocol::frame::{peek_header, FrameError, HEADER_LEN};
+use crate::protocol::backend::write_message;
+use crate::protocol::frame::{peek_header, FrameError};
+use crate::protocol::messages::{self, client, parameter_status, server};
 use crate::setting_rules;
 
 /// Transaction state of the server session, from its last ReadyForQuery.
@@ -142,10 +143,7 @@ impl ServerSide for ScriptedServerSide {
     }
 
     fn is_its_cancellation(&self, frame: &[u8]) -> bool {
-        self.cancelling
-            && frame
-                .get(HEADER_LEN..)
-                .is_some_and(|body| crate::protocol::backend::parse_error_fields(body).code == sqlstate::QUERY_CANCELED)
+        self.cancelling && messages::error_code(frame).is_some_and(|code| code == sqlstate::QUERY_CANCELED)
     }
 
     fn timeout_error(&mut self) -> ClientError {
@@ -264,7 +262,7 @@ impl RelayCore {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.fatal(client_frame_error(e))),
             };
-            if header.tag == b'X' {
+            if header.tag == client::TERMINATE {
                 return Err(RelayEnd::ClientTerminated);
             }
             if !side.attached() && side.transaction_pooling() {
@@ -324,12 +322,13 @@ impl RelayCore {
                     )));
                 }
             };
-            let tracked_reply =
-                matches!(header.tag, b'1' | b'3') && self.own_pending.is_empty() && self.policy.tracking_replies();
+            let tracked_reply = matches!(header.tag, server::PARSE_COMPLETE | server::CLOSE_COMPLETE)
+                && self.own_pending.is_empty()
+                && self.policy.tracking_replies();
             let whole = tracked_reply
                 || match header.tag {
-                    b'Z' | b'A' | b'S' => true,
-                    b'E' => {
+                    server::READY_FOR_QUERY | server::NOTIFICATION_RESPONSE | server::PARAMETER_STATUS => true,
+                    server::ERROR_RESPONSE => {
                         !self.own_pending.is_empty() || self.policy.reads_server_errors() || side.awaits_cancellation()
                     }
                     _ => false,
@@ -346,16 +345,17 @@ impl RelayCore {
                     }
                     Edit::ToParseComplete => {
                         self.server_in.advance(header.frame_len);
-                        self.to_client.extend_from_slice(b"1\0\0\0\x04");
-                        self.last_server_tag = b'1';
+                        write_message(&mut self.to_client, server::PARSE_COMPLETE, |_| {});
+                        self.last_server_tag = server::PARSE_COMPLETE;
                         self.to_client_ends_ready = false;
                         continue;
                     }
                 }
             }
             match header.tag {
-                b'Z' => {
-                    let status = self.server_in.get(HEADER_LEN).copied().and_then(TxnStatus::from_byte);
+                server::READY_FOR_QUERY => {
+                    let frame = &self.server_in[..header.frame_len];
+                    let status = messages::ready_status(frame).and_then(TxnStatus::from_byte);
                     let Some(status) = status else {
                         return Err(self.fatal(ClientError::fatal(
                             sqlstate::CONNECTION_FAILURE,
@@ -373,7 +373,7 @@ impl RelayCore {
                     let released = self.policy.client_ready(status == TxnStatus::Failed);
                     self.server_frame_dropped = false;
                     self.server_frame_left = header.frame_len;
-                    self.last_server_tag = b'Z';
+                    self.last_server_tag = server::READY_FOR_QUERY;
                     self.to_client_ends_ready = true;
                     if released && side.attached() {
                         let wiped = self.policy.take_settings_wiped();
@@ -386,39 +386,41 @@ impl RelayCore {
                     }
                     continue;
                 }
-                b'A' => {
+                server::NOTIFICATION_RESPONSE => {
                     let rewritten = self.policy.notification(&self.server_in[..header.frame_len]);
                     self.server_in.advance(header.frame_len);
                     if let Some(frame) = rewritten {
                         self.to_client.extend_from_slice(&frame);
-                        self.last_server_tag = b'A';
+                        self.last_server_tag = server::NOTIFICATION_RESPONSE;
                         self.to_client_ends_ready = false;
                     }
                     continue;
                 }
                 // Only read whole when a cancel is awaited (see `whole`): an error
                 // that arrives in pieces otherwise streams through.
-                b'E' if self.own_pending.is_empty()
-                    && side.awaits_cancellation()
-                    && side.is_its_cancellation(&self.server_in[..header.frame_len]) =>
+                server::ERROR_RESPONSE
+                    if self.own_pending.is_empty()
+                        && side.awaits_cancellation()
+                        && side.is_its_cancellation(&self.server_in[..header.frame_len]) =>
                 {
                     self.server_in.advance(header.frame_len);
                     side.timeout_error().encode(&mut self.to_client);
-                    self.last_server_tag = b'E';
+                    self.last_server_tag = server::ERROR_RESPONSE;
                     self.to_client_ends_ready = false;
                     continue;
                 }
-                b'E' if self.own_pending.is_empty() && self.policy.reads_server_errors() => {
+                server::ERROR_RESPONSE if self.own_pending.is_empty() && self.policy.reads_server_errors() => {
                     if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
                         self.server_in.advance(header.frame_len);
                         self.to_client.extend_from_slice(&replacement);
-                        self.last_server_tag = b'E';
+                        self.last_server_tag = server::ERROR_RESPONSE;
                         self.to_client_ends_ready = false;
                         continue;
                     }
                 }
-                b'E' if !self.own_pending.is_empty() => {
-                    let error = own_exchange_error(&self.server_in[HEADER_LEN..header.frame_len]);
+                server::ERROR_RESPONSE if !self.own_pending.is_empty() => {
+                    let error =
+                        own_exchange_error(messages::body(&self.server_in[..header.frame_len]).unwrap_or_default());
                     match self.own_pending.front() {
                         Some(OwnExchange::Required) => return Err(self.fatal(error)),
                         Some(OwnExchange::ClientSetting | OwnExchange::RestoredSetting) => {
@@ -428,8 +430,8 @@ impl RelayCore {
                         _ => tracing::debug!(code = error.code, message = %error.message, "resetting a setting failed"),
                     }
                 }
-                b'S' => {
-                    let status = parse_parameter_status(&self.server_in[HEADER_LEN..header.frame_len]);
+                server::PARAMETER_STATUS => {
+                    let status = messages::body(&self.server_in[..header.frame_len]).and_then(parameter_status);
                     if let Some((name, value)) = status {
                         if !setting_rules::lexing_is_safe(name, value) {
                             // Something the guard did not see changed how the
@@ -453,12 +455,13 @@ impl RelayCore {
             // pgtenant's own replies are dropped, but for the ParameterStatus
             // of a startup setting put back after the client's RESET.
             let own = !self.own_pending.is_empty();
-            self.server_frame_dropped =
-                own && !(header.tag == b'S' && self.own_pending.front() == Some(&OwnExchange::RestoredSetting));
+            self.server_frame_dropped = own
+                && !(header.tag == server::PARAMETER_STATUS
+                    && self.own_pending.front() == Some(&OwnExchange::RestoredSetting));
             self.server_frame_left = header.frame_len;
             if !own {
                 self.last_server_tag = header.tag;
-                self.to_client_ends_ready = header.tag == b'Z';
+                self.to_client_ends_ready = header.tag == server::READY_FOR_QUERY;
             }
         }
     }
@@ -473,7 +476,7 @@ impl RelayCore {
 
     /// Tells the client why the session ends when the server vanished without a word.
     pub(crate) fn server_closed_notice(&mut self) {
-        let server_said_why = self.last_server_tag == b'E';
+        let server_said_why = self.last_server_tag == server::ERROR_RESPONSE;
         if !server_said_why && (self.server_frame_left == 0 || self.server_frame_dropped) {
             ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection unexpectedly")
                 .encode(&mut self.to_client);

@@ -14,8 +14,7 @@ use std::task::Context;
 use std::time::Duration;
 
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::parse_error_fields;
-use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::messages::error_code;
 use crate::upstream::connect::{send_cancel, CancelTarget};
 
 #[derive(Default)]
@@ -87,8 +86,7 @@ impl RequestTimer {
 
     /// Whether the server ErrorResponse `frame` is the cancellation pgtenant asked for.
     pub(crate) fn is_its_cancellation(&self, frame: &[u8]) -> bool {
-        self.cancelled_request
-            && frame.get(HEADER_LEN..).is_some_and(|body| parse_error_fields(body).code == sqlstate::QUERY_CANCELED)
+        self.cancelled_request && error_code(frame).is_some_and(|code| code == sqlstate::QUERY_CANCELED)
     }
 
     /// The error the client gets instead of that cancellation.

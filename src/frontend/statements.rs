@@ -19,6 +19,7 @@ use bytes::{BufMut, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::protocol::backend::{put_cstr, write_message};
+use crate::protocol::messages::{client, server, Bind, Target, STATEMENT};
 pub(crate) use crate::upstream::server_statements::ServerStatements;
 
 /// A statement name no client uses: closing it is a no-op that still answers CloseComplete.
@@ -130,8 +131,8 @@ impl ClientStatements {
         let prepared = Arc::new(Prepared::new(&self.namespace, query_and_types));
         self.by_name.insert(name.to_owned(), Arc::clone(&prepared));
         if server.contains(&prepared.server_name) {
-            close(out, b'S', NOOP_NAME);
-            self.edits.expect_reply(b'3', Edit::ToParseComplete);
+            close(out, NOOP_NAME);
+            self.edits.expect_reply(server::CLOSE_COMPLETE, Edit::ToParseComplete);
         } else {
             self.prepare_on(&prepared, server, out, Edit::Forward);
         }
@@ -148,42 +149,37 @@ impl ClientStatements {
 
     fn prepare_on(&mut self, prepared: &Prepared, server: &mut ServerStatements, out: &mut BytesMut, edit: Edit) {
         if let Some(evicted) = server.insert(&prepared.server_name) {
-            close(out, b'S', &evicted);
-            self.edits.expect_reply(b'3', Edit::Drop);
+            close(out, &evicted);
+            self.edits.expect_reply(server::CLOSE_COMPLETE, Edit::Drop);
         }
-        write_message(out, b'P', |b| {
+        write_message(out, client::PARSE, |b| {
             put_cstr(b, &prepared.server_name);
             b.put_slice(&prepared.query_and_types);
         });
-        self.edits.expect_reply(b'1', edit);
+        self.edits.expect_reply(server::PARSE_COMPLETE, edit);
     }
 
     /// Bind: the statement name rewritten (and the statement prepared first if needed).
     pub(crate) fn bind(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
-        let Some((portal, statement, rest)) = split_two_names(&frame[5..]) else { return false };
-        if statement.is_empty() {
+        let Some(bind) = Bind::read(frame) else { return false };
+        if bind.statement.is_empty() {
             return false;
         }
-        let Some(server_name) = self.ensure(statement, server, out) else { return false };
-        write_message(out, b'B', |b| {
-            put_cstr(b, portal);
+        let Some(server_name) = self.ensure(bind.statement, server, out) else { return false };
+        write_message(out, client::BIND, |b| {
+            put_cstr(b, bind.portal);
             put_cstr(b, &server_name);
-            b.put_slice(rest);
+            b.put_slice(bind.rest);
         });
         true
     }
 
     /// Describe of a statement: its name rewritten (prepared first if needed).
     pub(crate) fn describe(&mut self, frame: &[u8], server: &mut ServerStatements, out: &mut BytesMut) -> bool {
-        let body = &frame[5..];
-        let Some((&kind, rest)) = body.split_first() else { return false };
-        let Some((name, _)) = crate::protocol::frame::read_cstr(rest) else { return false };
-        if kind != b'S' || name.is_empty() {
-            return false;
-        }
+        let Some(name) = Target::read(frame).and_then(|target| target.named_statement()) else { return false };
         let Some(server_name) = self.ensure(name, server, out) else { return false };
-        write_message(out, b'D', |b| {
-            b.put_u8(b'S');
+        write_message(out, client::DESCRIBE, |b| {
+            b.put_u8(STATEMENT);
             put_cstr(b, &server_name);
         });
         true
@@ -192,30 +188,22 @@ impl ClientStatements {
     /// Close of a statement: forgotten by the client; the server-side one stays
     /// cached for others, so a no-op Close answers instead.
     pub(crate) fn close(&mut self, frame: &[u8], out: &mut BytesMut) -> bool {
-        let body = &frame[5..];
-        let Some((&kind, rest)) = body.split_first() else { return false };
-        let Some((name, _)) = crate::protocol::frame::read_cstr(rest) else { return false };
-        if kind != b'S' || name.is_empty() || self.by_name.remove(name).is_none() {
+        let Some(name) = Target::read(frame).and_then(|target| target.named_statement()) else { return false };
+        if self.by_name.remove(name).is_none() {
             return false;
         }
-        close(out, b'S', NOOP_NAME);
-        self.edits.expect_reply(b'3', Edit::Forward);
+        close(out, NOOP_NAME);
+        self.edits.expect_reply(server::CLOSE_COMPLETE, Edit::Forward);
         true
     }
 }
 
-fn close(out: &mut BytesMut, kind: u8, name: &str) {
-    write_message(out, b'C', |b| {
-        b.put_u8(kind);
+/// Close of the server statement `name`.
+fn close(out: &mut BytesMut, name: &str) {
+    write_message(out, client::CLOSE, |b| {
+        b.put_u8(STATEMENT);
         put_cstr(b, name);
     });
-}
-
-/// Portal name, statement name and the rest of a Bind body.
-fn split_two_names(body: &[u8]) -> Option<(&str, &str, &[u8])> {
-    let (portal, rest) = crate::protocol::frame::read_cstr(body)?;
-    let (statement, rest) = crate::protocol::frame::read_cstr(rest)?;
-    Some((portal, statement, rest))
 }
 
 #[cfg(test)]

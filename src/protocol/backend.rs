@@ -2,6 +2,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::messages::server;
+
 /// Writes a tagged message: `tag`, then a length placeholder patched after `body` runs.
 pub(crate) fn write_message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
     buf.put_u8(tag);
@@ -19,16 +21,16 @@ pub(crate) fn put_cstr(buf: &mut BytesMut, s: &str) {
 }
 
 pub(crate) fn authentication_ok(buf: &mut BytesMut) {
-    write_message(buf, b'R', |b| b.put_i32(0));
+    write_message(buf, server::AUTHENTICATION, |b| b.put_i32(0));
 }
 
 pub(crate) fn authentication_cleartext_password(buf: &mut BytesMut) {
-    write_message(buf, b'R', |b| b.put_i32(3));
+    write_message(buf, server::AUTHENTICATION, |b| b.put_i32(3));
 }
 
 /// AuthenticationSASL listing the mechanisms we offer.
 pub(crate) fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
-    write_message(buf, b'R', |b| {
+    write_message(buf, server::AUTHENTICATION, |b| {
         b.put_i32(10);
         for m in mechanisms {
             put_cstr(b, m);
@@ -38,40 +40,40 @@ pub(crate) fn authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
 }
 
 pub(crate) fn authentication_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
-    write_message(buf, b'R', |b| {
+    write_message(buf, server::AUTHENTICATION, |b| {
         b.put_i32(11);
         b.put_slice(data);
     });
 }
 
 pub(crate) fn authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
-    write_message(buf, b'R', |b| {
+    write_message(buf, server::AUTHENTICATION, |b| {
         b.put_i32(12);
         b.put_slice(data);
     });
 }
 
 pub(crate) fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    write_message(buf, b'S', |b| {
+    write_message(buf, server::PARAMETER_STATUS, |b| {
         put_cstr(b, name);
         put_cstr(b, value);
     });
 }
 
 pub(crate) fn backend_key_data(buf: &mut BytesMut, process_id: i32, secret_key: i32) {
-    write_message(buf, b'K', |b| {
+    write_message(buf, server::BACKEND_KEY_DATA, |b| {
         b.put_i32(process_id);
         b.put_i32(secret_key);
     });
 }
 
 pub(crate) fn ready_for_query(buf: &mut BytesMut, status: u8) {
-    write_message(buf, b'Z', |b| b.put_u8(status));
+    write_message(buf, server::READY_FOR_QUERY, |b| b.put_u8(status));
 }
 
 /// NegotiateProtocolVersion: we speak 3.0 and recognise no `_pq_` options.
 pub(crate) fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
-    write_message(buf, b'v', |b| {
+    write_message(buf, server::NEGOTIATE_PROTOCOL_VERSION, |b| {
         b.put_i32(0x0003_0000);
         b.put_i32(unrecognized.len() as i32);
         for option in unrecognized {
@@ -94,7 +96,7 @@ pub(crate) fn error_response_with(
     message: &str,
     more: &[(u8, String)],
 ) {
-    write_message(buf, b'E', |b| {
+    write_message(buf, server::ERROR_RESPONSE, |b| {
         for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
             b.put_u8(field);
             put_cstr(b, value);
@@ -124,41 +126,4 @@ mod tests {
         error_response(&mut b, "FATAL", "28P01", "no");
         assert_eq!(&b[..], b"E\0\0\0\x1eSFATAL\0VFATAL\0C28P01\0Mno\0\0");
     }
-}
-
-/// Name and value of a ParameterStatus body.
-pub(crate) fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
-    let (name, rest) = super::frame::read_cstr(body)?;
-    let (value, _) = super::frame::read_cstr(rest)?;
-    Some((name, value))
-}
-
-/// The fields of an ErrorResponse or NoticeResponse that pgtenant looks at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ErrorFields {
-    pub severity: String,
-    pub code: String,
-    pub message: String,
-}
-
-/// Decodes the body (after tag and length) of an ErrorResponse.
-pub(crate) fn parse_error_fields(mut body: &[u8]) -> ErrorFields {
-    let mut fields = ErrorFields::default();
-    while let Some((&kind, rest)) = body.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let Some((value, rest)) = super::frame::read_cstr(rest) else {
-            break;
-        };
-        match kind {
-            b'V' => fields.severity = value.to_owned(),
-            b'S' if fields.severity.is_empty() => fields.severity = value.to_owned(),
-            b'C' => fields.code = value.to_owned(),
-            b'M' => fields.message = value.to_owned(),
-            _ => {}
-        }
-        body = rest;
-    }
-    fields
 }

@@ -1,13 +1,25 @@
 //! Builders for the frontend messages pgtenant writes to the upstream server
-//! on its own behalf (the tenant context exchange, cancel requests).
+//! on its own behalf (the tenant context exchange, setting changes, cancel
+//! requests).
+//!
+//! The statement text is `&'static str`: what pgtenant runs through the
+//! extended protocol is a constant of its own, and every value travels as a
+//! bind parameter, so no client text can become SQL here. Parse, Bind and
+//! Execute are written by hand rather than with `postgres_protocol`'s
+//! builders, which return an error (an embedded NUL, a length overflow)
+//! after writing part of the message: in a pipelined buffer that would leave
+//! a torn frame, and the error cannot happen for these inputs. These cannot
+//! fail at all; Sync and CancelRequest come from `postgres_protocol`.
 
 use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend;
 
 use super::backend::{put_cstr, write_message};
+use super::messages::client;
 
 /// Parse of an unnamed statement with untyped parameters.
-pub(crate) fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
-    write_message(buf, b'P', |b| {
+pub(crate) fn parse_unnamed(buf: &mut BytesMut, sql: &'static str) {
+    write_message(buf, client::PARSE, |b| {
         put_cstr(b, "");
         put_cstr(b, sql);
         b.put_i16(0);
@@ -17,7 +29,7 @@ pub(crate) fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
 /// Bind of the unnamed statement to the unnamed portal, every parameter in
 /// text format (`None`: SQL NULL), results in text format.
 pub(crate) fn bind_unnamed(buf: &mut BytesMut, params: &[Option<&str>]) {
-    write_message(buf, b'B', |b| {
+    write_message(buf, client::BIND, |b| {
         put_cstr(b, "");
         put_cstr(b, "");
         b.put_i16(0);
@@ -36,22 +48,19 @@ pub(crate) fn bind_unnamed(buf: &mut BytesMut, params: &[Option<&str>]) {
 }
 
 pub(crate) fn execute_unnamed(buf: &mut BytesMut) {
-    write_message(buf, b'E', |b| {
+    write_message(buf, client::EXECUTE, |b| {
         put_cstr(b, "");
         b.put_i32(0);
     });
 }
 
 pub(crate) fn sync(buf: &mut BytesMut) {
-    write_message(buf, b'S', |_| {});
+    frontend::sync(buf);
 }
 
 /// The 16-byte CancelRequest packet.
-pub(crate) fn cancel_request(process_id: i32, secret_key: i32) -> [u8; 16] {
-    let mut p = [0u8; 16];
-    p[0..4].copy_from_slice(&16i32.to_be_bytes());
-    p[4..8].copy_from_slice(&80_877_102i32.to_be_bytes());
-    p[8..12].copy_from_slice(&process_id.to_be_bytes());
-    p[12..16].copy_from_slice(&secret_key.to_be_bytes());
-    p
+pub(crate) fn cancel_request(process_id: i32, secret_key: i32) -> BytesMut {
+    let mut packet = BytesMut::with_capacity(16);
+    frontend::cancel_request(process_id, secret_key, &mut packet);
+    packet
 }

@@ -4,4 +4,5 @@
 pub(crate) mod backend;
 pub mod frame;
 pub(crate) mod frontend;
+pub(crate) mod messages;
 pub mod startup;

@@ -78,8 +78,8 @@ pub(crate) fn encode_set_context(
         ContextChange::Switch => SWITCH_CONTEXT_SQL,
     };
     let secret = hex(&install.secret);
-    let set: (&str, &[Option<&str>]) = (sql, &[Some(&token), Some(tenant_setting), Some(&secret)]);
-    let statements: &[(&str, &[Option<&str>])] =
+    let set: (&'static str, &[Option<&str>]) = (sql, &[Some(&token), Some(tenant_setting), Some(&secret)]);
+    let statements: &[(&'static str, &[Option<&str>])] =
         if install.own_transaction { &[("BEGIN READ WRITE", &[]), set, ("COMMIT", &[])] } else { &[set] };
     for (statement, params) in statements {
         frontend::parse_unnamed(buf, statement);

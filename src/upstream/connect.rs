@@ -12,8 +12,8 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 
 use super::ServerStream;
-use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
 use crate::protocol::frame::peek_header;
+use crate::protocol::messages::{error_fields, parameter_status, server, ErrorFields};
 
 /// Largest message accepted from the server during startup.
 const MAX_STARTUP_REPLY: usize = 1 << 20;
@@ -193,23 +193,23 @@ async fn connect_inner(
     loop {
         let (tag, body) = read_message(&mut stream, &mut inbuf).await.map_err(io_err)??;
         match tag {
-            b'R' => {
+            server::AUTHENTICATION => {
                 let reply = authenticate(target, &body, &mut scram)?;
                 if let Some(reply) = reply {
                     stream.write_all(&reply).await.map_err(io_err)?;
                 }
             }
-            b'S' => {
-                let (name, value) = parse_parameter_status(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
+            server::PARAMETER_STATUS => {
+                let (name, value) = parameter_status(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
                 parameters.push((name.to_owned(), value.to_owned()));
             }
-            b'K' if body.len() == 8 => {
+            server::BACKEND_KEY_DATA if body.len() == 8 => {
                 let mut b = &body[..];
                 backend_key = Some((b.get_i32(), b.get_i32()));
             }
-            b'N' => {}
-            b'E' => return Err(UpstreamError::Refused(parse_error_fields(&body))),
-            b'Z' => break,
+            server::NOTICE_RESPONSE => {}
+            server::ERROR_RESPONSE => return Err(UpstreamError::Refused(error_fields(&body))),
+            server::READY_FOR_QUERY => break,
             other => return Err(protocol(&format!("unexpected message {:?} during startup", other as char))),
         }
     }

@@ -19,6 +19,7 @@ use super::server_statements::ServerStatements;
 use super::settings::{self, Settings};
 use super::stream::ServerStream;
 use crate::protocol::backend::{put_cstr, write_message};
+use crate::protocol::messages::client;
 
 /// How to install a tenant context, decided by [`ServerSession::begin_context`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +162,7 @@ impl ServerSession {
         if !self.dirty {
             return false;
         }
-        write_message(out, b'Q', |b| put_cstr(b, "DISCARD ALL"));
+        write_message(out, client::QUERY, |b| put_cstr(b, "DISCARD ALL"));
         self.dirty = false;
         self.applied.clear();
         self.statements.clear();

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::frame::{peek_header, read_cstr};
+use crate::protocol::messages::client;
 use crate::proxy::ProxyState;
 use crate::tenancy::catalog::LoginRecord;
 use scram::{Exchange, Verifier};
@@ -162,7 +163,7 @@ async fn read_password_message<C: AsyncRead + Unpin>(
 ) -> Result<BytesMut, ClientError> {
     loop {
         match peek_header(inbuf, MAX_AUTH_MESSAGE) {
-            Ok(Some(h)) if h.tag != b'p' => {
+            Ok(Some(h)) if h.tag != client::PASSWORD => {
                 return Err(ClientError::protocol_violation(format!(
                     "expected SASL response, got message type {:?}",
                     h.tag as char
