@@ -13,12 +13,14 @@ use tokio::io::AsyncWriteExt;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::messages::{error_fields, parameter_status, server};
+use crate::protocol::messages::{parameter_status, server};
+
+use super::failures;
 use crate::setting_rules;
 use crate::tenancy::context::{self, ContextChange};
 use crate::tenancy::TenantContext;
 use crate::upstream::connect::read_message;
-use crate::upstream::pool::{Lease, Pool, PoolError};
+use crate::upstream::pool::{Lease, Pool};
 use crate::upstream::server_session::{ServerSession, SettingExchange};
 use crate::upstream::settings::Settings;
 
@@ -101,18 +103,11 @@ impl Attachment {
 
     /// Checks a server session out for this client.
     pub(crate) async fn acquire(&mut self) -> Result<Attached, ClientError> {
-        let mut lease = self.pool.checkout(&self.context.tenant_id, self.client_id, self.tenant_cap).await.map_err(
-            |e| match e {
-                PoolError::Timeout(waited) => ClientError::fatal(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    format!("pgtenant could not get a server connection within {} s", waited.as_secs()),
-                ),
-                PoolError::Connect(e) => {
-                    tracing::error!(error = %e, "upstream connection failed");
-                    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant cannot reach the upstream database")
-                }
-            },
-        )?;
+        let mut lease = self
+            .pool
+            .checkout(&self.context.tenant_id, self.client_id, self.tenant_cap)
+            .await
+            .map_err(failures::pool)?;
         let counters = self.pool.counters();
         let session = lease.session();
         let mut prefix = BytesMut::with_capacity(512);
@@ -141,7 +136,7 @@ impl Attachment {
             return Ok(lease);
         }
         let session = lease.session();
-        let lost = |_| ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection");
+        let lost = |_| failures::server_closed();
         session.stream().write_all(&prefix).await.map_err(lost)?;
         let mut inbuf = BytesMut::with_capacity(1024);
         let mut pending = exchanges.iter();
@@ -154,7 +149,7 @@ impl Attachment {
                 .map_err(|e| ClientError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
             match tag {
                 server::ERROR_RESPONSE if failure.is_none() && *exchange != OwnExchange::ResetSetting => {
-                    failure = Some(own_exchange_error(&body));
+                    failure = Some(failures::own_exchange(&body));
                 }
                 server::PARAMETER_STATUS => {
                     if let Some((name, value)) = parameter_status(&body) {
@@ -313,13 +308,4 @@ enum Exchange {
     /// After the client's reset, inside its open transaction block: no
     /// transaction of pgtenant's own, nothing that could fail and abort it.
     InClientTransaction,
-}
-
-/// The client-facing error for a failure of pgtenant's own exchange: the
-/// server's words are about the client's settings or about the context.
-pub(crate) fn own_exchange_error(body: &[u8]) -> ClientError {
-    let fields = error_fields(body);
-    tracing::warn!(code = %fields.code, message = %fields.message, "session setup on the server failed");
-    let code = sqlstate::of_setup_failure(&fields.code).unwrap_or(sqlstate::CONNECTION_FAILURE);
-    ClientError::fatal(code, fields.message)
 }

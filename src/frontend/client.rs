@@ -159,7 +159,7 @@ async fn read_startup(
 }
 
 fn gone() -> ClientError {
-    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "client connection lost during startup")
+    super::failures::client_lost("startup")
 }
 
 async fn forward_cancel(state: &ProxyState, key: CancelKey) {

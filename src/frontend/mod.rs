@@ -5,6 +5,7 @@ pub mod attach;
 pub mod auth;
 pub(crate) mod bind_effects;
 pub(crate) mod client;
+pub(crate) mod failures;
 pub(crate) mod listener;
 pub(crate) mod markers;
 pub mod params;

@@ -11,7 +11,8 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, BytesMut};
 
-use super::attach::{own_exchange_error, OwnExchange};
+use super::attach::OwnExchange;
+use super::failures;
 use super::policy::ClientPolicy;
 use super::statements::{Edit, ServerStatements};
 use crate::error::{sqlstate, ClientError};
@@ -316,10 +317,7 @@ impl RelayCore {
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::error!(error = ?e, "malformed frame from upstream");
-                    return Err(self.fatal(ClientError::fatal(
-                        sqlstate::CONNECTION_FAILURE,
-                        "pgtenant received a malformed message from the upstream server",
-                    )));
+                    return Err(self.fatal(failures::server_malformed("message")));
                 }
             };
             let tracked_reply = matches!(header.tag, server::PARSE_COMPLETE | server::CLOSE_COMPLETE)
@@ -357,10 +355,7 @@ impl RelayCore {
                     let frame = &self.server_in[..header.frame_len];
                     let status = messages::ready_status(frame).and_then(TxnStatus::from_byte);
                     let Some(status) = status else {
-                        return Err(self.fatal(ClientError::fatal(
-                            sqlstate::CONNECTION_FAILURE,
-                            "pgtenant received a malformed ReadyForQuery from the upstream server",
-                        )));
+                        return Err(self.fatal(failures::server_malformed("ReadyForQuery")));
                     };
                     self.status = status;
                     self.policy.batch_done();
@@ -420,7 +415,7 @@ impl RelayCore {
                 }
                 server::ERROR_RESPONSE if !self.own_pending.is_empty() => {
                     let error =
-                        own_exchange_error(messages::body(&self.server_in[..header.frame_len]).unwrap_or_default());
+                        failures::own_exchange(messages::body(&self.server_in[..header.frame_len]).unwrap_or_default());
                     match self.own_pending.front() {
                         Some(OwnExchange::Required) => return Err(self.fatal(error)),
                         Some(OwnExchange::ClientSetting | OwnExchange::RestoredSetting) => {
@@ -478,8 +473,7 @@ impl RelayCore {
     pub(crate) fn server_closed_notice(&mut self) {
         let server_said_why = self.last_server_tag == server::ERROR_RESPONSE;
         if !server_said_why && (self.server_frame_left == 0 || self.server_frame_dropped) {
-            ClientError::fatal(sqlstate::CONNECTION_FAILURE, "the upstream server closed the connection unexpectedly")
-                .encode(&mut self.to_client);
+            failures::server_closed().encode(&mut self.to_client);
         }
     }
 }

@@ -34,7 +34,7 @@ extern "C" {
 /// The client's error for `sql`, which pg_query failed to parse with
 /// `message`.
 pub(crate) fn syntax_error(sql: &str, message: String) -> ClientError {
-    let error = ClientError::error("42601", message);
+    let error = ClientError::error(crate::error::sqlstate::SYNTAX_ERROR, message);
     let Ok(input) = CString::new(sql) else { return error };
     // SAFETY: `input` is a NUL-terminated string that outlives the call; the
     // result is read only while it is alive and freed exactly once, by the

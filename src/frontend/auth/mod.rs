@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::failures;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::frame::{peek_header, read_cstr};
@@ -34,10 +35,7 @@ pub(crate) async fn authenticate<C>(
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let login = state.catalog.find_login(username).await.map_err(|e| {
-        tracing::error!(error = %e, "catalog lookup failed");
-        ClientError::fatal(sqlstate::CANNOT_CONNECT_NOW, "pgtenant cannot reach its catalog; try again later")
-    })?;
+    let login = state.catalog.find_login(username).await.map_err(|e| failures::catalog(&e))?;
     let verifier = login
         .as_ref()
         .and_then(|l| Verifier::parse(&l.verifier))
@@ -153,7 +151,7 @@ async fn write<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Res
 }
 
 fn gone() -> ClientError {
-    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "client connection lost during authentication")
+    failures::client_lost("authentication")
 }
 
 /// Reads one 'p' message and returns its body.
