@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::attach::{Attached, Attachment};
-use super::policy::{channel_prefix, ClientPolicy};
+use super::channels::channel_prefix;
+use super::policy::ClientPolicy;
 use super::relay::{Relay, RelayEnd};
 use super::statements::statement_namespace;
 use super::stream::ClientStream;

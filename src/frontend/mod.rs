@@ -3,7 +3,9 @@
 
 pub mod attach;
 pub mod auth;
+pub(crate) mod batches;
 pub(crate) mod bind_effects;
+pub(crate) mod channels;
 pub(crate) mod client;
 pub(crate) mod failures;
 pub(crate) mod listener;

@@ -1,30 +1,34 @@
 //! What the relay does to the few client messages it must read: the guard's
-//! verdict applied in stream order (refusals become marker statements,
-//! `markers.rs`), tenant-scoped notification channels, and the tenant
-//! context re-established after RESET ALL / DISCARD ALL.
+//! verdict applied in stream order — refusals become marker statements
+//! (`markers.rs`), channel names are scoped to the tenant (`channels.rs`),
+//! setting changes and resets are noted, and where the stream stands
+//! (`batches.rs`) decides when the context is re-established after RESET ALL
+//! / DISCARD ALL and when the server session may go back to the pool.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use super::batches::Batches;
 use super::bind_effects::{judge_bound_set_config, BindValues, PreparedEffects};
+use super::channels::TenantChannels;
 use super::markers::Markers;
 use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
-use crate::guard::{self, ChannelCommand, Guard, Inspection};
+use crate::guard::{self, Guard, Inspection};
 use crate::notifiers::Notifiers;
 use crate::protocol::backend::{put_cstr, write_message};
-use crate::protocol::messages::{client, server, Bind, Notification, Parse, Query};
+use crate::protocol::messages::{client, Bind, Parse, Query};
 
 /// Per-session state of the message policy.
 pub struct ClientPolicy {
     guard: Arc<Guard>,
     /// The refusals waiting for their marker statement's error.
     markers: Markers,
-    /// Prefix of this tenant's notification channels on the server.
-    channel_prefix: String,
+    /// The tenant's notification channels.
+    channels: TenantChannels,
     /// In transaction pooling: what to do with features that need a session.
     session_features: Option<SessionFeatures>,
     /// In transaction pooling: the client's named prepared statements.
@@ -35,28 +39,15 @@ pub struct ClientPolicy {
     settings_wiped: bool,
     /// The client changed a setting in a way pgtenant cannot follow.
     settings_untracked: bool,
-    /// Extended-protocol messages were sent since the last Sync.
-    unsynced: bool,
     /// Session-level setting changes sent since the relay last took them.
     setting_changes: Vec<(String, Option<String>)>,
     /// A Parse of DISCARD ALL / DEALLOCATE ALL: statements go at its Sync.
     statements_discarded_on_sync: bool,
-    /// The context was (or may have been) wiped by the client's last statements.
-    context_dirty: bool,
-    /// An extended-protocol reset waits for its Sync.
-    reset_awaits_sync: bool,
     /// What prepared statements (by name) do to the context and the
     /// settings each time they are executed.
     prepared_effects: HashMap<String, PreparedEffects>,
-    /// Client messages that each end with one ReadyForQuery, sent and unanswered.
-    client_syncs_in_flight: u32,
-    /// Stop forwarding client messages until the in-flight ones are answered.
-    hold: bool,
-    /// The server backend's pid, shown to the client as `client_pid` in notifications.
-    server_pid: i32,
-    client_pid: i32,
-    /// The process's record of who sent NOTIFY through which backend.
-    notifiers: Arc<Notifiers>,
+    /// Where the client's message stream stands.
+    batches: Batches,
     /// The session's own tenant schema (schema tenants), the one `pgt_…`
     /// schema its search_path may name.
     own_schema: Option<String>,
@@ -75,23 +66,16 @@ impl ClientPolicy {
         ClientPolicy {
             guard,
             markers: Markers::new(marker_prefix),
-            channel_prefix,
+            channels: TenantChannels::new(channel_prefix, notifiers, client_pid),
             session_features,
             statements: session_features.map(|_| ClientStatements::new(statement_namespace)),
             session_state_used: false,
             settings_wiped: false,
             settings_untracked: false,
-            unsynced: false,
             statements_discarded_on_sync: false,
             setting_changes: Vec::new(),
-            context_dirty: false,
-            reset_awaits_sync: false,
             prepared_effects: HashMap::new(),
-            client_syncs_in_flight: 0,
-            hold: false,
-            server_pid: 0,
-            client_pid,
-            notifiers,
+            batches: Batches::default(),
             own_schema: None,
         }
     }
@@ -113,20 +97,18 @@ impl ClientPolicy {
 
     /// True while client messages must wait (a context reset is pending).
     pub(crate) fn holding(&self) -> bool {
-        self.hold
+        self.batches.holding()
     }
 
     /// Every client message sent so far has been answered: a transaction
     /// boundary where the server session may go back to the pool.
     pub(crate) fn at_rest(&self) -> bool {
-        !self.hold && !self.unsynced && self.client_syncs_in_flight == 0 && !self.context_dirty
+        self.batches.at_rest()
     }
 
     /// Notes a client message streamed through without inspection.
     pub(crate) fn streamed(&mut self, tag: u8) {
-        if matches!(tag, client::BIND | client::DESCRIBE | client::EXECUTE | client::CLOSE | client::FLUSH) {
-            self.unsynced = true;
-        }
+        self.batches.streamed(tag);
     }
 
     /// True once the client used a feature that needs a whole server session.
@@ -152,7 +134,7 @@ impl ClientPolicy {
 
     /// The server backend now serving the client (for notification pids).
     pub fn set_server_pid(&mut self, pid: i32) {
-        self.server_pid = pid;
+        self.channels.set_server_pid(pid);
     }
 
     /// True when `tag` is a client message this policy reads whole.
@@ -208,7 +190,7 @@ impl ClientPolicy {
             }
             client::PARSE => self.parse(frame, to_server, server)?,
             client::BIND | client::DESCRIBE | client::CLOSE => {
-                self.unsynced = true;
+                self.batches.extended_sent();
                 if tag == client::BIND {
                     if let Err(refusal) = self.bind_effects(frame) {
                         self.markers.bind(refusal, to_server);
@@ -236,7 +218,7 @@ impl ClientPolicy {
                     ),
                     to_server,
                 );
-                self.client_syncs_in_flight += 1;
+                self.batches.simple_sent();
             }
             client::SYNC => {
                 self.client_batch_sent();
@@ -244,13 +226,7 @@ impl ClientPolicy {
                     self.forget_statements(server);
                 }
                 to_server.extend_from_slice(frame);
-                self.client_syncs_in_flight += 1;
-                self.unsynced = false;
-                if self.reset_awaits_sync || self.context_dirty {
-                    self.reset_awaits_sync = false;
-                    self.context_dirty = true;
-                    self.hold = true;
-                }
+                self.batches.sync_sent();
             }
             _ => to_server.extend_from_slice(frame),
         }
@@ -265,7 +241,7 @@ impl ClientPolicy {
     ) -> Result<(), ClientError> {
         let query =
             Query::read(frame).ok_or_else(|| ClientError::protocol_violation("Query string is not terminated"))?;
-        self.client_syncs_in_flight += 1;
+        self.batches.simple_sent();
         let sql = match statement_text(query.sql) {
             Ok(sql) => sql,
             Err(None) => {
@@ -285,18 +261,15 @@ impl ClientPolicy {
         if verdict.channel_statements.is_empty() {
             to_server.extend_from_slice(frame);
         } else {
-            let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
+            let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, self.channels.prefix());
             write_message(to_server, client::QUERY, |b| put_cstr(b, &rewritten));
         }
         self.note_settings(&verdict);
-        self.note_notify(&verdict);
+        self.channels.note_notify(&verdict);
         if verdict.discards_statements {
             self.forget_statements(server);
         }
-        if verdict.resets_context || self.context_dirty {
-            self.context_dirty = true;
-            self.hold = true;
-        }
+        self.batches.query_done(verdict.resets_context);
         Ok(())
     }
 
@@ -351,7 +324,7 @@ impl ClientPolicy {
         let parse = Parse::read(frame).ok_or_else(|| ClientError::protocol_violation("malformed Parse message"))?;
         let name = parse.name;
         // Whatever happens below, this batch now waits for its Sync.
-        self.unsynced = true;
+        self.batches.extended_sent();
         let sql = match statement_text(parse.sql) {
             Ok(sql) => sql,
             Err(None) => {
@@ -372,7 +345,7 @@ impl ClientPolicy {
         if verdict.channel_statements.is_empty() {
             query_and_types.extend_from_slice(parse.sql_and_types);
         } else {
-            let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, &self.channel_prefix);
+            let rewritten = guard::rewrite_channels(sql, &verdict.channel_statements, self.channels.prefix());
             put_cstr(&mut query_and_types, &rewritten);
             query_and_types.put_slice(parse.types);
         }
@@ -404,7 +377,7 @@ impl ClientPolicy {
         if verdict.untracked_settings {
             self.settings_untracked = true;
         }
-        self.note_notify(&verdict);
+        self.channels.note_notify(&verdict);
         Ok(())
     }
 
@@ -427,19 +400,14 @@ impl ClientPolicy {
         }
         self.check_search_paths(&bound.search_paths)?;
         self.statements_discarded_on_sync |= effects.discards_statements;
-        self.reset_awaits_sync |= effects.resets_context;
+        if effects.resets_context {
+            self.batches.reset_at_sync();
+        }
         self.settings_wiped |= effects.wipes_settings;
         self.setting_changes.extend(effects.setting_changes.iter().cloned());
         self.setting_changes.extend(bound.setting_changes);
         self.settings_untracked |= bound.untracked_settings;
         Ok(())
-    }
-
-    /// Records this client as the sender of what its server backend notifies.
-    fn note_notify(&self, verdict: &Inspection) {
-        if verdict.channel_statements.iter().any(|s| s.kind == ChannelCommand::Notify) {
-            self.notifiers.record(self.server_pid, self.client_pid);
-        }
     }
 
     /// The client's statements are gone (DISCARD ALL, DEALLOCATE ALL), and so
@@ -487,44 +455,18 @@ impl ClientPolicy {
     /// back (a startup value): handled like a context reset, before the
     /// client's next statement.
     pub(crate) fn restore_after(&mut self, tag: u8) {
-        if tag == client::QUERY {
-            self.context_dirty = true;
-            self.hold = true;
-        } else {
-            self.reset_awaits_sync = true;
-        }
+        self.batches.restore_after(tag);
     }
 
     /// Accounts for one ReadyForQuery answering the client. True when the
     /// context must be sent now because a reset wiped it.
     pub(crate) fn client_ready(&mut self, failed_transaction: bool) -> bool {
-        self.client_syncs_in_flight = self.client_syncs_in_flight.saturating_sub(1);
-        if !self.hold || self.client_syncs_in_flight > 0 {
-            return false;
-        }
-        self.hold = false;
-        if !self.context_dirty || failed_transaction {
-            // In a failed transaction the exchange would fail; the next batch
-            // holds again and the context is restored once it can be.
-            return false;
-        }
-        self.context_dirty = false;
-        true
+        self.batches.client_ready(failed_transaction)
     }
 
-    /// Rewrites a NotificationResponse from the tenant's scoped channel to the
-    /// name the client listened on; `None` drops a notification of any other channel.
+    /// A NotificationResponse as the client sees it (`None`: not its tenant's).
     pub(crate) fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
-        let Notification { pid, channel, payload } = Notification::read(frame)?;
-        let channel = channel.strip_prefix(&self.channel_prefix)?;
-        let pid = if pid == self.server_pid { self.client_pid } else { self.notifiers.client_of(pid).unwrap_or(pid) };
-        let mut out = BytesMut::with_capacity(frame.len());
-        write_message(&mut out, server::NOTIFICATION_RESPONSE, |b| {
-            b.put_i32(pid);
-            put_cstr(b, channel);
-            put_cstr(b, payload);
-        });
-        Some(out)
+        self.channels.notification(frame)
     }
 }
 
@@ -539,14 +481,6 @@ fn statement_text(bytes: &[u8]) -> Result<&str, Option<ClientError>> {
         ))),
         Err(_) => Err(None),
     }
-}
-
-/// The channel prefix of a tenant: derived by hash, so tenants whose ids share
-/// a prefix still get distinct channels.
-pub(crate) fn channel_prefix(tenant_id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(tenant_id.as_bytes());
-    format!("t{}.", crate::hex::hex(&digest[..6]))
 }
 
 /// The refusal of a search_path that names another tenant's schema.
