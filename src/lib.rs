@@ -2,6 +2,7 @@
 //! maps it to a tenant, and relays its SQL to an upstream session whose
 //! tenant context the client cannot change. See ARCHITECTURE.md.
 
+pub(crate) mod access;
 pub(crate) mod admin;
 pub(crate) mod blocking;
 pub(crate) mod cancel;

@@ -4,10 +4,10 @@
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::pg_client::{connect, describe};
 use crate::quote::quote_ident;
-use crate::tenancy::Access;
 
 /// One versioned migration, embedded in the binary.
 pub struct Migration {

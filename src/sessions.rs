@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::error::ClientError;
-use crate::tenancy::Access;
 
 /// What a session is doing, as the relay last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -9,6 +9,7 @@ mod config_example;
 mod corpus;
 mod drivers;
 mod isolation;
+mod layering;
 mod pooled_state;
 mod pooling;
 mod psql;
