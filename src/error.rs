@@ -28,47 +28,79 @@ impl Severity {
 #[error("{code}: {message}")]
 pub struct ClientError {
     pub(crate) severity: Severity,
-    pub code: &'static str,
+    pub code: SqlState,
     pub message: String,
     /// More ErrorResponse fields, as PostgreSQL sends them for this error
     /// (position `P`, source `F`/`L`/`R`), in order.
     pub fields: Vec<(u8, String)>,
 }
 
+/// A SQLSTATE pgtenant sends: only the constants in [`sqlstate`] exist, so
+/// no code is spelled out anywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SqlState(&'static str);
+
+impl SqlState {
+    /// The five characters of the code.
+    pub fn code(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SqlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl PartialEq<&str> for SqlState {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<str> for SqlState {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
 /// SQLSTATEs pgtenant sends itself.
 pub mod sqlstate {
-    pub(crate) const INVALID_PASSWORD: &str = "28P01";
-    pub(crate) const INVALID_AUTHORIZATION: &str = "28000";
-    pub(crate) const INVALID_CATALOG_NAME: &str = "3D000";
-    pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
-    pub(crate) const CONNECTION_FAILURE: &str = "08006";
-    pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
-    pub const ADMIN_SHUTDOWN: &str = "57P01";
-    pub(crate) const TOO_MANY_CONNECTIONS: &str = "53300";
-    pub(crate) const QUERY_CANCELED: &str = "57014";
-    pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
-    pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
-    pub(crate) const UNDEFINED_OBJECT: &str = "42704";
-    pub(crate) const SYNTAX_ERROR: &str = "42601";
-    pub(crate) const INVALID_PARAMETER_VALUE: &str = "22023";
-    pub(crate) const INVALID_TEXT_REPRESENTATION: &str = "22P02";
-    pub(crate) const UNTRANSLATABLE_CHARACTER: &str = "22021";
+    use super::SqlState;
+
+    pub(crate) const INVALID_PASSWORD: SqlState = SqlState("28P01");
+    pub(crate) const INVALID_AUTHORIZATION: SqlState = SqlState("28000");
+    pub(crate) const INVALID_CATALOG_NAME: SqlState = SqlState("3D000");
+    pub(crate) const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
+    pub(crate) const CONNECTION_FAILURE: SqlState = SqlState("08006");
+    pub(crate) const CANNOT_CONNECT_NOW: SqlState = SqlState("57P03");
+    pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
+    pub(crate) const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
+    pub(crate) const QUERY_CANCELED: SqlState = SqlState("57014");
+    pub(crate) const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
+    pub(crate) const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
+    pub(crate) const UNDEFINED_OBJECT: SqlState = SqlState("42704");
+    pub(crate) const SYNTAX_ERROR: SqlState = SqlState("42601");
+    pub(crate) const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    pub(crate) const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
+    pub(crate) const UNTRANSLATABLE_CHARACTER: SqlState = SqlState("22021");
 
     /// The static form of a code the server sent, when it is one pgtenant
     /// passes on for a failure of its own session set-up.
-    pub(crate) fn of_setup_failure(code: &str) -> Option<&'static str> {
+    pub(crate) fn of_setup_failure(code: &str) -> Option<SqlState> {
         [UNDEFINED_OBJECT, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE, INVALID_TEXT_REPRESENTATION, SYNTAX_ERROR]
             .into_iter()
-            .find(|known| *known == code)
+            .find(|known| known.code() == code)
     }
 }
 
 impl ClientError {
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn fatal(code: SqlState, message: impl Into<String>) -> Self {
         ClientError { severity: Severity::Fatal, code, message: message.into(), fields: Vec::new() }
     }
 
-    pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn error(code: SqlState, message: impl Into<String>) -> Self {
         ClientError { severity: Severity::Error, code, message: message.into(), fields: Vec::new() }
     }
 
@@ -89,6 +121,6 @@ impl ClientError {
 
     /// Appends this error as an ErrorResponse message.
     pub(crate) fn encode(&self, buf: &mut BytesMut) {
-        backend::error_response_with(buf, self.severity.as_str(), self.code, &self.message, &self.fields);
+        backend::error_response_with(buf, self.severity.as_str(), self.code.code(), &self.message, &self.fields);
     }
 }

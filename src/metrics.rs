@@ -103,7 +103,7 @@ pub(crate) fn record_pools(pools: &[crate::routing::PoolEntry]) {
 
 /// Counts one statement the guard refused.
 pub(crate) fn guard_refusal(error: &ClientError) {
-    metrics::counter!(GUARD_REFUSALS, "sqlstate" => error.code).increment(1);
+    metrics::counter!(GUARD_REFUSALS, "sqlstate" => error.code.code()).increment(1);
 }
 
 pub(crate) fn session_started() {
@@ -115,5 +115,5 @@ pub(crate) fn connection_refused(error: &ClientError) {
     if error.code == sqlstate::INVALID_PASSWORD {
         metrics::counter!(AUTH_FAILURES).increment(1);
     }
-    metrics::counter!(CONNECTIONS_REFUSED, "sqlstate" => error.code).increment(1);
+    metrics::counter!(CONNECTIONS_REFUSED, "sqlstate" => error.code.code()).increment(1);
 }

@@ -57,7 +57,7 @@ pub(crate) async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc
     let span = tracing::info_span!("session", %peer, user = %user, tenant = tracing::field::Empty);
     async move {
         if let Err(error) = run_session(stream, peer, inbuf, startup, &state, deadline).await {
-            tracing::info!(code = error.code, message = %error.message, "session refused");
+            tracing::info!(code = %error.code, message = %error.message, "session refused");
         }
     }
     .instrument(span)
@@ -232,7 +232,7 @@ async fn run_session(
     drop(session);
     match end {
         RelayEnd::Fatal(error) => {
-            tracing::warn!(code = error.code, message = %error.message, "session ended by pgtenant");
+            tracing::warn!(code = %error.code, message = %error.message, "session ended by pgtenant");
         }
         other => tracing::debug!(end = ?other, "session ended"),
     }

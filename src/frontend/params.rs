@@ -185,7 +185,7 @@ mod tests {
             p(&[("options", "--client-encoding=BIG5")]),
         ] {
             let err = upstream_params(&params, "app.tenant_id").unwrap_err();
-            assert_eq!((err.code, err.severity), ("42501", crate::error::Severity::Fatal), "{params:?}");
+            assert_eq!((err.code.code(), err.severity), ("42501", crate::error::Severity::Fatal), "{params:?}");
         }
         assert!(upstream_params(&p(&[("client_encoding", "UTF8")]), "app.tenant_id").is_ok());
     }

@@ -144,7 +144,7 @@ impl ServerSide for ScriptedServerSide {
     }
 
     fn is_its_cancellation(&self, frame: &[u8]) -> bool {
-        self.cancelling && messages::error_code(frame).is_some_and(|code| code == sqlstate::QUERY_CANCELED)
+        self.cancelling && messages::error_code(frame).is_some_and(|code| sqlstate::QUERY_CANCELED == code.as_str())
     }
 
     fn timeout_error(&mut self) -> ClientError {
@@ -419,10 +419,12 @@ impl RelayCore {
                     match self.own_pending.front() {
                         Some(OwnExchange::Required) => return Err(self.fatal(error)),
                         Some(OwnExchange::ClientSetting | OwnExchange::RestoredSetting) => {
-                            tracing::warn!(code = error.code, message = %error.message, "a client setting could not be replayed");
+                            tracing::warn!(code = %error.code, message = %error.message, "a client setting could not be replayed");
                         }
                         // A setting that never took effect has nothing to reset.
-                        _ => tracing::debug!(code = error.code, message = %error.message, "resetting a setting failed"),
+                        _ => {
+                            tracing::debug!(code = %error.code, message = %error.message, "resetting a setting failed")
+                        }
                     }
                 }
                 server::PARAMETER_STATUS => {

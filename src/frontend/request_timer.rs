@@ -86,7 +86,7 @@ impl RequestTimer {
 
     /// Whether the server ErrorResponse `frame` is the cancellation pgtenant asked for.
     pub(crate) fn is_its_cancellation(&self, frame: &[u8]) -> bool {
-        self.cancelled_request && error_code(frame).is_some_and(|code| code == sqlstate::QUERY_CANCELED)
+        self.cancelled_request && error_code(frame).is_some_and(|code| sqlstate::QUERY_CANCELED == code.as_str())
     }
 
     /// The error the client gets instead of that cancellation.
