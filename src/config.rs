@@ -30,6 +30,90 @@ pub struct Config {
     pub upstreams: std::collections::BTreeMap<String, PlacementUpstream>,
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// Logins with a JSON Web Token as the password.
+    #[serde(default)]
+    pub jwt: JwtConfig,
+}
+
+/// Token verification (`[jwt]`): keys, the claims required, how claims map
+/// to a tenant, an access level and a subject.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required in `aud`.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub leeway_secs: u64,
+    /// HMAC secret (HS256/384/512).
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// PEM public keys (RSA: RS*/PS*, EC: ES256/ES384, Ed25519: EdDSA).
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS document on disk (keys by `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS document over HTTP(S): not available in this version.
+    pub jwks_url: Option<String>,
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub jwks_refresh_secs: u64,
+    /// Claim path of the tenant (id or slug); `org.id` reads a nested claim.
+    pub tenant_claim: String,
+    /// Claim path of the access level; unset: every token is readwrite.
+    pub access_claim: Option<String>,
+    /// Role names in the access claim → access level (besides the literal
+    /// values `readonly` and `readwrite`).
+    pub access_roles: std::collections::BTreeMap<String, crate::access::Access>,
+    /// Claim path of the subject (`pgtenant.current_subject()`).
+    pub subject_claim: String,
+    /// The user name a client logs in with to present a token as its password.
+    pub username: String,
+    /// Accept tokens on plain (not TLS) connections from loopback addresses.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub allow_plaintext_loopback: bool,
+    /// What a token session does at the token's `exp`.
+    pub on_expiry: OnExpiry,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            secret: None,
+            secret_file: None,
+            public_keys: Vec::new(),
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 60,
+            tenant_claim: "tenant_id".into(),
+            access_claim: None,
+            access_roles: Default::default(),
+            subject_claim: "sub".into(),
+            username: "jwt".into(),
+            allow_plaintext_loopback: false,
+            on_expiry: OnExpiry::End,
+        }
+    }
+}
+
+impl JwtConfig {
+    /// True when some key is configured: token logins are on.
+    pub(crate) fn has_keys(&self) -> bool {
+        self.secret.is_some() || self.secret_file.is_some() || !self.public_keys.is_empty() || self.jwks_file.is_some()
+    }
+}
+
+/// What a token session does when its token expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExpiry {
+    /// The session ends with FATAL (between transactions in transaction pooling).
+    End,
+    /// The session goes on.
+    Keep,
 }
 
 /// The name of the `[upstream]` section among the placements.
@@ -424,8 +508,50 @@ impl Config {
                 ));
             }
         }
+        self.validate_jwt()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_jwt(&self) -> Result<(), ConfigError> {
+        let jwt = &self.jwt;
+        if jwt.jwks_url.is_some() {
+            return Err(ConfigError::new(
+                "jwt.jwks_url",
+                "is not available in this version of pgtenant; download the document and use jwt.jwks_file",
+            ));
+        }
+        if !jwt.has_keys() {
+            return Ok(());
+        }
+        if jwt.secret.is_some() && jwt.secret_file.is_some() {
+            return Err(ConfigError::new("jwt.secret_file", "and jwt.secret are two secrets; set one"));
+        }
+        if jwt.secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(ConfigError::new("jwt.secret", "must be at least 32 bytes"));
+        }
+        for (key, value) in [("jwt.issuer", &jwt.issuer), ("jwt.audience", &jwt.audience)] {
+            if value.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::new(key, "is required when token keys are configured"));
+            }
+        }
+        for (key, path) in [
+            ("jwt.tenant_claim", Some(&jwt.tenant_claim)),
+            ("jwt.subject_claim", Some(&jwt.subject_claim)),
+            ("jwt.access_claim", jwt.access_claim.as_ref()),
+        ] {
+            if path.is_some_and(|p| p.is_empty() || p.split('.').any(str::is_empty)) {
+                return Err(ConfigError::new(key, "must be a claim name or a dotted path like org.id"));
+            }
+        }
+        if jwt.username.is_empty() || jwt.username.len() > 63 {
+            return Err(ConfigError::new("jwt.username", "must be a user name (1 to 63 bytes)"));
+        }
+        if jwt.jwks_refresh_secs == 0 {
+            return Err(ConfigError::new("jwt.jwks_refresh_secs", "must be at least 1"));
+        }
+        crate::tokens::keys::load(jwt).map_err(|e| ConfigError::new(e.key, e.message))?;
         Ok(())
     }
 

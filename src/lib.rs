@@ -26,4 +26,5 @@ pub(crate) mod sessions;
 pub(crate) mod setting_rules;
 pub mod shutdown;
 pub mod tenancy;
+pub(crate) mod tokens;
 pub mod upstream;

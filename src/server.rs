@@ -69,7 +69,10 @@ impl Server {
             }
             _ => None,
         };
+        let tokens =
+            crate::tokens::TokenVerifier::from_config(&config.jwt).map_err(|e| anyhow::anyhow!("{e}"))?.map(Arc::new);
         let state = Arc::new(ProxyState {
+            tokens,
             tls,
             auth_throttle: Default::default(),
             tenant_setting: config.proxy.tenant_setting.clone(),

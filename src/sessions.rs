@@ -48,6 +48,11 @@ pub struct SessionIdentity {
     pub access: Access,
     /// The tenant's visible set the session was given, as a uuid[] literal.
     pub visible_tenants: String,
+    /// The session logged in with a token: no login row stands behind it,
+    /// the catalog re-checks its tenant only.
+    pub via_token: bool,
+    /// A token login's verified subject.
+    pub subject: Option<String>,
     pub client_addr: SocketAddr,
     pub application_name: String,
     pub connected_at: SystemTime,
@@ -184,6 +189,8 @@ mod tests {
             tenant_slug: "t".into(),
             access: Access::Readwrite,
             visible_tenants: "{}".into(),
+            via_token: false,
+            subject: None,
             client_addr: "127.0.0.1:1".parse().unwrap(),
             application_name: String::new(),
             connected_at: SystemTime::now(),

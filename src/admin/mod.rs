@@ -5,6 +5,7 @@
 mod auth;
 mod extract;
 mod health;
+mod jwt;
 mod logins;
 mod openapi;
 mod problem;
@@ -56,6 +57,7 @@ pub(crate) fn router(proxy: Arc<ProxyState>, token: &str) -> Router {
         .route("/sessions", get(sessions::list))
         .route("/sessions/{id}", delete(sessions::end))
         .route("/pools", get(sessions::pools))
+        .route("/jwt", get(jwt::settings))
         .fallback(|| async { Problem::no_route() })
         .method_not_allowed_fallback(|| async { Problem::wrong_method() })
         // On the fallbacks too: without the token, nothing about /v1 is revealed.

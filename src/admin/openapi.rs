@@ -10,7 +10,7 @@ use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{Problem, PROBLEM_JSON};
-use super::{health, logins, sessions, tenants};
+use super::{health, jwt, logins, sessions, tenants};
 
 /// The admin API's OpenAPI document.
 #[derive(OpenApi)]
@@ -19,7 +19,7 @@ use super::{health, logins, sessions, tenants};
     paths(
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete, tenants::reprovision,
         logins::create, logins::list, logins::get, logins::update, logins::delete,
-        sessions::list, sessions::end, sessions::pools,
+        sessions::list, sessions::end, sessions::pools, jwt::settings,
         health::healthz, health::readyz, health::metrics,
     ),
     components(schemas(
@@ -29,6 +29,7 @@ use super::{health, logins, sessions, tenants};
         crate::tenancy::logins::Login, crate::tenancy::Access,
         logins::CreateLogin, logins::UpdateLogin,
         sessions::Session, sessions::Pool,
+        jwt::JwtSettings, jwt::JwtKey, crate::config::OnExpiry,
     )),
     modifiers(&V1Security),
 )]

@@ -23,6 +23,8 @@ pub(crate) struct Session {
     pub id: i32,
     pub username: String,
     pub tenant_id: String,
+    /// The verified subject of a token login (null for password logins).
+    pub subject: Option<String>,
     /// The client's address and port.
     #[schema(example = "127.0.0.1:52144")]
     pub client_addr: String,
@@ -40,6 +42,7 @@ impl From<SessionSnapshot> for Session {
             id: s.id,
             username: s.identity.username,
             tenant_id: s.identity.tenant_id,
+            subject: s.identity.subject,
             client_addr: s.identity.client_addr.to_string(),
             application_name: s.identity.application_name,
             state: s.state,

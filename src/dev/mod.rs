@@ -10,7 +10,7 @@ use anyhow::Context;
 use rand::distributions::{Alphanumeric, DistString};
 
 use crate::config::{
-    AdminConfig, Config, ControlConfig, LogConfig, PoolSection, ProxyConfig, TlsConfig, UpstreamConfig,
+    AdminConfig, Config, ControlConfig, JwtConfig, LogConfig, PoolSection, ProxyConfig, TlsConfig, UpstreamConfig,
 };
 use crate::migrate;
 use crate::tenancy::catalog::Catalog;
@@ -134,8 +134,20 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
         tenants: Default::default(),
         upstreams: Default::default(),
         provisioning: Default::default(),
+        // Token logins with a secret of this run, over loopback without TLS.
+        jwt: JwtConfig {
+            issuer: Some(DEV_TOKEN_ISSUER.into()),
+            audience: Some(DEV_TOKEN_AUDIENCE.into()),
+            secret: Some(random_secret(48)),
+            allow_plaintext_loopback: true,
+            ..JwtConfig::default()
+        },
     })
 }
+
+/// The `iss` and `aud` the dev config requires of tokens.
+pub const DEV_TOKEN_ISSUER: &str = "pgtenant-dev";
+pub const DEV_TOKEN_AUDIENCE: &str = "pgtenant";
 
 /// A random alphanumeric string (safe in URLs and shells).
 pub(crate) fn random_secret(len: usize) -> String {
@@ -242,6 +254,13 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
             "  {tenant:<12} {access:<9}  psql \"postgres://{username}:{password}@{}:{}/{DATABASE}\"",
             proxy.ip(),
             proxy.port()
+        );
+    }
+    if let Some(secret) = &config.jwt.secret {
+        println!(
+            "\nToken logins: user \"{}\", password a JWT (HS256, secret {secret}, iss {DEV_TOKEN_ISSUER}, aud \
+             {DEV_TOKEN_AUDIENCE}, claim tenant_id = a tenant's id or slug)",
+            config.jwt.username
         );
     }
     println!(

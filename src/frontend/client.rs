@@ -19,7 +19,7 @@ use super::statements::statement_namespace;
 use super::stream::ClientStream;
 use super::{auth, params};
 use crate::cancel::CancelKey;
-use crate::config::PoolMode;
+use crate::config::{OnExpiry, PoolMode};
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::startup::{self, InitialPacket, StartupMessage};
@@ -215,16 +215,26 @@ async fn run_session(
             tenant_slug: login.tenant_slug.clone(),
             access: login.access,
             visible_tenants: login.context.visible_tenants.clone(),
+            via_token: login.token.is_some(),
+            subject: login.token.as_ref().and_then(|t| t.subject.clone()),
             client_addr: peer,
             application_name: startup.param("application_name").unwrap_or_default().to_owned(),
             connected_at: SystemTime::now(),
         },
     );
+    let token_expiry = login
+        .token
+        .as_ref()
+        .filter(|_| state.tokens.as_ref().is_some_and(|t| t.config().on_expiry == OnExpiry::End))
+        .map(|t| t.expires_at);
     // Nothing of the handshake is kept for the life of the session.
     drop((startup, login));
     let attached = Attached { lease, prefix: BytesMut::new(), exchanges: Vec::new() };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     relay.set_statement_timeout(statement_timeout);
+    if let Some(expires_at) = token_expiry {
+        relay.set_expiry(expires_at);
+    }
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
     drop(inbuf);

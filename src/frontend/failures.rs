@@ -52,6 +52,11 @@ pub(crate) fn server_malformed(what: &str) -> ClientError {
     )
 }
 
+/// A token session's token expired (`jwt.on_expiry = "end"`).
+pub(crate) fn token_expired() -> ClientError {
+    ClientError::fatal(sqlstate::INVALID_AUTHORIZATION, "the session's token has expired; log in with a new token")
+}
+
 /// The client's connection went away during `stage` (nobody reads this,
 /// but the session's log line says why it ended).
 pub(crate) fn client_lost(stage: &str) -> ClientError {

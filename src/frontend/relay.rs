@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::attach::{Attached, Attachment, OwnExchange};
+use super::failures;
 use super::policy::ClientPolicy;
 use super::relay_core::{RelayCore, ServerSide};
 pub(crate) use super::relay_core::{RelayEnd, TxnStatus};
@@ -37,6 +38,8 @@ pub(crate) struct Relay<C> {
     core: RelayCore,
     /// The tenant's limit on how long a request may keep the server busy.
     timer: RequestTimer,
+    /// A token session ends when its token expires (`jwt.on_expiry = "end"`).
+    expires_at: Option<std::time::SystemTime>,
 }
 
 #[derive(Default)]
@@ -128,7 +131,13 @@ impl Relay<ClientStream> {
             attachment,
             core: RelayCore::new(policy, max_message_bytes, to_client, to_server, exchanges),
             timer: RequestTimer::default(),
+            expires_at: None,
         }
+    }
+
+    /// Ends the session at `at`, once the client is between transactions.
+    pub(crate) fn set_expiry(&mut self, at: std::time::SystemTime) {
+        self.expires_at = Some(at);
     }
 
     /// Cancels a request that keeps the server busy longer than `limit`.
@@ -242,6 +251,10 @@ impl Relay<ClientStream> {
         // turn of the loop costs two lock round trips per message.
         let ended = session.ended();
         tokio::pin!(ended);
+        let left = self.expires_at.map(|at| at.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+        let expiry = tokio::time::sleep(left.unwrap_or_default());
+        tokio::pin!(expiry);
+        let mut expired = false;
         if !self.core.client_in.is_empty() {
             if let Err(end) = self.take_client_frames() {
                 return end;
@@ -249,6 +262,9 @@ impl Relay<ClientStream> {
         }
         loop {
             self.release_if_at_rest();
+            if expired && self.core.at_rest() && self.core.status == TxnStatus::Idle {
+                return self.fatal(failures::token_expired());
+            }
             if self.server.is_none() {
                 self.core.shrink_idle_buffers();
             }
@@ -262,6 +278,10 @@ impl Relay<ClientStream> {
             let polled = tokio::select! {
                 biased;
                 reason = &mut ended => return self.fatal(reason),
+                _ = &mut expiry, if left.is_some() && !expired => {
+                    expired = true;
+                    continue;
+                }
                 polled = poll_fn(|cx| self.poll_io(cx)) => polled,
             };
             let progress = match polled {

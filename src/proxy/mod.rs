@@ -40,6 +40,8 @@ pub struct ProxyState {
     pub guard: Arc<crate::guard::Guard>,
     /// Random per process: names the marker statements that stand in for refused ones.
     pub marker_prefix: String,
+    /// Verifies the tokens of token logins (`[jwt]` with a key), if configured.
+    pub(crate) tokens: Option<Arc<crate::tokens::TokenVerifier>>,
     /// Key that signs tenant contexts (from `pgtenant.context_key`).
     pub context_key: Vec<u8>,
     /// Key for the decoy verifiers of unknown users; random per process.

@@ -36,6 +36,17 @@ pub(crate) struct LoginRecord {
     pub isolation: Isolation,
     /// The upstream the tenant is placed on.
     pub upstream: String,
+    /// Set when the login presented a verified token instead of a password.
+    pub token: Option<TokenLogin>,
+}
+
+/// What a token login carries beyond a password login.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenLogin {
+    /// The token's verified subject.
+    pub subject: Option<String>,
+    /// When the token expires.
+    pub expires_at: std::time::SystemTime,
 }
 
 /// A pool of connections to the control database.
@@ -94,6 +105,44 @@ impl Catalog {
             isolation: Isolation::parse(row.get(7))
                 .ok_or_else(|| CatalogError::Invalid(format!("login {username}'s tenant has an unknown isolation")))?,
             upstream: row.get(8),
+            token: None,
+        }))
+    }
+
+    /// The tenant a verified token names (its id or slug), as a login record
+    /// of `username` with the token's access: `None` when no such tenant exists.
+    pub(crate) async fn find_token_tenant(
+        &self,
+        username: &str,
+        tenant: &str,
+        access: Access,
+        token: TokenLogin,
+    ) -> Result<Option<LoginRecord>, CatalogError> {
+        let client = self.pool.get().await?;
+        let by = if super::validate::is_uuid(tenant) { "t.id = $1::text::uuid" } else { "t.slug = $1" };
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT t.id::text, t.slug, t.status = 'active', pgtenant.tenant_subtree(t.id)::text,                         t.isolation, t.upstream                    FROM pgtenant.tenants t WHERE {by}"
+            ))
+            .await?;
+        let Some(row) = client.query_opt(&statement, &[&tenant]).await? else {
+            return Ok(None);
+        };
+        Ok(Some(LoginRecord {
+            username: username.to_owned(),
+            verifier: String::new(),
+            access,
+            enabled: true,
+            context: TenantContext {
+                tenant_id: row.get(0),
+                visible_tenants: row.get::<_, String>(3).trim_matches(|c| c == '{' || c == '}').to_owned(),
+            },
+            tenant_slug: row.get(1),
+            tenant_active: row.get(2),
+            isolation: Isolation::parse(row.get(4))
+                .ok_or_else(|| CatalogError::Invalid(format!("tenant {tenant} has an unknown isolation")))?,
+            upstream: row.get(5),
+            token: Some(token),
         }))
     }
 

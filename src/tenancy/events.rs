@@ -134,43 +134,47 @@ pub(crate) async fn recheck(client: &Client, sessions: &SessionRegistry) -> Resu
         return Ok(0);
     }
     // Many sessions share one login: check each distinct authorisation once.
-    let keys: BTreeSet<(String, String, &'static str, String)> =
-        live.iter().map(|s| authorisation(&s.identity)).collect();
-    let (mut usernames, mut tenants, mut accesses, mut visibles) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (username, tenant, access, visible) in &keys {
+    let keys: BTreeSet<Authorisation> = live.iter().map(|s| authorisation(&s.identity)).collect();
+    let (mut usernames, mut tenants, mut accesses, mut visibles, mut tokens) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (username, tenant, access, visible, token) in &keys {
         usernames.push(username.as_str());
         tenants.push(tenant.as_str());
         accesses.push(*access);
         visibles.push(visible.as_str());
+        tokens.push(*token);
     }
     let rows = client
         .query(
-            r#"SELECT username, tenant_id, access, visible, reason FROM (
-               SELECT k.username, k.tenant_id, k.access, k.visible,
-                      CASE WHEN l.username IS NULL THEN format('login "%s" was deleted', k.username)
-                           WHEN NOT l.enabled THEN format('login "%s" was disabled', k.username)
+            r#"SELECT username, tenant_id, access, visible, token, reason FROM (
+               SELECT k.username, k.tenant_id, k.access, k.visible, k.token,
+                      CASE WHEN k.token AND t.id IS NULL THEN 'the token''s tenant was deleted'
+                           WHEN NOT k.token AND l.username IS NULL THEN format('login "%s" was deleted', k.username)
+                           WHEN NOT k.token AND NOT l.enabled THEN format('login "%s" was disabled', k.username)
                            WHEN t.status <> 'active' THEN format('tenant "%s" was suspended', t.slug)
-                           WHEN l.tenant_id::text <> k.tenant_id OR l.access <> k.access
+                           WHEN NOT k.token AND (l.tenant_id::text <> k.tenant_id OR l.access <> k.access)
                                 THEN format('login "%s" was changed', k.username)
                            WHEN NOT (string_to_array(k.visible, ',')::uuid[] <@ pgtenant.tenant_subtree(t.id))
                                 THEN format('the tenant hierarchy of "%s" changed', t.slug)
                       END AS reason
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                          AS k(username, tenant_id, access, visible)
-                 LEFT JOIN pgtenant.logins l ON l.username = k.username
-                 LEFT JOIN pgtenant.tenants t ON t.id = l.tenant_id
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
+                          AS k(username, tenant_id, access, visible, token)
+                 LEFT JOIN pgtenant.logins l ON l.username = k.username AND NOT k.token
+                 LEFT JOIN pgtenant.tenants t
+                        ON t.id = CASE WHEN k.token THEN k.tenant_id::uuid ELSE l.tenant_id END
              ) checked WHERE reason IS NOT NULL"#,
-            &[&usernames, &tenants, &accesses, &visibles],
+            &[&usernames, &tenants, &accesses, &visibles, &tokens],
         )
         .await?;
     let mut ended = 0;
     for row in rows {
-        let doomed: (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        let reason: String = row.get(4);
+        let doomed: (String, String, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let reason: String = row.get(5);
         ended += sessions.terminate_where(
             |identity| {
-                let (username, tenant, access, visible) = authorisation(identity);
-                (username, tenant, access.to_owned(), visible) == doomed
+                let (username, tenant, access, visible, token) = authorisation(identity);
+                (username, tenant, access.to_owned(), visible, token) == doomed
             },
             ended_because(&reason),
         );
@@ -178,8 +182,17 @@ pub(crate) async fn recheck(client: &Client, sessions: &SessionRegistry) -> Resu
     Ok(ended)
 }
 
-fn authorisation(identity: &SessionIdentity) -> (String, String, &'static str, String) {
-    (identity.username.clone(), identity.tenant_id.clone(), identity.access.as_str(), identity.visible_tenants.clone())
+/// What a session was authorised as: login, tenant, access, visible set, and whether by a token.
+type Authorisation = (String, String, &'static str, String, bool);
+
+fn authorisation(identity: &SessionIdentity) -> Authorisation {
+    (
+        identity.username.clone(),
+        identity.tenant_id.clone(),
+        identity.access.as_str(),
+        identity.visible_tenants.clone(),
+        identity.via_token,
+    )
 }
 
 /// The FATAL a session gets when the catalog withdraws it, as PostgreSQL's

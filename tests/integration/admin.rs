@@ -534,7 +534,11 @@ async fn sessions_are_listed_and_ended_and_pools_count_them() {
     let hk = sessions.iter().find(|s| s["username"] == "hk_teller").expect("hk session");
     let mut keys: Vec<&str> = hk.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["application_name", "client_addr", "connected_at", "id", "state", "tenant_id", "username"]);
+    assert_eq!(
+        keys,
+        ["application_name", "client_addr", "connected_at", "id", "state", "subject", "tenant_id", "username"]
+    );
+    assert!(hk["subject"].is_null(), "a password login has no subject");
     assert_eq!(hk["tenant_id"], HSBC_HK);
     assert_eq!(hk["application_name"], "ledger-app");
     assert_eq!(hk["state"], "idle");

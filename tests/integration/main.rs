@@ -17,5 +17,6 @@ mod relay;
 mod security;
 mod tenancy;
 mod tls;
+mod tokens;
 mod transparency;
 mod wire;

@@ -13,11 +13,13 @@ use crate::protocol::backend;
 use crate::protocol::frame::{peek_header, read_cstr};
 use crate::protocol::messages::client;
 use crate::proxy::ProxyState;
-use crate::tenancy::catalog::LoginRecord;
+use crate::tenancy::catalog::{LoginRecord, TokenLogin};
+use crate::tokens::TokenVerifier;
 use scram::{Exchange, Verifier};
 
-/// Authentication messages are small; anything bigger is an attack or a bug.
-const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+/// Authentication messages are small (a token of many claims is a few kB);
+/// anything bigger is an attack or a bug.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
 /// Authenticates `username`: SCRAM-SHA-256 (and -PLUS when `binding`, the
 /// TLS end-point hash, is given), or a cleartext password on TLS connections
@@ -35,6 +37,9 @@ pub(crate) async fn authenticate<C>(
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Some(tokens) = state.tokens.as_deref().filter(|t| t.config().username == username) {
+        return token_login(client, inbuf, state, tokens, username, binding.is_some(), peer).await;
+    }
     let login = state.catalog.find_login(username).await.map_err(|e| failures::catalog(&e))?;
     let verifier = login
         .as_ref()
@@ -56,6 +61,68 @@ where
     if let Some(server_final) = server_final {
         backend::authentication_sasl_final(&mut out, server_final.as_bytes());
     }
+    backend::authentication_ok(&mut out);
+    write(client, &mut out).await?;
+    Ok(login)
+}
+
+/// A login with a token as its password (`jwt.username`): asked for in
+/// cleartext, so only over TLS, or over loopback when
+/// `jwt.allow_plaintext_loopback` is on. The tenant, access and subject come
+/// from the verified claims; the token is never logged.
+async fn token_login<C>(
+    client: &mut C,
+    inbuf: &mut BytesMut,
+    state: &ProxyState,
+    tokens: &TokenVerifier,
+    username: &str,
+    tls: bool,
+    peer: IpAddr,
+) -> Result<LoginRecord, ClientError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let plaintext_allowed = tokens.config().allow_plaintext_loopback && peer.is_loopback();
+    if !(tls || plaintext_allowed) {
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "token logins need a TLS connection (jwt.allow_plaintext_loopback admits plain ones from loopback)",
+        ));
+    }
+    let mut out = BytesMut::with_capacity(64);
+    backend::authentication_cleartext_password(&mut out);
+    write(client, &mut out).await?;
+    let message = read_password_message(client, inbuf).await?;
+    let (token, rest) = read_cstr(&message).ok_or_else(|| malformed("PasswordMessage"))?;
+    if !rest.is_empty() {
+        return Err(malformed("PasswordMessage"));
+    }
+    let verified = match tokens.verify(token) {
+        Ok(verified) => verified,
+        Err(refusal) => {
+            tracing::warn!(reason = %refusal, "token refused");
+            tokio::time::sleep(state.auth_throttle.failure(peer)).await;
+            return Err(ClientError::fatal(
+                sqlstate::INVALID_PASSWORD,
+                format!("token authentication failed for user \"{username}\": {refusal}"),
+            ));
+        }
+    };
+    let session = TokenLogin { subject: verified.subject.clone(), expires_at: verified.expires_at };
+    let login = state
+        .catalog
+        .find_token_tenant(username, &verified.tenant, verified.access, session)
+        .await
+        .map_err(|e| failures::catalog(&e))?;
+    let Some(login) = login else {
+        tracing::warn!(tenant = %verified.tenant, "token names no tenant");
+        tokio::time::sleep(state.auth_throttle.failure(peer)).await;
+        return Err(ClientError::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!("the token's tenant \"{}\" does not exist", verified.tenant),
+        ));
+    };
+    state.auth_throttle.success(peer);
     backend::authentication_ok(&mut out);
     write(client, &mut out).await?;
     Ok(login)

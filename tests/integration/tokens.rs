@@ -1,0 +1,237 @@
+//! Logins with a JSON Web Token as the password: every key family, the
+//! claims mapped to tenant and access, and every refusal naming its check —
+//! each refused login sees nothing; sessions end when the token expires or
+//! its tenant is suspended.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use pgtenant::config::{Config, PoolMode};
+use serde_json::{json, Value};
+use tokio_postgres::NoTls;
+
+use crate::common::http::Admin;
+use crate::common::{account_ids, message, sqlstate, value, TestEnv};
+
+const SECRET: &str = "integration-secret-of-at-least-32-bytes";
+const ISSUER: &str = "https://idp.test";
+const AUDIENCE: &str = "pgtenant";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt").join(name)
+}
+
+fn with_tokens(config: &mut Config, mode: PoolMode) {
+    config.pool.mode = mode;
+    config.jwt.issuer = Some(ISSUER.into());
+    config.jwt.audience = Some(AUDIENCE.into());
+    config.jwt.secret = Some(SECRET.into());
+    config.jwt.public_keys = vec![fixture("rsa_public.pem"), fixture("ec_public.pem"), fixture("ed_public.pem")];
+    config.jwt.access_claim = Some("role".into());
+    config.jwt.access_roles = [
+        ("viewer".to_owned(), pgtenant::tenancy::Access::Readonly),
+        ("editor".to_owned(), pgtenant::tenancy::Access::Readwrite),
+    ]
+    .into();
+    config.jwt.allow_plaintext_loopback = true;
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn claims(tenant: &str) -> Value {
+    json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "sub": "alice@example.com", "tenant_id": tenant,
+           "role": "editor"})
+}
+
+fn sign(alg: Algorithm, claims: &Value) -> String {
+    let read = |name: &str| std::fs::read(fixture(name)).unwrap();
+    let key = match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec_private.pem")).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&read("ed_private.pem")).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&read("rsa_private.pem")).unwrap(),
+    };
+    encode(&Header::new(alg), claims, &key).unwrap()
+}
+
+fn b64(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+#[tokio::test]
+async fn a_token_login_sees_exactly_its_tenants_rows_in_both_pool_modes() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = TestEnv::start_with(|c| with_tokens(c, mode)).await;
+        let expected = account_ids(&env.connect("hk_teller").await).await;
+        let hk_id = value(&env.connect("hk_teller").await, "SELECT pgtenant.current_tenant()").await;
+        for (alg, tenant) in [
+            (Algorithm::HS256, "hsbc-hk"),
+            (Algorithm::RS256, hk_id.as_str()),
+            (Algorithm::PS384, "hsbc-hk"),
+            (Algorithm::ES256, "hsbc-hk"),
+            (Algorithm::EdDSA, hk_id.as_str()),
+        ] {
+            let client =
+                env.try_connect("jwt", &sign(alg, &claims(tenant))).await.unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            assert_eq!(account_ids(&client).await, expected, "{mode:?} {alg:?}");
+            assert_eq!(value(&client, "SELECT pgtenant.current_tenant()").await, hk_id);
+            let forged = client
+                .simple_query("SELECT set_config('app.tenant_id', '00000000-0000-0000-0000-000000000000', false)")
+                .await;
+            assert!(forged.is_err(), "the context stays out of the client's reach");
+            assert_eq!(account_ids(&client).await, expected);
+        }
+        // A role the access mapping calls readonly: PostgreSQL's privileges refuse the write.
+        let mut viewer = claims("hsbc-hk");
+        viewer["role"] = json!("viewer");
+        let client = env.try_connect("jwt", &sign(Algorithm::HS256, &viewer)).await.unwrap();
+        assert_eq!(account_ids(&client).await, expected);
+        let write = client
+            .simple_query("UPDATE accounts SET holder = holder")
+            .await
+            .expect_err("a readonly token cannot write");
+        assert_eq!(sqlstate(&write), "42501", "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn refused_tokens_name_the_failed_check_and_get_no_session() {
+    let env = TestEnv::start_with(|c| with_tokens(c, PoolMode::Transaction)).await;
+    let refused = |token: String| {
+        let env = &env;
+        async move {
+            match env.try_connect("jwt", &token).await {
+                Ok(client) => panic!("let in with a bad token; sees {:?}", account_ids(&client).await),
+                Err(e) => (sqlstate(&e), message(&e)),
+            }
+        }
+    };
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut c = claims("hsbc-hk");
+        change(&mut c);
+        sign(Algorithm::HS256, &c)
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("alg none", format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims("hsbc"))), "28P01", "unsigned"),
+        ("expired", with(&|c| c["exp"] = json!(now() - 3600)), "28P01", "expired"),
+        ("not yet valid", with(&|c| c["nbf"] = json!(now() + 3600)), "28P01", "not valid yet"),
+        ("wrong issuer", with(&|c| c["iss"] = json!("https://evil.test")), "28P01", "issuer"),
+        ("wrong audience", with(&|c| c["aud"] = json!("another-app")), "28P01", "audience"),
+        ("no tenant", with(&|c| c["tenant_id"] = Value::Null), "28P01", "tenant_id"),
+        ("unknown tenant", with(&|c| c["tenant_id"] = json!("no-such-bank")), "28000", "does not exist"),
+        ("not a token", "hunter2".to_owned(), "28P01", "not a JSON Web Token"),
+    ];
+    for (case, token, code, words) in cases {
+        let (got_code, got_message) = refused(token).await;
+        assert_eq!(got_code, code, "{case}: {got_message}");
+        assert!(got_message.contains(words), "{case}: {got_message}");
+    }
+
+    // A payload changed after signing: another tenant's id under hsbc-hk's signature.
+    let token = sign(Algorithm::RS256, &claims("hsbc-hk"));
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = b64(&claims("barclays"));
+    let (code, text) = refused(parts.join(".")).await;
+    assert_eq!((code.as_str(), text.contains("signature")), ("28P01", true), "{text}");
+
+    // Key confusion: HS256 keyed with the RSA public key.
+    let public = std::fs::read(fixture("rsa_public.pem")).unwrap();
+    let confused =
+        encode(&Header::new(Algorithm::HS256), &claims("barclays"), &EncodingKey::from_secret(&public)).unwrap();
+    let (code, text) = refused(confused).await;
+    assert_eq!((code.as_str(), text.contains("signature")), ("28P01", true), "{text}");
+
+    // A suspended tenant's token gets no session.
+    let admin = Admin::new(env.server.admin_addr, &env.config.admin.token);
+    assert_eq!(admin.patch("/v1/tenants/barclays", &json!({"status": "suspended"})).await.status, 200);
+    let (code, text) = refused(sign(Algorithm::HS256, &claims("barclays"))).await;
+    assert_eq!((code.as_str(), text.contains("suspended")), ("28000", true), "{text}");
+}
+
+#[tokio::test]
+async fn plain_connections_need_the_loopback_setting() {
+    let env = TestEnv::start_with(|c| {
+        with_tokens(c, PoolMode::Transaction);
+        c.jwt.allow_plaintext_loopback = false;
+    })
+    .await;
+    let e = env.try_connect("jwt", &sign(Algorithm::HS256, &claims("hsbc"))).await.expect_err("no TLS, no token");
+    assert_eq!(sqlstate(&e), "28000");
+    assert!(message(&e).contains("TLS"), "{}", message(&e));
+    // Password logins are untouched.
+    env.connect("hk_teller").await;
+}
+
+#[tokio::test]
+async fn a_token_session_ends_when_its_token_expires_and_when_its_tenant_is_suspended() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = TestEnv::start_with(|c| {
+            with_tokens(c, mode);
+            c.jwt.leeway_secs = 0;
+        })
+        .await;
+        let mut short = claims("hsbc-hk");
+        short["exp"] = json!(now() + 3);
+        let (client, connection) =
+            tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, &short)), NoTls).await.unwrap();
+        let watch = tokio::spawn(connection);
+        assert!(!account_ids(&client).await.is_empty());
+        let (code, text) = ended(watch).await;
+        assert_eq!(code, "28000", "{mode:?}: {text}");
+        assert!(text.contains("expired"), "{text}");
+
+        // Suspension ends a token session as it ends a password login's; a
+        // token session of another tenant is not mistaken for a deleted login.
+        let (_london, london_watch) = watched(&env, &claims("hsbc-london")).await;
+        let (barclays, barclays_watch) = watched(&env, &claims("barclays")).await;
+        let admin = Admin::new(env.server.admin_addr, &env.config.admin.token);
+        assert_eq!(admin.patch("/v1/tenants/hsbc-london", &json!({"status": "suspended"})).await.status, 200);
+        let (code, text) = ended(london_watch).await;
+        assert_eq!(code, "57P01");
+        assert!(text.contains("suspended"), "{text}");
+        assert!(!account_ids(&barclays).await.is_empty(), "{mode:?}: the other token session goes on");
+        let sessions = admin.get("/v1/sessions").await.json();
+        assert!(
+            sessions.as_array().unwrap().iter().any(|s| s["username"] == "jwt" && s["subject"] == "alice@example.com"),
+            "{sessions}"
+        );
+        assert!(!barclays_watch.is_finished());
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_the_keys_but_no_secret() {
+    let env = TestEnv::start_with(|c| with_tokens(c, PoolMode::Transaction)).await;
+    let admin = Admin::new(env.server.admin_addr, &env.config.admin.token);
+    let reply = admin.get("/v1/jwt").await;
+    assert_eq!(reply.status, 200);
+    let body = reply.json();
+    assert_eq!(body["enabled"], true);
+    assert_eq!(body["issuer"], ISSUER);
+    let families: Vec<&str> = body["keys"].as_array().unwrap().iter().map(|k| k["family"].as_str().unwrap()).collect();
+    assert_eq!(families, ["oct", "RSA", "EC", "OKP"]);
+    assert!(!reply.text().contains(SECRET) && !reply.text().contains("BEGIN"), "{}", reply.text());
+    let openapi = admin.get("/openapi.json").await.json();
+    assert!(openapi["paths"]["/v1/jwt"]["get"].is_object());
+}
+
+type Watch = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
+async fn watched(env: &TestEnv, claims: &Value) -> (tokio_postgres::Client, Watch) {
+    let (client, connection) =
+        tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, claims)), NoTls).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
+/// Waits (bounded) for the server to end a watched session; its FATAL's code and message.
+async fn ended(watch: Watch) -> (String, String) {
+    let result = tokio::time::timeout(Duration::from_secs(20), watch).await.expect("the session was not ended");
+    let error = result.expect("connection task").expect_err("the session ends with an error");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("not a server error: {error:?}"));
+    assert_eq!(db.severity(), "FATAL");
+    (db.code().code().to_owned(), db.message().to_owned())
+}
