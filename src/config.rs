@@ -54,7 +54,8 @@ pub struct JwtConfig {
     pub public_keys: Vec<PathBuf>,
     /// A JWKS document on disk (keys by `kid`).
     pub jwks_file: Option<PathBuf>,
-    /// A JWKS document over HTTP(S): not available in this version.
+    /// A JWKS document over HTTP(S): fetched at start, and again for an
+    /// unknown `kid` at most once per `jwks_refresh_secs`.
     pub jwks_url: Option<String>,
     #[serde(deserialize_with = "from_str_or_native")]
     pub jwks_refresh_secs: u64,
@@ -102,7 +103,11 @@ impl Default for JwtConfig {
 impl JwtConfig {
     /// True when some key is configured: token logins are on.
     pub(crate) fn has_keys(&self) -> bool {
-        self.secret.is_some() || self.secret_file.is_some() || !self.public_keys.is_empty() || self.jwks_file.is_some()
+        self.secret.is_some()
+            || self.secret_file.is_some()
+            || !self.public_keys.is_empty()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
     }
 }
 
@@ -516,12 +521,6 @@ impl Config {
 
     fn validate_jwt(&self) -> Result<(), ConfigError> {
         let jwt = &self.jwt;
-        if jwt.jwks_url.is_some() {
-            return Err(ConfigError::new(
-                "jwt.jwks_url",
-                "is not available in this version of pgtenant; download the document and use jwt.jwks_file",
-            ));
-        }
         if !jwt.has_keys() {
             return Ok(());
         }
@@ -552,6 +551,12 @@ impl Config {
             return Err(ConfigError::new("jwt.jwks_refresh_secs", "must be at least 1"));
         }
         crate::tokens::keys::load(jwt).map_err(|e| ConfigError::new(e.key, e.message))?;
+        if let Some(url) = &jwt.jwks_url {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || url.parse::<hyper::Uri>().is_err() {
+                return Err(ConfigError::new("jwt.jwks_url", "must be an http:// or https:// URL"));
+            }
+        }
         Ok(())
     }
 

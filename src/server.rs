@@ -71,6 +71,9 @@ impl Server {
         };
         let tokens =
             crate::tokens::TokenVerifier::from_config(&config.jwt).map_err(|e| anyhow::anyhow!("{e}"))?.map(Arc::new);
+        if let Some(tokens) = &tokens {
+            tokens.load_remote_keys().await;
+        }
         let state = Arc::new(ProxyState {
             tokens,
             tls,

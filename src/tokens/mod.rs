@@ -4,8 +4,10 @@
 //! (`frontend::auth`); pgtenant then sets the context exactly as for a
 //! password login. The token itself is never logged.
 
+pub(crate) mod jwks;
 pub(crate) mod keys;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -57,7 +59,10 @@ pub(crate) struct VerifiedToken {
 
 /// Verifies tokens against the configured keys and claim rules.
 pub(crate) struct TokenVerifier {
+    /// The keys of the config and its files, read at start.
     keys: Vec<VerificationKey>,
+    /// The keys of `jwt.jwks_url`, fetched.
+    remote: Option<jwks::RemoteJwks>,
     config: JwtConfig,
 }
 
@@ -66,10 +71,21 @@ impl TokenVerifier {
     /// logins are off).
     pub(crate) fn from_config(config: &JwtConfig) -> Result<Option<TokenVerifier>, keys::KeyError> {
         let keys = keys::load(config)?;
-        if keys.is_empty() {
+        let remote = match &config.jwks_url {
+            Some(url) => Some(jwks::RemoteJwks::new(url, Duration::from_secs(config.jwks_refresh_secs))?),
+            None => None,
+        };
+        if keys.is_empty() && remote.is_none() {
             return Ok(None);
         }
-        Ok(Some(TokenVerifier { keys, config: config.clone() }))
+        Ok(Some(TokenVerifier { keys, remote, config: config.clone() }))
+    }
+
+    /// Fetches `jwt.jwks_url` once, at start.
+    pub(crate) async fn load_remote_keys(&self) {
+        if let Some(remote) = &self.remote {
+            remote.load().await;
+        }
     }
 
     pub(crate) fn config(&self) -> &JwtConfig {
@@ -78,19 +94,33 @@ impl TokenVerifier {
 
     /// The keys in use, for `GET /v1/jwt`: (kid, family, algorithms, source).
     pub(crate) fn key_summaries(&self) -> Vec<(Option<String>, &'static str, Vec<String>, String)> {
+        let remote = self.remote.as_ref().map(|r| r.keys()).unwrap_or_default();
         self.keys
             .iter()
+            .chain(remote.iter())
             .map(|k| {
                 (k.kid.clone(), k.family, k.algorithms.iter().map(|a| format!("{a:?}")).collect(), k.source.clone())
             })
             .collect()
     }
 
-    /// Verifies `token` now.
-    pub(crate) fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+    /// Verifies `token` now. A key id nobody knows makes pgtenant fetch
+    /// `jwt.jwks_url` again (rate-limited) before refusing it.
+    pub(crate) async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let remote_keys = self.remote.as_ref().map(|r| r.keys()).unwrap_or_default();
+        match self.verify_with(&remote_keys, token) {
+            Err(TokenError::UnknownKey(kid)) => match &self.remote {
+                Some(remote) if remote.refresh().await => self.verify_with(&remote.keys(), token),
+                _ => Err(TokenError::UnknownKey(kid)),
+            },
+            other => other,
+        }
+    }
+
+    fn verify_with(&self, remote_keys: &Arc<Vec<VerificationKey>>, token: &str) -> Result<VerifiedToken, TokenError> {
         let alg = header_algorithm(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        let candidates = self.candidates(header.kid.as_deref(), alg)?;
+        let candidates = self.candidates(remote_keys, header.kid.as_deref(), alg)?;
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
         validation.leeway = self.config.leeway_secs;
@@ -115,8 +145,14 @@ impl TokenVerifier {
     }
 
     /// The keys that may verify a token of `alg` naming `kid`.
-    fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<&VerificationKey>, TokenError> {
-        let fitting: Vec<&VerificationKey> = self.keys.iter().filter(|k| k.algorithms.contains(&alg)).collect();
+    fn candidates<'a>(
+        &'a self,
+        remote_keys: &'a [VerificationKey],
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Vec<&'a VerificationKey>, TokenError> {
+        let all = || self.keys.iter().chain(remote_keys.iter());
+        let fitting: Vec<&VerificationKey> = all().filter(|k| k.algorithms.contains(&alg)).collect();
         if let Some(kid) = kid {
             let named: Vec<&VerificationKey> =
                 fitting.iter().copied().filter(|k| k.kid.as_deref() == Some(kid)).collect();
@@ -126,7 +162,7 @@ impl TokenVerifier {
             // A key configured without a kid (a PEM file, the secret) may still be the one.
             let unnamed: Vec<&VerificationKey> = fitting.iter().copied().filter(|k| k.kid.is_none()).collect();
             if unnamed.is_empty() {
-                return Err(if self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
+                return Err(if all().any(|k| k.kid.as_deref() == Some(kid)) {
                     TokenError::AlgorithmNotAllowed(format!("{alg:?}"))
                 } else {
                     TokenError::UnknownKey(kid.to_owned())

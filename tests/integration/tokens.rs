@@ -235,3 +235,101 @@ async fn ended(watch: Watch) -> (String, String) {
     assert_eq!(db.severity(), "FATAL");
     (db.code().code().to_owned(), db.message().to_owned())
 }
+
+/// A JWKS endpoint on 127.0.0.1: serves the current document, counts the
+/// fetches, and can be stopped.
+struct JwksServer {
+    url: String,
+    document: std::sync::Arc<std::sync::Mutex<Value>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    async fn start(document: Value) -> JwksServer {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        let document = std::sync::Arc::new(std::sync::Mutex::new(document));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (document.clone(), fetches.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = served.lock().unwrap().to_string();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        JwksServer { url, document, fetches, task }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn jwks_of(kids: &[&str]) -> Value {
+    use base64::Engine;
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+    json!({"keys": kids.iter().map(|kid| json!({"kty": "oct", "kid": kid, "alg": "HS256", "k": k})).collect::<Vec<_>>()})
+}
+
+fn sign_with_kid(kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.into());
+    encode(&header, claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+#[tokio::test]
+async fn keys_from_a_jwks_url_rotate_by_kid_are_rate_limited_and_outlive_the_server() {
+    let jwks = JwksServer::start(jwks_of(&["k1"])).await;
+    let env = TestEnv::start_with(|c| {
+        with_tokens(c, PoolMode::Transaction);
+        c.jwt.secret = None;
+        c.jwt.public_keys = Vec::new();
+        c.jwt.jwks_url = Some(jwks.url.clone());
+        c.jwt.jwks_refresh_secs = 3600;
+    })
+    .await;
+    let expected = account_ids(&env.connect("hk_teller").await).await;
+    assert_eq!(jwks.fetches(), 1, "fetched once at start");
+    let k1 = env.try_connect("jwt", &sign_with_kid("k1", &claims("hsbc-hk"))).await.expect("k1 from the URL");
+    assert_eq!(account_ids(&k1).await, expected);
+    assert_eq!(jwks.fetches(), 1, "a known kid needs no fetch");
+
+    // The identity provider rotates to k2: the first token naming it makes pgtenant fetch again.
+    *jwks.document.lock().unwrap() = jwks_of(&["k2"]);
+    let k2 = env.try_connect("jwt", &sign_with_kid("k2", &claims("hsbc-hk"))).await.expect("k2 after rotation");
+    assert_eq!(account_ids(&k2).await, expected);
+    assert_eq!(jwks.fetches(), 2);
+
+    // Made-up kids do not make it fetch again within jwt.jwks_refresh_secs.
+    for kid in ["k3", "k4", "k5"] {
+        let e = env.try_connect("jwt", &sign_with_kid(kid, &claims("hsbc-hk"))).await.expect_err("unknown kid");
+        assert_eq!(sqlstate(&e), "28P01");
+        assert!(message(&e).contains(&format!("\"{kid}\"")), "{}", message(&e));
+    }
+    assert_eq!(jwks.fetches(), 2, "rate-limited");
+
+    // The endpoint goes away: the keys fetched last keep working.
+    let JwksServer { task, .. } = jwks;
+    task.abort();
+    let _ = task.await;
+    let again = env.try_connect("jwt", &sign_with_kid("k2", &claims("hsbc-hk"))).await.expect("cached k2");
+    assert_eq!(account_ids(&again).await, expected);
+    let listed = Admin::new(env.server.admin_addr, &env.config.admin.token).get("/v1/jwt").await.json();
+    assert_eq!(listed["keys"][0]["kid"], "k2", "{listed}");
+}

@@ -97,7 +97,7 @@ where
     if !rest.is_empty() {
         return Err(malformed("PasswordMessage"));
     }
-    let verified = match tokens.verify(token) {
+    let verified = match tokens.verify(token).await {
         Ok(verified) => verified,
         Err(refusal) => {
             tracing::warn!(reason = %refusal, "token refused");
