@@ -30,6 +30,18 @@ pub(crate) struct CreateLogin {
     pub access: Option<Access>,
 }
 
+/// Body of `POST /v1/logins`: a service login (no tenant).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateServiceLogin {
+    #[schema(example = "orders_api")]
+    pub username: String,
+    /// At least 12 characters; stored only as a SCRAM-SHA-256 verifier.
+    pub password: String,
+    /// Must be `true`: logins of a tenant are created under `/v1/tenants/{tenant}/logins`.
+    pub service: bool,
+}
+
 /// Body of `PATCH /v1/logins/{username}`; absent fields stay as they are.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +78,32 @@ pub(crate) async fn create(
         .catalog()
         .create_login(&tenant, &body.username, &body.password, body.access.unwrap_or(Access::Readwrite))
         .await?;
+    let location = format!("/v1/logins/{}", login.username);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(login)))
+}
+
+/// Create a service login: an app server's login that belongs to no tenant
+/// and sees no tenant rows by itself.
+#[utoipa::path(post, path = "/v1/logins", tag = "logins", request_body = CreateServiceLogin,
+    responses(
+        (status = 201, description = "Created (no password in the reply)", body = Login,
+         headers(("Location" = String, description = "/v1/logins/{username}"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Duplicate username", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown field, short password, service not true", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create_service(
+    State(admin): State<Arc<AdminState>>,
+    ApiJson(body): ApiJson<CreateServiceLogin>,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Login>), Problem> {
+    if !body.service {
+        return Err(crate::tenancy::store::StoreError::Invalid(crate::tenancy::validate::Invalid::new(
+            "service",
+            "must be true here; a tenant's logins are created under /v1/tenants/{tenant}/logins",
+        ))
+        .into());
+    }
+    let login = admin.catalog().create_service_login(&body.username, &body.password).await?;
     let location = format!("/v1/logins/{}", login.username);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(login)))
 }

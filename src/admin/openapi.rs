@@ -18,7 +18,7 @@ use super::{health, jwt, logins, sessions, tenants};
     info(title = "pgtenant admin API", description = "Tenants, logins, sessions and health of a pgtenant process (SPEC §5)."),
     paths(
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete, tenants::reprovision,
-        logins::create, logins::list, logins::get, logins::update, logins::delete,
+        logins::create, logins::create_service, logins::list, logins::get, logins::update, logins::delete,
         sessions::list, sessions::end, sessions::pools, jwt::settings,
         health::healthz, health::readyz, health::metrics,
     ),
@@ -27,7 +27,7 @@ use super::{health, jwt, logins, sessions, tenants};
         crate::tenancy::tenants::Tenant, crate::tenancy::tenants::TenantStatus, crate::tenancy::Isolation,
         tenants::CreateTenant, tenants::UpdateTenant,
         crate::tenancy::logins::Login, crate::tenancy::Access,
-        logins::CreateLogin, logins::UpdateLogin,
+        logins::CreateLogin, logins::CreateServiceLogin, logins::UpdateLogin,
         sessions::Session, sessions::Pool,
         jwt::JwtSettings, jwt::JwtKey, crate::config::OnExpiry,
     )),

@@ -319,7 +319,8 @@ async fn establish(
     let binding = if socket.is_tls() { state.tls.as_ref().map(|tls| tls.end_point_hash) } else { None };
     let authenticated = auth::authenticate(socket, inbuf, state, user, binding.as_ref(), peer.ip());
     let login = tokio::time::timeout_at(deadline, authenticated).await.map_err(|_| timed_out())??;
-    tracing::Span::current().record("tenant", login.tenant_slug.as_str());
+    tracing::Span::current()
+        .record("tenant", if login.service { "(service login)" } else { login.tenant_slug.as_str() });
 
     let database = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user);
     if database != state.database {

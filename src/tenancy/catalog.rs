@@ -38,6 +38,8 @@ pub(crate) struct LoginRecord {
     pub upstream: String,
     /// Set when the login presented a verified token instead of a password.
     pub token: Option<TokenLogin>,
+    /// A service login: no tenant; its sessions carry the "no tenant" context.
+    pub service: bool,
 }
 
 /// What a token login carries beyond a password login.
@@ -81,8 +83,8 @@ impl Catalog {
         let statement = client
             .prepare_cached(
                 "SELECT l.verifier, l.access, l.enabled, t.id::text, t.slug, t.status = 'active', \
-                        pgtenant.tenant_subtree(t.id)::text, t.isolation, t.upstream \
-                   FROM pgtenant.logins l JOIN pgtenant.tenants t ON t.id = l.tenant_id \
+                        pgtenant.tenant_subtree(t.id)::text, t.isolation, t.upstream, l.service \
+                   FROM pgtenant.logins l LEFT JOIN pgtenant.tenants t ON t.id = l.tenant_id \
                   WHERE l.username = $1",
             )
             .await?;
@@ -90,6 +92,23 @@ impl Catalog {
             return Ok(None);
         };
         let access: String = row.get(1);
+        let service: bool = row.get(9);
+        if service {
+            return Ok(Some(LoginRecord {
+                username: username.to_owned(),
+                verifier: row.get(0),
+                access: Access::parse(&access)
+                    .ok_or_else(|| CatalogError::Invalid(format!("login {username} has access {access:?}")))?,
+                enabled: row.get(2),
+                tenant_slug: String::new(),
+                tenant_active: true,
+                context: TenantContext::no_tenant(),
+                isolation: Isolation::Shared,
+                upstream: crate::config::DEFAULT_UPSTREAM.to_owned(),
+                token: None,
+                service: true,
+            }));
+        }
         Ok(Some(LoginRecord {
             username: username.to_owned(),
             verifier: row.get(0),
@@ -106,6 +125,7 @@ impl Catalog {
                 .ok_or_else(|| CatalogError::Invalid(format!("login {username}'s tenant has an unknown isolation")))?,
             upstream: row.get(8),
             token: None,
+            service: false,
         }))
     }
 
@@ -143,6 +163,7 @@ impl Catalog {
                 .ok_or_else(|| CatalogError::Invalid(format!("tenant {tenant} has an unknown isolation")))?,
             upstream: row.get(5),
             token: Some(token),
+            service: false,
         }))
     }
 

@@ -151,6 +151,7 @@ pub(crate) async fn recheck(client: &Client, sessions: &SessionRegistry) -> Resu
                       CASE WHEN k.token AND t.id IS NULL THEN 'the token''s tenant was deleted'
                            WHEN NOT k.token AND l.username IS NULL THEN format('login "%s" was deleted', k.username)
                            WHEN NOT k.token AND NOT l.enabled THEN format('login "%s" was disabled', k.username)
+                           WHEN NOT k.token AND l.service THEN NULL
                            WHEN t.status <> 'active' THEN format('tenant "%s" was suspended', t.slug)
                            WHEN NOT k.token AND (l.tenant_id::text <> k.tenant_id OR l.access <> k.access)
                                 THEN format('login "%s" was changed', k.username)

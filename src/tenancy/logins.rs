@@ -16,8 +16,11 @@ pub(crate) struct Login {
     /// Unique across tenants, `[a-z0-9_][a-z0-9_.-]{0,62}`.
     #[schema(example = "hk_teller")]
     pub username: String,
-    /// The login's tenant.
-    pub tenant_id: String,
+    /// The login's tenant; null for a service login.
+    pub tenant_id: Option<String>,
+    /// A service login (an app server's): no tenant, no tenant rows until it
+    /// presents a verified token.
+    pub service: bool,
     /// `readwrite` or `readonly`.
     pub access: Access,
     /// A disabled login cannot connect.
@@ -34,7 +37,7 @@ pub(crate) struct LoginChanges {
     pub enabled: Option<bool>,
 }
 
-const COLUMNS: &str = concat!("username, tenant_id::text, access, enabled, ", rfc3339!("created_at"));
+const COLUMNS: &str = concat!("username, tenant_id::text, access, enabled, ", rfc3339!("created_at"), ", service");
 
 fn login_from_row(row: &Row) -> Login {
     let access: String = row.get(2);
@@ -44,6 +47,7 @@ fn login_from_row(row: &Row) -> Login {
         access: Access::parse(&access).unwrap_or(Access::Readonly),
         enabled: row.get(3),
         created_at: row.get(4),
+        service: row.get(5),
     }
 }
 
@@ -84,6 +88,25 @@ impl Catalog {
                 }
                 _ => e.into(),
             }
+        })?;
+        Ok(login_from_row(&row))
+    }
+
+    /// Creates a service login: no tenant, readwrite.
+    pub(crate) async fn create_service_login(&self, username: &str, password: &str) -> Result<Login, StoreError> {
+        validate::username(username)?;
+        validate::password(password)?;
+        let verifier = verifier(password).await?;
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO pgtenant.logins (username, tenant_id, verifier, access, service) \
+             VALUES ($1, NULL, $2, 'readwrite', true) RETURNING {COLUMNS}"
+        );
+        let row = client.query_one(&sql, &[&username, &verifier]).await.map_err(|e| match db_failure(&e) {
+            Some((code, _)) if *code == SqlState::UNIQUE_VIOLATION => {
+                StoreError::Conflict(format!("a login {username:?} exists"))
+            }
+            _ => e.into(),
         })?;
         Ok(login_from_row(&row))
     }

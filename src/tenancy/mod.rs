@@ -51,3 +51,15 @@ pub struct TenantContext {
     /// The tenant and all its descendants, comma-separated.
     pub visible_tenants: String,
 }
+
+/// The tenant id of "no tenant": the nil uuid, which no tenant may have
+/// (sql/0007), so a context naming it matches no rows.
+pub(crate) const NO_TENANT: &str = "00000000-0000-0000-0000-000000000000";
+
+impl TenantContext {
+    /// The context of a service login's session: verified like any other,
+    /// it names no tenant, so row-level security shows no tenant rows.
+    pub(crate) fn no_tenant() -> TenantContext {
+        TenantContext { tenant_id: NO_TENANT.to_owned(), visible_tenants: NO_TENANT.to_owned() }
+    }
+}

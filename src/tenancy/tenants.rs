@@ -189,6 +189,9 @@ impl Catalog {
             if !validate::is_uuid(id) {
                 return Err(Invalid::new("id", "must be a uuid").into());
             }
+            if id.eq_ignore_ascii_case(super::NO_TENANT) {
+                return Err(Invalid::new("id", "the nil uuid means \"no tenant\" and cannot name one").into());
+            }
         }
         let upstream = new.upstream.as_deref().unwrap_or(crate::config::DEFAULT_UPSTREAM);
         if !crate::config::is_upstream_name(upstream) {

@@ -307,8 +307,9 @@ async fn logins_are_managed_and_no_reply_carries_a_password() {
     let login = reply.json();
     let mut keys: Vec<&str> = login.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["access", "created_at", "enabled", "tenant_id", "username"]);
+    assert_eq!(keys, ["access", "created_at", "enabled", "service", "tenant_id", "username"]);
     assert_eq!(login["tenant_id"], HSBC_HK);
+    assert_eq!(login["service"], false);
     assert_eq!(login["access"], "readwrite");
     assert_eq!(login["enabled"], true);
 

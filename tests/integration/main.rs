@@ -15,6 +15,7 @@ mod pooling;
 mod psql;
 mod relay;
 mod security;
+mod service_logins;
 mod tenancy;
 mod tls;
 mod tokens;
