@@ -78,8 +78,13 @@ pub(crate) async fn create(
         .catalog()
         .create_login(&tenant, &body.username, &body.password, body.access.unwrap_or(Access::Readwrite))
         .await?;
+    Ok(created(login))
+}
+
+/// 201 with the login and its `Location`.
+fn created(login: Login) -> (StatusCode, [(header::HeaderName, String); 1], Json<Login>) {
     let location = format!("/v1/logins/{}", login.username);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(login)))
+    (StatusCode::CREATED, [(header::LOCATION, location)], Json(login))
 }
 
 /// Create a service login: an app server's login that belongs to no tenant
@@ -104,8 +109,7 @@ pub(crate) async fn create_service(
         .into());
     }
     let login = admin.catalog().create_service_login(&body.username, &body.password).await?;
-    let location = format!("/v1/logins/{}", login.username);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(login)))
+    Ok(created(login))
 }
 
 /// List a tenant's logins.

@@ -92,40 +92,39 @@ impl Catalog {
             return Ok(None);
         };
         let access: String = row.get(1);
+        let access = Access::parse(&access)
+            .ok_or_else(|| CatalogError::Invalid(format!("login {username} has access {access:?}")))?;
         let service: bool = row.get(9);
-        if service {
-            return Ok(Some(LoginRecord {
-                username: username.to_owned(),
-                verifier: row.get(0),
-                access: Access::parse(&access)
-                    .ok_or_else(|| CatalogError::Invalid(format!("login {username} has access {access:?}")))?,
-                enabled: row.get(2),
-                tenant_slug: String::new(),
-                tenant_active: true,
-                context: TenantContext::no_tenant(),
-                isolation: Isolation::Shared,
-                upstream: crate::config::DEFAULT_UPSTREAM.to_owned(),
-                token: None,
-                service: true,
-            }));
-        }
+        // A service login has no tenant row: the "no tenant" context, on the default server.
+        let (context, tenant_slug, tenant_active, isolation, upstream) = if service {
+            (
+                TenantContext::no_tenant(),
+                String::new(),
+                true,
+                Isolation::Shared,
+                crate::config::DEFAULT_UPSTREAM.to_owned(),
+            )
+        } else {
+            let context = TenantContext {
+                tenant_id: row.get(3),
+                visible_tenants: row.get::<_, String>(6).trim_matches(|c| c == '{' || c == '}').to_owned(),
+            };
+            let isolation = Isolation::parse(row.get(7))
+                .ok_or_else(|| CatalogError::Invalid(format!("login {username}'s tenant has an unknown isolation")))?;
+            (context, row.get(4), row.get(5), isolation, row.get(8))
+        };
         Ok(Some(LoginRecord {
             username: username.to_owned(),
             verifier: row.get(0),
-            access: Access::parse(&access)
-                .ok_or_else(|| CatalogError::Invalid(format!("login {username} has access {access:?}")))?,
+            access,
             enabled: row.get(2),
-            context: TenantContext {
-                tenant_id: row.get(3),
-                visible_tenants: row.get::<_, String>(6).trim_matches(|c| c == '{' || c == '}').to_owned(),
-            },
-            tenant_slug: row.get(4),
-            tenant_active: row.get(5),
-            isolation: Isolation::parse(row.get(7))
-                .ok_or_else(|| CatalogError::Invalid(format!("login {username}'s tenant has an unknown isolation")))?,
-            upstream: row.get(8),
+            context,
+            tenant_slug,
+            tenant_active,
+            isolation,
+            upstream,
             token: None,
-            service: false,
+            service,
         }))
     }
 
@@ -139,12 +138,11 @@ impl Catalog {
         token: TokenLogin,
     ) -> Result<Option<LoginRecord>, CatalogError> {
         let client = self.pool.get().await?;
-        let by = if super::validate::is_uuid(tenant) { "t.id = $1::text::uuid" } else { "t.slug = $1" };
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT t.id::text, t.slug, t.status = 'active', pgtenant.tenant_subtree(t.id)::text,                         t.isolation, t.upstream                    FROM pgtenant.tenants t WHERE {by}"
-            ))
-            .await?;
+        const BY_ID: &str = "SELECT t.id::text, t.slug, t.status = 'active', pgtenant.tenant_subtree(t.id)::text, \
+                             t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.id = $1::text::uuid";
+        const BY_SLUG: &str = "SELECT t.id::text, t.slug, t.status = 'active', pgtenant.tenant_subtree(t.id)::text, \
+                               t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.slug = $1";
+        let statement = client.prepare_cached(if super::validate::is_uuid(tenant) { BY_ID } else { BY_SLUG }).await?;
         let Some(row) = client.query_opt(&statement, &[&tenant]).await? else {
             return Ok(None);
         };

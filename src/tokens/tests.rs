@@ -1,16 +1,15 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
 
 use super::*;
 
-const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+#[path = "../../tests/fixtures/jwt/sign.rs"]
+mod signing;
+use signing::{b64, fixture, sign};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt").join(name)
-}
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 
 fn config() -> JwtConfig {
     JwtConfig {
@@ -34,21 +33,6 @@ fn claims() -> Value {
     json!({"iss": "https://idp.test", "aud": "pgtenant", "exp": now() + 600, "sub": "alice", "tenant_id": "hsbc"})
 }
 
-fn sign(alg: Algorithm, claims: &Value) -> String {
-    let read = |name: &str| std::fs::read(fixture(name)).unwrap();
-    let key = match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(SECRET.as_bytes()),
-        Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec_private.pem")).unwrap(),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(&read("ed_private.pem")).unwrap(),
-        _ => EncodingKey::from_rsa_pem(&read("rsa_private.pem")).unwrap(),
-    };
-    encode(&Header::new(alg), claims, &key).unwrap()
-}
-
-fn b64(value: &Value) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
-
 #[tokio::test]
 async fn every_configured_family_verifies_and_maps_the_claims() {
     let v = verifier(config());
@@ -61,7 +45,7 @@ async fn every_configured_family_verifies_and_maps_the_claims() {
         Algorithm::ES256,
         Algorithm::EdDSA,
     ] {
-        let token = v.verify(&sign(alg, &claims())).await.unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        let token = v.verify(&sign(alg, &claims(), SECRET)).await.unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         assert_eq!(token.tenant, "hsbc");
         assert_eq!(token.subject.as_deref(), Some("alice"));
         assert_eq!(token.access, Access::Readwrite);
@@ -74,7 +58,7 @@ async fn each_failed_check_is_named() {
     let with = |change: &dyn Fn(&mut Value)| {
         let mut c = claims();
         change(&mut c);
-        sign(Algorithm::HS256, &c)
+        sign(Algorithm::HS256, &c, SECRET)
     };
     let cases: Vec<(String, Result<(), TokenError>)> = vec![
         (with(&|c| c["exp"] = json!(now() - 120)), Err(TokenError::Expired)),
@@ -101,7 +85,7 @@ async fn unsigned_tampered_and_confused_tokens_are_refused() {
     let unsigned = format!("{}.{}.", b64(&json!({"alg": "None"})), b64(&claims()));
     assert_eq!(v.verify(&unsigned).await, Err(TokenError::Unsigned));
 
-    let token = sign(Algorithm::RS256, &claims());
+    let token = sign(Algorithm::RS256, &claims(), SECRET);
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     let mut other = claims();
     other["tenant_id"] = json!("barclays");
@@ -155,14 +139,14 @@ async fn nested_tenant_claims_and_access_roles() {
     let mut c = claims();
     c["org"] = json!({"id": "hsbc-hk"});
     c["roles"] = json!(["viewer"]);
-    let token = v.verify(&sign(Algorithm::HS256, &c)).await.unwrap();
+    let token = v.verify(&sign(Algorithm::HS256, &c, SECRET)).await.unwrap();
     assert_eq!((token.tenant.as_str(), token.access), ("hsbc-hk", Access::Readonly));
     c["roles"] = json!(["viewer", "admin"]);
-    assert_eq!(v.verify(&sign(Algorithm::HS256, &c)).await.unwrap().access, Access::Readwrite);
+    assert_eq!(v.verify(&sign(Algorithm::HS256, &c, SECRET)).await.unwrap().access, Access::Readwrite);
     c["roles"] = json!("readonly");
-    assert_eq!(v.verify(&sign(Algorithm::HS256, &c)).await.unwrap().access, Access::Readonly);
+    assert_eq!(v.verify(&sign(Algorithm::HS256, &c, SECRET)).await.unwrap().access, Access::Readonly);
     c["roles"] = json!(["intern"]);
-    assert!(matches!(v.verify(&sign(Algorithm::HS256, &c)).await, Err(TokenError::BadClaim(..))));
+    assert!(matches!(v.verify(&sign(Algorithm::HS256, &c, SECRET)).await, Err(TokenError::BadClaim(..))));
     c["org"] = json!({"id": 7});
-    assert!(matches!(v.verify(&sign(Algorithm::HS256, &c)).await, Err(TokenError::BadClaim(..))));
+    assert!(matches!(v.verify(&sign(Algorithm::HS256, &c, SECRET)).await, Err(TokenError::BadClaim(..))));
 }

@@ -3,7 +3,6 @@
 //! each refused login sees nothing; sessions end when the token expires or
 //! its tenant is suspended.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -14,13 +13,13 @@ use tokio_postgres::NoTls;
 use crate::common::http::Admin;
 use crate::common::{account_ids, message, sqlstate, value, TestEnv};
 
+#[path = "../fixtures/jwt/sign.rs"]
+mod signing;
+use signing::{b64, fixture, sign};
+
 const SECRET: &str = "integration-secret-of-at-least-32-bytes";
 const ISSUER: &str = "https://idp.test";
 const AUDIENCE: &str = "pgtenant";
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt").join(name)
-}
 
 fn with_tokens(config: &mut Config, mode: PoolMode) {
     config.pool.mode = mode;
@@ -46,22 +45,6 @@ fn claims(tenant: &str) -> Value {
            "role": "editor"})
 }
 
-fn sign(alg: Algorithm, claims: &Value) -> String {
-    let read = |name: &str| std::fs::read(fixture(name)).unwrap();
-    let key = match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(SECRET.as_bytes()),
-        Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec_private.pem")).unwrap(),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(&read("ed_private.pem")).unwrap(),
-        _ => EncodingKey::from_rsa_pem(&read("rsa_private.pem")).unwrap(),
-    };
-    encode(&Header::new(alg), claims, &key).unwrap()
-}
-
-fn b64(value: &Value) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
-
 #[tokio::test]
 async fn a_token_login_sees_exactly_its_tenants_rows_in_both_pool_modes() {
     for mode in [PoolMode::Session, PoolMode::Transaction] {
@@ -75,8 +58,10 @@ async fn a_token_login_sees_exactly_its_tenants_rows_in_both_pool_modes() {
             (Algorithm::ES256, "hsbc-hk"),
             (Algorithm::EdDSA, hk_id.as_str()),
         ] {
-            let client =
-                env.try_connect("jwt", &sign(alg, &claims(tenant))).await.unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            let client = env
+                .try_connect("jwt", &sign(alg, &claims(tenant), SECRET))
+                .await
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
             assert_eq!(account_ids(&client).await, expected, "{mode:?} {alg:?}");
             assert_eq!(value(&client, "SELECT pgtenant.current_tenant()").await, hk_id);
             let forged = client
@@ -88,7 +73,7 @@ async fn a_token_login_sees_exactly_its_tenants_rows_in_both_pool_modes() {
         // A role the access mapping calls readonly: PostgreSQL's privileges refuse the write.
         let mut viewer = claims("hsbc-hk");
         viewer["role"] = json!("viewer");
-        let client = env.try_connect("jwt", &sign(Algorithm::HS256, &viewer)).await.unwrap();
+        let client = env.try_connect("jwt", &sign(Algorithm::HS256, &viewer, SECRET)).await.unwrap();
         assert_eq!(account_ids(&client).await, expected);
         let write = client
             .simple_query("UPDATE accounts SET holder = holder")
@@ -113,7 +98,7 @@ async fn refused_tokens_name_the_failed_check_and_get_no_session() {
     let with = |change: &dyn Fn(&mut Value)| {
         let mut c = claims("hsbc-hk");
         change(&mut c);
-        sign(Algorithm::HS256, &c)
+        sign(Algorithm::HS256, &c, SECRET)
     };
     let cases: Vec<(&str, String, &str, &str)> = vec![
         ("alg none", format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims("hsbc"))), "28P01", "unsigned"),
@@ -132,7 +117,7 @@ async fn refused_tokens_name_the_failed_check_and_get_no_session() {
     }
 
     // A payload changed after signing: another tenant's id under hsbc-hk's signature.
-    let token = sign(Algorithm::RS256, &claims("hsbc-hk"));
+    let token = sign(Algorithm::RS256, &claims("hsbc-hk"), SECRET);
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     parts[1] = b64(&claims("barclays"));
     let (code, text) = refused(parts.join(".")).await;
@@ -148,7 +133,7 @@ async fn refused_tokens_name_the_failed_check_and_get_no_session() {
     // A suspended tenant's token gets no session.
     let admin = Admin::new(env.server.admin_addr, &env.config.admin.token);
     assert_eq!(admin.patch("/v1/tenants/barclays", &json!({"status": "suspended"})).await.status, 200);
-    let (code, text) = refused(sign(Algorithm::HS256, &claims("barclays"))).await;
+    let (code, text) = refused(sign(Algorithm::HS256, &claims("barclays"), SECRET)).await;
     assert_eq!((code.as_str(), text.contains("suspended")), ("28000", true), "{text}");
 }
 
@@ -159,7 +144,8 @@ async fn plain_connections_need_the_loopback_setting() {
         c.jwt.allow_plaintext_loopback = false;
     })
     .await;
-    let e = env.try_connect("jwt", &sign(Algorithm::HS256, &claims("hsbc"))).await.expect_err("no TLS, no token");
+    let e =
+        env.try_connect("jwt", &sign(Algorithm::HS256, &claims("hsbc"), SECRET)).await.expect_err("no TLS, no token");
     assert_eq!(sqlstate(&e), "28000");
     assert!(message(&e).contains("TLS"), "{}", message(&e));
     // Password logins are untouched.
@@ -177,7 +163,7 @@ async fn a_token_session_ends_when_its_token_expires_and_when_its_tenant_is_susp
         let mut short = claims("hsbc-hk");
         short["exp"] = json!(now() + 3);
         let (client, connection) =
-            tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, &short)), NoTls).await.unwrap();
+            tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, &short, SECRET)), NoTls).await.unwrap();
         let watch = tokio::spawn(connection);
         assert!(!account_ids(&client).await.is_empty());
         let (code, text) = ended(watch).await;
@@ -223,7 +209,7 @@ type Watch = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
 
 async fn watched(env: &TestEnv, claims: &Value) -> (tokio_postgres::Client, Watch) {
     let (client, connection) =
-        tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, claims)), NoTls).await.unwrap();
+        tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, claims, SECRET)), NoTls).await.unwrap();
     (client, tokio::spawn(connection))
 }
 
