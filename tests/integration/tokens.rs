@@ -319,3 +319,33 @@ async fn keys_from_a_jwks_url_rotate_by_kid_are_rate_limited_and_outlive_the_ser
     let listed = Admin::new(env.server.admin_addr, &env.config.admin.token).get("/v1/jwt").await.json();
     assert_eq!(listed["keys"][0]["kid"], "k2", "{listed}");
 }
+
+#[tokio::test]
+async fn psql_logs_in_with_a_token_in_pgpassword() {
+    let env = TestEnv::start_with(|c| with_tokens(c, PoolMode::Transaction)).await;
+    let expected = account_ids(&env.connect("hk_teller").await).await;
+    let token = sign(Algorithm::ES256, &claims("hsbc-hk"), SECRET);
+    let conninfo = format!(
+        "host={} port={} user=jwt dbname={}",
+        env.server.proxy_addr.ip(),
+        env.server.proxy_addr.port(),
+        env.database
+    );
+    let mut command = std::process::Command::new("psql");
+    command
+        .arg(&conninfo)
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM accounts",
+        ])
+        .env("PGPASSWORD", &token);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("psql on PATH");
+    let shown = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let wanted: Vec<String> = expected.iter().map(i64::to_string).collect();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(shown, wanted.join(","));
+}
