@@ -349,3 +349,28 @@ async fn psql_logs_in_with_a_token_in_pgpassword() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(shown, wanted.join(","));
 }
+
+#[tokio::test]
+async fn asyncpg_pools_of_two_tenants_tokens_share_the_server_sessions_and_see_only_their_rows() {
+    let env = TestEnv::start_with(|c| {
+        with_tokens(c, PoolMode::Transaction);
+        c.pool.size = 2;
+    })
+    .await;
+    let ids = |client: tokio_postgres::Client| async move {
+        account_ids(&client).await.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    };
+    let (hk_ids, barclays_ids) =
+        (ids(env.connect("hk_teller").await).await, ids(env.connect("barclays_ops").await).await);
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/asyncpg_check.py");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(script)
+        .arg(env.url("jwt", &sign(Algorithm::RS256, &claims("hsbc-hk"), SECRET)))
+        .arg(env.url("jwt", &sign(Algorithm::EdDSA, &claims("barclays"), SECRET)))
+        .args([&hk_ids, &barclays_ids]);
+    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("python3 on PATH");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "asyncpg with tokens failed:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "ok");
+}
