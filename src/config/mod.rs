@@ -3,9 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The whole configuration of `serve`.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,92 +32,6 @@ pub struct Config {
     /// Logins with a JSON Web Token as the password.
     #[serde(default)]
     pub jwt: JwtConfig,
-}
-
-/// Token verification (`[jwt]`): keys, the claims required, how claims map
-/// to a tenant, an access level and a subject.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JwtConfig {
-    /// Required `iss`.
-    pub issuer: Option<String>,
-    /// Required in `aud`.
-    pub audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    #[serde(deserialize_with = "from_str_or_native")]
-    pub leeway_secs: u64,
-    /// HMAC secret (HS256/384/512).
-    pub secret: Option<String>,
-    pub secret_file: Option<PathBuf>,
-    /// PEM public keys (RSA: RS*/PS*, EC: ES256/ES384, Ed25519: EdDSA).
-    pub public_keys: Vec<PathBuf>,
-    /// A JWKS document on disk (keys by `kid`).
-    pub jwks_file: Option<PathBuf>,
-    /// A JWKS document over HTTP(S): fetched at start, and again for an
-    /// unknown `kid` at most once per `jwks_refresh_secs`.
-    pub jwks_url: Option<String>,
-    #[serde(deserialize_with = "from_str_or_native")]
-    pub jwks_refresh_secs: u64,
-    /// Claim path of the tenant (id or slug); `org.id` reads a nested claim.
-    pub tenant_claim: String,
-    /// Claim path of the access level; unset: every token is readwrite.
-    pub access_claim: Option<String>,
-    /// Role names in the access claim → access level (besides the literal
-    /// values `readonly` and `readwrite`).
-    pub access_roles: std::collections::BTreeMap<String, crate::access::Access>,
-    /// Claim path of the subject (`pgtenant.current_subject()`).
-    pub subject_claim: String,
-    /// The user name a client logs in with to present a token as its password.
-    pub username: String,
-    /// Accept tokens on plain (not TLS) connections from loopback addresses.
-    #[serde(deserialize_with = "from_str_or_native")]
-    pub allow_plaintext_loopback: bool,
-    /// What a token session does at the token's `exp`.
-    pub on_expiry: OnExpiry,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        JwtConfig {
-            issuer: None,
-            audience: None,
-            leeway_secs: 30,
-            secret: None,
-            secret_file: None,
-            public_keys: Vec::new(),
-            jwks_file: None,
-            jwks_url: None,
-            jwks_refresh_secs: 60,
-            tenant_claim: "tenant_id".into(),
-            access_claim: None,
-            access_roles: Default::default(),
-            subject_claim: "sub".into(),
-            username: "jwt".into(),
-            allow_plaintext_loopback: false,
-            on_expiry: OnExpiry::End,
-        }
-    }
-}
-
-impl JwtConfig {
-    /// True when some key is configured: token logins are on.
-    pub(crate) fn has_keys(&self) -> bool {
-        self.secret.is_some()
-            || self.secret_file.is_some()
-            || !self.public_keys.is_empty()
-            || self.jwks_file.is_some()
-            || self.jwks_url.is_some()
-    }
-}
-
-/// What a token session does when its token expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OnExpiry {
-    /// The session ends with FATAL (between transactions in transaction pooling).
-    End,
-    /// The session goes on.
-    Keep,
 }
 
 /// The name of the `[upstream]` section among the placements.
@@ -388,8 +301,8 @@ impl ConfigError {
     }
 }
 
-const ENV_PREFIX: &str = "PGTENANT_";
-const CONFIG_PATH_VAR: &str = "PGTENANT_CONFIG";
+pub(super) const ENV_PREFIX: &str = "PGTENANT_";
+pub(super) const CONFIG_PATH_VAR: &str = "PGTENANT_CONFIG";
 
 impl Config {
     /// Loads the file (`explicit`, else `$PGTENANT_CONFIG`, else `./config.toml`,
@@ -513,50 +426,9 @@ impl Config {
                 ));
             }
         }
-        self.validate_jwt()?;
+        self.jwt.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
-        Ok(())
-    }
-
-    fn validate_jwt(&self) -> Result<(), ConfigError> {
-        let jwt = &self.jwt;
-        if !jwt.has_keys() {
-            return Ok(());
-        }
-        if jwt.secret.is_some() && jwt.secret_file.is_some() {
-            return Err(ConfigError::new("jwt.secret_file", "and jwt.secret are two secrets; set one"));
-        }
-        if jwt.secret.as_ref().is_some_and(|s| s.len() < 32) {
-            return Err(ConfigError::new("jwt.secret", "must be at least 32 bytes"));
-        }
-        for (key, value) in [("jwt.issuer", &jwt.issuer), ("jwt.audience", &jwt.audience)] {
-            if value.as_deref().is_none_or(str::is_empty) {
-                return Err(ConfigError::new(key, "is required when token keys are configured"));
-            }
-        }
-        for (key, path) in [
-            ("jwt.tenant_claim", Some(&jwt.tenant_claim)),
-            ("jwt.subject_claim", Some(&jwt.subject_claim)),
-            ("jwt.access_claim", jwt.access_claim.as_ref()),
-        ] {
-            if path.is_some_and(|p| p.is_empty() || p.split('.').any(str::is_empty)) {
-                return Err(ConfigError::new(key, "must be a claim name or a dotted path like org.id"));
-            }
-        }
-        if jwt.username.is_empty() || jwt.username.len() > 63 {
-            return Err(ConfigError::new("jwt.username", "must be a user name (1 to 63 bytes)"));
-        }
-        if jwt.jwks_refresh_secs == 0 {
-            return Err(ConfigError::new("jwt.jwks_refresh_secs", "must be at least 1"));
-        }
-        crate::tokens::keys::load(jwt).map_err(|e| ConfigError::new(e.key, e.message))?;
-        if let Some(url) = &jwt.jwks_url {
-            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-            if !scheme_ok || url.parse::<hyper::Uri>().is_err() {
-                return Err(ConfigError::new("jwt.jwks_url", "must be an http:// or https:// URL"));
-            }
-        }
         Ok(())
     }
 
@@ -636,69 +508,11 @@ fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn missing_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
-    Some(rest.split('`').next()?.to_string())
-}
+mod jwt;
+mod sources;
 
-/// Applies `PGTENANT_<SECTION>__<KEY>=value` overrides as strings; typed
-/// fields accept strings through [`from_str_or_native`].
-fn apply_env(root: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        if name == CONFIG_PATH_VAR {
-            continue;
-        }
-        let Some((section, key)) = rest.split_once("__") else {
-            return Err(ConfigError::new(name.clone(), "expected PGTENANT_<SECTION>__<KEY>"));
-        };
-        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-        if section == "tenants" {
-            return Err(ConfigError::new(name.clone(), "per-tenant overrides are set in the config file only"));
-        }
-        if section == "upstreams" {
-            return Err(ConfigError::new(name.clone(), "[upstreams.<name>] sections are set in the config file only"));
-        }
-        let table = root.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(table) = table else {
-            return Err(ConfigError::new(section, "must be a table"));
-        };
-        table.insert(key, toml::Value::String(value.clone()));
-    }
-    Ok(())
-}
-
-/// [`from_str_or_native`] for an optional key.
-fn optional_from_str_or_native<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr + Deserialize<'de>,
-    T::Err: std::fmt::Display,
-{
-    from_str_or_native(deserializer).map(Some)
-}
-
-/// Accepts either the native TOML type or a string parsed with `FromStr`
-/// (environment overrides are always strings).
-fn from_str_or_native<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr + Deserialize<'de>,
-    T::Err: std::fmt::Display,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either<T> {
-        Text(String),
-        Native(T),
-    }
-    match Either::<T>::deserialize(deserializer)? {
-        Either::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
-        Either::Native(v) => Ok(v),
-    }
-}
+pub use jwt::{JwtConfig, OnExpiry};
+use sources::{apply_env, from_str_or_native, missing_field, optional_from_str_or_native};
 
 #[cfg(test)]
 mod tests {
