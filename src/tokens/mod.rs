@@ -118,9 +118,8 @@ impl TokenVerifier {
     }
 
     fn verify_with(&self, remote_keys: &Arc<Vec<VerificationKey>>, token: &str) -> Result<VerifiedToken, TokenError> {
-        let alg = header_algorithm(token)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        let candidates = self.candidates(remote_keys, header.kid.as_deref(), alg)?;
+        let (alg, kid) = read_header(token)?;
+        let candidates = self.candidates(remote_keys, kid.as_deref(), alg)?;
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
         validation.leeway = self.config.leeway_secs;
@@ -227,9 +226,9 @@ fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(claims, |value, part| value.get(part)).filter(|v| !v.is_null())
 }
 
-/// The header's `alg`, read before the library does so that an unsigned token
-/// gets its own refusal.
-fn header_algorithm(token: &str) -> Result<Algorithm, TokenError> {
+/// The header's `alg` and `kid`, read before the library does so that an
+/// unsigned token gets its own refusal.
+fn read_header(token: &str) -> Result<(Algorithm, Option<String>), TokenError> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
@@ -240,7 +239,13 @@ fn header_algorithm(token: &str) -> Result<Algorithm, TokenError> {
     if alg.eq_ignore_ascii_case("none") {
         return Err(TokenError::Unsigned);
     }
-    alg.parse().map_err(|_| TokenError::AlgorithmNotAllowed(alg.chars().take(16).collect()))
+    let alg = alg.parse().map_err(|_| TokenError::AlgorithmNotAllowed(alg.chars().take(16).collect()))?;
+    let kid = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(TokenError::Malformed),
+    };
+    Ok((alg, kid))
 }
 
 fn refusal(kind: jsonwebtoken::errors::ErrorKind) -> TokenError {

@@ -5,8 +5,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
 
 use crate::common::http::{request, Admin, Reply};
 use crate::common::*;
@@ -28,27 +26,6 @@ async fn create_login(admin: &Admin, tenant: &str, username: &str, access: &str)
     let reply = admin.post(&format!("/v1/tenants/{tenant}/logins"), &body).await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     reply.json()
-}
-
-/// A client whose connection task is watched: the handle resolves when the
-/// server ends the session, with the error it sent.
-async fn connect_watched(url: &str) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    (client, tokio::spawn(connection))
-}
-
-/// Waits (bounded) for a watched session to be ended by the server and
-/// returns the SQLSTATE and message of its FATAL error.
-async fn ended(watch: JoinHandle<Result<(), tokio_postgres::Error>>) -> (String, String) {
-    let result = tokio::time::timeout(Duration::from_secs(20), watch)
-        .await
-        .expect("the session was not ended")
-        .expect("connection task");
-    let error = result.expect_err("the session must end with an error");
-    let db = error.as_db_error().unwrap_or_else(|| panic!("not a server error: {error:?}"));
-    assert_eq!(db.severity(), "FATAL", "{db:?}");
-    (db.code().code().to_owned(), db.message().to_owned())
 }
 
 fn forbidden_words_absent(reply: &Reply) {

@@ -6,7 +6,7 @@ use pgtenant::config::PoolMode;
 use serde_json::json;
 
 use crate::common::http::Admin;
-use crate::common::{account_ids, sqlstate, value, TestEnv};
+use crate::common::{account_ids, connect_watched, ended, sqlstate, value, TestEnv};
 
 const SERVICE_PASSWORD: &str = "service-password-1234";
 
@@ -39,14 +39,9 @@ async fn a_service_login_sees_no_tenant_rows_and_cannot_claim_a_tenant() {
         }
         // A catalog re-check leaves the service session alone: once the
         // suspension has ended the auditor's session, the re-check has run.
-        let (_london, connection) =
-            tokio_postgres::connect(&env.url("london_auditor", crate::common::PASSWORD), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        let london = tokio::spawn(connection);
+        let (_london, london) = connect_watched(&env.url("london_auditor", crate::common::PASSWORD)).await;
         assert_eq!(admin.patch("/v1/tenants/hsbc-london", &json!({"status": "suspended"})).await.status, 200);
-        let ended = tokio::time::timeout(std::time::Duration::from_secs(20), london).await;
-        assert!(ended.expect("the re-check ended the suspended tenant's session").unwrap().is_err());
+        assert_eq!(ended(london).await.0, "57P01", "the re-check ended the suspended tenant's session");
         assert_eq!(value(&service, "SELECT 1").await, "1", "{mode:?}: the service session goes on");
     }
 }

@@ -3,15 +3,14 @@
 //! each refused login sees nothing; sessions end when the token expires or
 //! its tenant is suspended.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pgtenant::config::{Config, PoolMode};
 use serde_json::{json, Value};
-use tokio_postgres::NoTls;
 
 use crate::common::http::Admin;
-use crate::common::{account_ids, message, sqlstate, value, TestEnv};
+use crate::common::{account_ids, connect_watched, ended, message, sqlstate, value, TestEnv};
 
 #[path = "../fixtures/jwt/sign.rs"]
 mod signing;
@@ -162,9 +161,7 @@ async fn a_token_session_ends_when_its_token_expires_and_when_its_tenant_is_susp
         .await;
         let mut short = claims("hsbc-hk");
         short["exp"] = json!(now() + 3);
-        let (client, connection) =
-            tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, &short, SECRET)), NoTls).await.unwrap();
-        let watch = tokio::spawn(connection);
+        let (client, watch) = connect_watched(&env.url("jwt", &sign(Algorithm::HS256, &short, SECRET))).await;
         assert!(!account_ids(&client).await.is_empty());
         let (code, text) = ended(watch).await;
         assert_eq!(code, "28000", "{mode:?}: {text}");
@@ -172,8 +169,10 @@ async fn a_token_session_ends_when_its_token_expires_and_when_its_tenant_is_susp
 
         // Suspension ends a token session as it ends a password login's; a
         // token session of another tenant is not mistaken for a deleted login.
-        let (_london, london_watch) = watched(&env, &claims("hsbc-london")).await;
-        let (barclays, barclays_watch) = watched(&env, &claims("barclays")).await;
+        let (_london, london_watch) =
+            connect_watched(&env.url("jwt", &sign(Algorithm::HS256, &claims("hsbc-london"), SECRET))).await;
+        let (barclays, barclays_watch) =
+            connect_watched(&env.url("jwt", &sign(Algorithm::HS256, &claims("barclays"), SECRET))).await;
         let admin = Admin::new(env.server.admin_addr, &env.config.admin.token);
         assert_eq!(admin.patch("/v1/tenants/hsbc-london", &json!({"status": "suspended"})).await.status, 200);
         let (code, text) = ended(london_watch).await;
@@ -203,23 +202,6 @@ async fn the_admin_api_shows_the_keys_but_no_secret() {
     assert!(!reply.text().contains(SECRET) && !reply.text().contains("BEGIN"), "{}", reply.text());
     let openapi = admin.get("/openapi.json").await.json();
     assert!(openapi["paths"]["/v1/jwt"]["get"].is_object());
-}
-
-type Watch = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
-
-async fn watched(env: &TestEnv, claims: &Value) -> (tokio_postgres::Client, Watch) {
-    let (client, connection) =
-        tokio_postgres::connect(&env.url("jwt", &sign(Algorithm::HS256, claims, SECRET)), NoTls).await.unwrap();
-    (client, tokio::spawn(connection))
-}
-
-/// Waits (bounded) for the server to end a watched session; its FATAL's code and message.
-async fn ended(watch: Watch) -> (String, String) {
-    let result = tokio::time::timeout(Duration::from_secs(20), watch).await.expect("the session was not ended");
-    let error = result.expect("connection task").expect_err("the session ends with an error");
-    let db = error.as_db_error().unwrap_or_else(|| panic!("not a server error: {error:?}"));
-    assert_eq!(db.severity(), "FATAL");
-    (db.code().code().to_owned(), db.message().to_owned())
 }
 
 /// A JWKS endpoint on 127.0.0.1: serves the current document, counts the

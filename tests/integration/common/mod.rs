@@ -248,3 +248,24 @@ where
     }
     panic!("timed out waiting for {what}");
 }
+
+/// A client whose connection task is watched: the handle resolves when the
+/// server ends the session, with the error it sent.
+pub async fn connect_watched(url: &str) -> (Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) {
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    (client, tokio::spawn(connection))
+}
+
+/// Waits (bounded) for a watched session to be ended by the server and
+/// returns the SQLSTATE and message of its FATAL error.
+pub async fn ended(watch: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) -> (String, String) {
+    let result = tokio::time::timeout(Duration::from_secs(20), watch)
+        .await
+        .expect("the session was not ended")
+        .expect("connection task");
+    let error = result.expect_err("the session must end with an error");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("not a server error: {error:?}"));
+    assert_eq!(db.severity(), "FATAL", "{db:?}");
+    (db.code().code().to_owned(), db.message().to_owned())
+}
