@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "isolation_models", sql: include_str!("../sql/0005_isolation_models.sql") },
     Migration { version: 6, name: "tenant_migrator_role", sql: include_str!("../sql/0006_tenant_migrator_role.sql") },
     Migration { version: 7, name: "service_logins", sql: include_str!("../sql/0007_service_logins.sql") },
+    Migration { version: 8, name: "assumed_tenants", sql: include_str!("../sql/0008_assumed_tenants.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.

@@ -105,10 +105,7 @@ impl Catalog {
                 crate::config::DEFAULT_UPSTREAM.to_owned(),
             )
         } else {
-            let context = TenantContext {
-                tenant_id: row.get(3),
-                visible_tenants: row.get::<_, String>(6).trim_matches(|c| c == '{' || c == '}').to_owned(),
-            };
+            let context = TenantContext::of(row.get(3), subtree(row.get(6)));
             let isolation = Isolation::parse(row.get(7))
                 .ok_or_else(|| CatalogError::Invalid(format!("login {username}'s tenant has an unknown isolation")))?;
             (context, row.get(4), row.get(5), isolation, row.get(8))
@@ -151,10 +148,7 @@ impl Catalog {
             verifier: String::new(),
             access,
             enabled: true,
-            context: TenantContext {
-                tenant_id: row.get(0),
-                visible_tenants: row.get::<_, String>(3).trim_matches(|c| c == '{' || c == '}').to_owned(),
-            },
+            context: TenantContext::of(row.get(0), subtree(row.get(3))),
             tenant_slug: row.get(1),
             tenant_active: row.get(2),
             isolation: Isolation::parse(row.get(4))
@@ -226,4 +220,10 @@ impl Catalog {
         client.simple_query("SELECT 1").await?;
         Ok(())
     }
+}
+
+/// The visible set as the context carries it: `pgtenant.tenant_subtree()`'s
+/// array text without its braces.
+fn subtree(array_text: String) -> String {
+    array_text.trim_matches(|c| c == '{' || c == '}').to_owned()
 }

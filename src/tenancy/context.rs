@@ -1,6 +1,6 @@
 //! The exchange that puts a tenant context on a server session.
 //!
-//! pgtenant signs a token — `v1.<pid>.<nonce>.<tenant>.<visible>.<hmac>` —
+//! pgtenant signs a token — `v2.<pid>.<nonce>.<tenant>.<visible>.<identity>.<hmac>` —
 //! with the key in `pgtenant.context_key`, and installs it with
 //! `pgtenant.set_context()`, which checks it and records the verified tenant
 //! where only the catalog owner's code can write it (sql/0004):
@@ -15,6 +15,7 @@
 //! session could be read-only (a default of the session role, say), so that
 //! nothing stops its setval().
 
+use base64::Engine;
 use bytes::BytesMut;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -36,11 +37,30 @@ pub(crate) type SwitchSecret = [u8; 16];
 /// sha256(secret).
 pub fn sign_token(key: &[u8], context: &TenantContext, backend_pid: i32, secret: &SwitchSecret) -> String {
     let commitment = Sha256::digest(secret);
-    let body = format!("v1.{backend_pid}.{}.{}.{}", hex(&commitment[..12]), context.tenant_id, context.visible_tenants);
+    let body = format!(
+        "v2.{backend_pid}.{}.{}.{}.{}",
+        hex(&commitment[..12]),
+        context.tenant_id,
+        context.visible_tenants,
+        context.identity
+    );
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(body.as_bytes());
     format!("{body}.{}", hex(&mac.finalize().into_bytes()))
+}
+
+/// The identity field of a context token (sql/0008): base64 of
+/// `{"sub": subject, "claims": claims}`, plus `"assumed": tenant_setting`
+/// for a tenant a service login assumed (what `pgtenant.release()` resets).
+pub(crate) fn identity(subject: Option<&str>, claims: &serde_json::Value, assumed: Option<&str>) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("sub".to_owned(), subject.map_or(serde_json::Value::Null, |s| s.into()));
+    object.insert("claims".to_owned(), claims.clone());
+    if let Some(setting) = assumed {
+        object.insert("assumed".to_owned(), setting.into());
+    }
+    base64::engine::general_purpose::STANDARD.encode(serde_json::Value::Object(object).to_string())
 }
 
 /// How the server session gets its context.
@@ -95,14 +115,17 @@ mod tests {
 
     #[test]
     fn token_layout() {
-        let context = TenantContext { tenant_id: "t1".into(), visible_tenants: "t1,t2".into() };
+        let mut context = TenantContext::of("t1".into(), "t1,t2".into());
         let secret = [0xabu8; 16];
         let token = sign_token(&[7u8; 64], &context, 4242, &secret);
         let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 6);
-        assert_eq!((parts[0], parts[1], parts[3], parts[4]), ("v1", "4242", "t1", "t1,t2"));
+        assert_eq!(parts.len(), 7);
+        assert_eq!((parts[0], parts[1], parts[3], parts[4], parts[5]), ("v2", "4242", "t1", "t1,t2", ""));
         assert_eq!(parts[2], &hex(&Sha256::digest(secret))[..24], "the nonce commits to the secret");
-        assert_eq!(parts[5].len(), 64);
+        assert_eq!(parts[6].len(), 64);
+        context.identity = identity(Some("alice.smith"), &serde_json::json!({"org": {"id": "o.1"}}), None);
+        let with_identity = sign_token(&[7u8; 64], &context, 4242, &secret);
+        assert_eq!(with_identity.split('.').count(), 7, "the identity field holds no dot");
         assert_ne!(token, sign_token(&[7u8; 64], &context, 4242, &[9u8; 16]));
     }
 }

@@ -50,6 +50,9 @@ pub struct TenantContext {
     pub tenant_id: String,
     /// The tenant and all its descendants, comma-separated.
     pub visible_tenants: String,
+    /// The verified identity of a token session (base64 of a JSON object,
+    /// sql/0008), signed with the rest; empty when the session has none.
+    pub identity: String,
 }
 
 /// The tenant id of "no tenant": the nil uuid, which no tenant may have
@@ -60,6 +63,11 @@ impl TenantContext {
     /// The context of a service login's session: verified like any other,
     /// it names no tenant, so row-level security shows no tenant rows.
     pub(crate) fn no_tenant() -> TenantContext {
-        TenantContext { tenant_id: NO_TENANT.to_owned(), visible_tenants: NO_TENANT.to_owned() }
+        TenantContext::of(NO_TENANT.to_owned(), NO_TENANT.to_owned())
+    }
+
+    /// A tenant and its visible set, without an identity.
+    pub fn of(tenant_id: String, visible_tenants: String) -> TenantContext {
+        TenantContext { tenant_id, visible_tenants, identity: String::new() }
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct VerifiedToken {
     pub(crate) subject: Option<String>,
     /// When the token expires.
     pub(crate) expires_at: SystemTime,
+    /// Every claim of the token, as signed.
+    pub(crate) claims: Value,
 }
 
 /// Verifies tokens against the configured keys and claim rules.
@@ -192,7 +194,13 @@ impl TokenVerifier {
             None => None,
         };
         let exp = claims.get("exp").and_then(Value::as_u64).ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
-        Ok(VerifiedToken { tenant, access, subject, expires_at: UNIX_EPOCH + Duration::from_secs(exp) })
+        Ok(VerifiedToken {
+            tenant,
+            access,
+            subject,
+            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+            claims: claims.clone(),
+        })
     }
 
     /// readwrite unless `jwt.access_claim` says otherwise: its value (or any

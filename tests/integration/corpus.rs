@@ -257,7 +257,7 @@ async fn install_context(env: &TestEnv, session: &mut RawSession) {
     let pid: i32 = raw::first_column(&session.query("SELECT pg_backend_pid()").await)[0].parse().unwrap();
     let key: Vec<u8> =
         env.superuser().await.query_one("SELECT key FROM pgtenant.context_key", &[]).await.unwrap().get(0);
-    let context = pgtenant::tenancy::TenantContext { tenant_id: HSBC_HK.into(), visible_tenants: HSBC_HK.into() };
+    let context = pgtenant::tenancy::TenantContext::of(HSBC_HK.into(), HSBC_HK.into());
     let secret = [7u8; 16];
     let token = pgtenant::tenancy::context::sign_token(&key, &context, pid, &secret);
     let replies = session

@@ -365,12 +365,17 @@ async fn verified_hk_session(env: &TestEnv) -> (Client, i32) {
 async fn rewriting_the_setting_after_verification_changes_nothing() {
     let env = TestEnv::start().await;
     let (app, pid) = verified_hk_session(&env).await;
-    // Another tenant in both token fields: the verified tenant answers, not the setting.
+    // Another tenant in both token fields: the setting and the verified
+    // tenant disagree, and the session has no tenant at all (fail closed).
     let forged = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
     app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
+    assert!(account_ids(&app).await.is_empty());
+    let tenant: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
+    assert_eq!(tenant, None);
+    // The verified tenant's own fields with a forged MAC: the record answers.
+    let own = format!("v1.{pid}.00.{HSBC_HK}.{HSBC_HK}.{}", "0".repeat(64));
+    app.batch_execute(&format!("SET pgtenant.context = '{own}'")).await.unwrap();
     assert_eq!(account_ids(&app).await, vec![3, 4]);
-    let tenant: String = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
-    assert_eq!(tenant, HSBC_HK);
     // A wider visible set than the tenant's: checked against the key, refused whole.
     let forged = format!("v1.{pid}.00.{HSBC_HK}.{HSBC_HK},{},{HSBC}.{}", b(), "0".repeat(64));
     app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();

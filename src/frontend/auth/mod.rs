@@ -14,6 +14,7 @@ use crate::protocol::frame::{peek_header, read_cstr};
 use crate::protocol::messages::client;
 use crate::proxy::ProxyState;
 use crate::tenancy::catalog::{LoginRecord, TokenLogin};
+use crate::tenancy::context;
 use crate::tokens::TokenVerifier;
 use scram::{Exchange, Verifier};
 
@@ -114,7 +115,7 @@ where
         .find_token_tenant(username, &verified.tenant, verified.access, session)
         .await
         .map_err(|e| failures::catalog(&e))?;
-    let Some(login) = login else {
+    let Some(mut login) = login else {
         tracing::warn!(tenant = %verified.tenant, "token names no tenant");
         tokio::time::sleep(state.auth_throttle.failure(peer)).await;
         return Err(ClientError::fatal(
@@ -122,6 +123,7 @@ where
             format!("the token's tenant \"{}\" does not exist", verified.tenant),
         ));
     };
+    login.context.identity = context::identity(verified.subject.as_deref(), &verified.claims, None);
     state.auth_throttle.success(peer);
     backend::authentication_ok(&mut out);
     write(client, &mut out).await?;
