@@ -15,10 +15,12 @@ use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::messages::{parameter_status, server};
 
+use super::assume::Assumptions;
 use super::failures;
+use super::relay_core::TxnStatus;
 use crate::setting_rules;
 use crate::tenancy::context::{self, ContextChange};
-use crate::tenancy::TenantContext;
+use crate::tenancy::{TenantContext, NO_TENANT};
 use crate::upstream::connect::read_message;
 use crate::upstream::pool::{Lease, Pool};
 use crate::upstream::server_session::{ServerSession, SettingExchange};
@@ -43,6 +45,8 @@ pub(crate) struct Attachment {
     pub pinned: bool,
     /// Server sessions this client's tenant may hold at once (0: no limit).
     tenant_cap: usize,
+    /// A service login's assumed tenants (None for other logins).
+    assumptions: Option<Assumptions>,
 }
 
 /// What one of pgtenant's own exchanges (each ending with one
@@ -98,7 +102,53 @@ impl Attachment {
             cancel,
             pinned: false,
             tenant_cap,
+            assumptions: None,
         }
+    }
+
+    /// A service login's session: it may assume tenants, starting from its
+    /// own context (no tenant).
+    pub(crate) fn allow_assume(&mut self) {
+        self.assumptions = Some(Assumptions::new(self.context.clone()));
+    }
+
+    /// A verified tenant a service login assumes on the server session in
+    /// `lease`, installed exactly as at checkout: returns pgtenant's request
+    /// for `pgtenant.assume(request)` on the server (sql/0008).
+    pub(crate) fn assume(&mut self, lease: &mut Lease, context: TenantContext) -> String {
+        let session = lease.session();
+        let ticket = session.begin_context(&context, true);
+        let token = context::sign_token(&self.context_key, &context, session.backend_pid(), &ticket.secret);
+        let change = if ticket.switch { "switch" } else { "verify" };
+        self.context = context;
+        if let Some(assumptions) = self.assumptions.as_mut() {
+            assumptions.assumed();
+        }
+        format!("{change} {} {} {token}", crate::hex::hex(&ticket.secret), self.tenant_setting)
+    }
+
+    /// The service login's `pgtenant.release()` went out on the server
+    /// session in `lease`: no tenant, for the session.
+    pub(crate) fn released(&mut self, lease: &mut Lease) {
+        lease.session().note_server_context(NO_TENANT);
+        self.context = TenantContext::no_tenant();
+        if let Some(assumptions) = self.assumptions.as_mut() {
+            assumptions.released();
+        }
+    }
+
+    /// A batch of the client's ended: true when the tenant the session
+    /// returns to must be installed again (see `assume.rs`).
+    pub(crate) fn batch_ended(&mut self, status: TxnStatus, error: bool) -> bool {
+        match self.assumptions.as_mut() {
+            Some(assumptions) => assumptions.batch_ended(status, error, &mut self.context),
+            None => false,
+        }
+    }
+
+    /// The current tenant was assumed for the open transaction only.
+    pub(crate) fn transaction_scoped(&self) -> bool {
+        self.assumptions.as_ref().is_some_and(Assumptions::transaction_scoped)
     }
 
     /// Checks a server session out for this client.
@@ -116,7 +166,7 @@ impl Attachment {
             exchanges.push(OwnExchange::Required);
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if !session.carries(&self.context.tenant_id) {
+        if !session.carries_context(&self.context) {
             self.put_context_exchange(session, &mut prefix, &mut exchanges, Exchange::AtCheckout);
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
@@ -235,7 +285,7 @@ impl Attachment {
     /// (also after a client's reset, which may have dropped the secret) a
     /// verified context that installs a fresh secret.
     fn put_context(&self, session: &mut ServerSession, out: &mut BytesMut, exchange: Exchange) {
-        let ticket = session.begin_context(&self.context.tenant_id, exchange == Exchange::AtCheckout);
+        let ticket = session.begin_context(&self.context, exchange == Exchange::AtCheckout);
         let install = context::Installation {
             backend_pid: session.backend_pid(),
             secret: ticket.secret,

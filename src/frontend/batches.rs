@@ -21,6 +21,8 @@ pub(crate) struct Batches {
     context_dirty: bool,
     /// An extended-protocol reset waits for its Sync.
     reset_awaits_sync: bool,
+    /// Every batch holds the client until it is answered.
+    hold_each: bool,
 }
 
 impl Batches {
@@ -33,6 +35,17 @@ impl Batches {
     /// boundary where the server session may go back to the pool.
     pub(crate) fn at_rest(&self) -> bool {
         !self.hold && !self.unsynced && self.in_flight == 0 && !self.context_dirty
+    }
+
+    /// Every batch holds the client until it is answered (`on`), or only
+    /// those that reset the context.
+    pub(crate) fn hold_each_batch(&mut self, on: bool) {
+        self.hold_each = on;
+    }
+
+    /// Every message the client sent has been answered, and none waits for its Sync.
+    pub(crate) fn quiet(&self) -> bool {
+        !self.hold && !self.unsynced && self.in_flight == 0
     }
 
     /// A client message went through unread.
@@ -50,6 +63,7 @@ impl Batches {
     /// A Query or FunctionCall (or a marker in its place): one ReadyForQuery to come.
     pub(crate) fn simple_sent(&mut self) {
         self.in_flight += 1;
+        self.hold |= self.hold_each;
     }
 
     /// A simple Query that reset the context (`resets_context`): the client
@@ -70,6 +84,7 @@ impl Batches {
     pub(crate) fn sync_sent(&mut self) {
         self.in_flight += 1;
         self.unsynced = false;
+        self.hold |= self.hold_each;
         if self.reset_awaits_sync || self.context_dirty {
             self.reset_awaits_sync = false;
             self.context_dirty = true;
@@ -145,5 +160,20 @@ mod tests {
         b.query_done(false);
         assert!(b.holding(), "the next batch holds again");
         assert!(b.client_ready(false));
+    }
+
+    #[test]
+    fn holding_each_batch_waits_for_every_answer_without_owing_a_context() {
+        let mut b = Batches::default();
+        b.hold_each_batch(true);
+        b.extended_sent();
+        assert!(!b.holding() && !b.quiet(), "a batch holds from its Sync");
+        b.sync_sent();
+        assert!(b.holding());
+        assert!(!b.client_ready(false), "no context is owed");
+        assert!(!b.holding() && b.quiet() && b.at_rest());
+        b.hold_each_batch(false);
+        b.simple_sent();
+        assert!(!b.holding());
     }
 }

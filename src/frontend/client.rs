@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::assume::Assumer;
 use super::attach::{Attached, Attachment};
 use super::channels::channel_prefix;
 use super::policy::ClientPolicy;
@@ -222,6 +223,15 @@ async fn run_session(
             connected_at: SystemTime::now(),
         },
     );
+    let assumer = login.service.then(|| {
+        Assumer::new(
+            state.tokens.clone(),
+            state.catalog.clone(),
+            login.access,
+            login.upstream.clone(),
+            state.tenant_setting.clone(),
+        )
+    });
     let token_expiry = login
         .token
         .as_ref()
@@ -232,6 +242,9 @@ async fn run_session(
     let attached = Attached { lease, prefix: BytesMut::new(), exchanges: Vec::new() };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     relay.set_statement_timeout(statement_timeout);
+    if let Some(assumer) = assumer {
+        relay.allow_assume(assumer);
+    }
     if let Some(expires_at) = token_expiry {
         relay.set_expiry(expires_at);
     }

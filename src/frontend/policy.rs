@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use super::assume::{bind_with_value, bound_token};
 use super::batches::Batches;
 use super::bind_effects::{judge_bound_set_config, BindValues, PreparedEffects};
 use super::channels::TenantChannels;
@@ -17,10 +18,13 @@ use super::markers::Markers;
 use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
+use crate::guard::context_calls::{self, ContextCall, TokenArgument};
 use crate::guard::{self, Guard, Inspection};
 use crate::notifiers::Notifiers;
 use crate::protocol::backend::{put_cstr, write_message};
+use crate::protocol::frontend;
 use crate::protocol::messages::{client, Bind, Parse, Query};
+use crate::quote::quote_ident;
 
 /// Per-session state of the message policy.
 pub struct ClientPolicy {
@@ -51,6 +55,37 @@ pub struct ClientPolicy {
     /// The session's own tenant schema (schema tenants), the one `pgt_…`
     /// schema its search_path may name.
     own_schema: Option<String>,
+    /// A service login: it may assume tenants (`assume.rs`).
+    service: bool,
+    /// Prepared statements (by name) that are `pgtenant.assume($1)` or
+    /// `pgtenant.release()`.
+    context_statements: HashMap<String, StatementCall>,
+    /// The outcome of verifying the token of the frame at hand: the request
+    /// for `pgtenant.assume(request)` on the server, or the refusal.
+    verified: Option<Result<String, ClientError>>,
+    /// pgtenant's own exchanges this policy queued (each ends with one ReadyForQuery).
+    own_exchanges: usize,
+    /// A release went out.
+    released: bool,
+}
+
+/// Which intercepted call a prepared statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatementCall {
+    Assume,
+    Release,
+}
+
+/// What a client frame needs before the policy can take it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FrameStep {
+    /// Take it now.
+    Ready,
+    /// Wait until every earlier message is answered (an assume by literal
+    /// puts an exchange of pgtenant's own ahead of it).
+    WaitForQuiet,
+    /// Verify this token first ([`ClientPolicy::set_verified`]).
+    Verify(String),
 }
 
 impl ClientPolicy {
@@ -77,7 +112,72 @@ impl ClientPolicy {
             prepared_effects: HashMap::new(),
             batches: Batches::default(),
             own_schema: None,
+            service: false,
+            context_statements: HashMap::new(),
+            verified: None,
+            own_exchanges: 0,
+            released: false,
         }
+    }
+
+    /// The session is a service login's: it may assume tenants.
+    pub(crate) fn allow_assume(&mut self) {
+        self.service = true;
+    }
+
+    /// What `frame` (read whole) needs before [`ClientPolicy::client_frame`]
+    /// takes it: `quiet` when every earlier message has been answered,
+    /// `failed` inside a failed transaction.
+    pub(crate) fn before_frame(&self, frame: &[u8], quiet: bool, failed: bool) -> FrameStep {
+        if !self.service || self.verified.is_some() {
+            return FrameStep::Ready;
+        }
+        match frame.first().copied() {
+            Some(client::QUERY) => {
+                let call =
+                    Query::read(frame).and_then(|q| std::str::from_utf8(q.sql).ok()).and_then(context_calls::recognize);
+                match call {
+                    Some(ContextCall::Assume { token: TokenArgument::Literal(token), .. }) => match (quiet, failed) {
+                        (false, _) => FrameStep::WaitForQuiet,
+                        // The server refuses the statement, as PostgreSQL would.
+                        (true, true) => FrameStep::Ready,
+                        (true, false) => FrameStep::Verify(token),
+                    },
+                    _ => FrameStep::Ready,
+                }
+            }
+            Some(client::BIND) => {
+                let assume = Bind::read(frame)
+                    .is_some_and(|b| self.context_statements.get(b.statement) == Some(&StatementCall::Assume));
+                match bound_token(frame) {
+                    Some(Some(token)) if assume => FrameStep::Verify(token),
+                    _ => FrameStep::Ready,
+                }
+            }
+            _ => FrameStep::Ready,
+        }
+    }
+
+    /// The outcome of the verification [`FrameStep::Verify`] asked for.
+    pub(crate) fn set_verified(&mut self, outcome: Result<String, ClientError>) {
+        self.verified = Some(outcome);
+    }
+
+    /// Takes the number of pgtenant's own exchanges queued since the last call.
+    pub(crate) fn take_own_exchanges(&mut self) -> usize {
+        std::mem::take(&mut self.own_exchanges)
+    }
+
+    /// Takes the "a release went out" flag.
+    pub(crate) fn take_released(&mut self) -> bool {
+        std::mem::take(&mut self.released)
+    }
+
+    /// While a tenant is assumed for a transaction, each batch waits for its
+    /// answer before the next goes out, so that the session's tenant is back
+    /// before anything after the transaction runs.
+    pub(crate) fn hold_each_batch(&mut self, on: bool) {
+        self.batches.hold_each_batch(on);
     }
 
     /// The session's tenant has a schema of its own: its search_path may name it.
@@ -104,6 +204,11 @@ impl ClientPolicy {
     /// boundary where the server session may go back to the pool.
     pub(crate) fn at_rest(&self) -> bool {
         self.batches.at_rest()
+    }
+
+    /// Every client message has been answered and none waits for its Sync.
+    pub(crate) fn quiet(&self) -> bool {
+        self.batches.quiet()
     }
 
     /// Notes a client message streamed through without inspection.
@@ -141,7 +246,7 @@ impl ClientPolicy {
     pub(crate) fn inspects(&self, tag: u8) -> bool {
         matches!(tag, client::QUERY | client::PARSE | client::FUNCTION_CALL | client::SYNC)
             || (self.statements.is_some() && matches!(tag, client::BIND | client::DESCRIBE | client::CLOSE))
-            || (tag == client::BIND && !self.prepared_effects.is_empty())
+            || (tag == client::BIND && !(self.prepared_effects.is_empty() && self.context_statements.is_empty()))
     }
 
     /// True when ParseComplete/CloseComplete replies must be read.
@@ -191,10 +296,23 @@ impl ClientPolicy {
             client::PARSE => self.parse(frame, to_server, server)?,
             client::BIND | client::DESCRIBE | client::CLOSE => {
                 self.batches.extended_sent();
+                let replaced;
+                let mut frame = frame;
                 if tag == client::BIND {
                     if let Err(refusal) = self.bind_effects(frame) {
                         self.markers.bind(refusal, to_server);
                         return Ok(());
+                    }
+                    match self.bind_context_call(frame) {
+                        Ok(Some(rewritten)) => {
+                            replaced = rewritten;
+                            frame = &replaced;
+                        }
+                        Ok(None) => {}
+                        Err(refusal) => {
+                            self.markers.bind(refusal, to_server);
+                            return Ok(());
+                        }
                     }
                 }
                 let rewritten = match (self.statements.as_mut(), server) {
@@ -253,6 +371,10 @@ impl ClientPolicy {
                 return Ok(());
             }
         };
+        if let Some(call) = context_calls::recognize(sql) {
+            self.query_context_call(call, frame, to_server);
+            return Ok(());
+        }
         let verdict = self.guard.check(sql);
         if let Some(refusal) = self.refusal(&verdict) {
             self.markers.query(refusal, to_server);
@@ -336,7 +458,20 @@ impl ClientPolicy {
                 return Ok(());
             }
         };
-        let verdict = self.guard.check(sql);
+        let call = context_calls::recognize(sql);
+        let verdict = match &call {
+            Some(call) => {
+                if let Err(refusal) = self.parse_context_call(name, call) {
+                    self.markers.parse(name, refusal, to_server);
+                    return Ok(());
+                }
+                Arc::new(Inspection::default())
+            }
+            None => {
+                self.context_statements.remove(name);
+                self.guard.check(sql)
+            }
+        };
         if let Some(refusal) = self.refusal(&verdict) {
             self.markers.parse(name, refusal, to_server);
             return Ok(());
@@ -410,11 +545,94 @@ impl ClientPolicy {
         Ok(())
     }
 
+    /// An intercepted call sent as a simple Query. An assume by literal:
+    /// pgtenant's own exchange installs the verified tenant (the client's
+    /// messages before it are all answered), and the client's statement
+    /// becomes one that answers with the tenant now installed, under the
+    /// client's column name. A release runs on the server as sent.
+    fn query_context_call(&mut self, call: ContextCall, frame: &[u8], to_server: &mut BytesMut) {
+        if !self.service {
+            self.markers.query(not_a_service_login(), to_server);
+            return;
+        }
+        match call {
+            ContextCall::Assume { token: TokenArgument::Literal(_), column } => match self.verified.take() {
+                Some(Err(refusal)) => self.markers.query(refusal, to_server),
+                verified => {
+                    if let Some(Ok(request)) = verified {
+                        frontend::parse_unnamed(to_server, ASSUME_SQL);
+                        frontend::bind_unnamed(to_server, &[Some(&request)]);
+                        frontend::execute_unnamed(to_server);
+                        frontend::sync(to_server);
+                        self.own_exchanges += 1;
+                        self.own_batches_sent(1);
+                    }
+                    // Without a request (a failed transaction) the server
+                    // refuses this statement as it would the call.
+                    let answer = format!("SELECT pgtenant.current_tenant() AS {}", quote_ident(&column));
+                    write_message(to_server, client::QUERY, |b| put_cstr(b, &answer));
+                }
+            },
+            ContextCall::Assume { token: TokenArgument::Parameter, .. } => to_server.extend_from_slice(frame),
+            ContextCall::Release { .. } => {
+                self.released = true;
+                to_server.extend_from_slice(frame);
+            }
+        }
+    }
+
+    /// A Parse of an intercepted call: remembered by name, or refused.
+    fn parse_context_call(&mut self, name: &str, call: &ContextCall) -> Result<(), ClientError> {
+        if !self.service {
+            return Err(not_a_service_login());
+        }
+        let kind = match call {
+            ContextCall::Assume { token: TokenArgument::Parameter, .. } => StatementCall::Assume,
+            ContextCall::Assume { token: TokenArgument::Literal(_), .. } => {
+                return Err(ClientError::error(
+                    crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                    "pgtenant.assume() takes its token as a bind parameter here: SELECT pgtenant.assume($1)",
+                ))
+            }
+            ContextCall::Release { .. } => StatementCall::Release,
+        };
+        self.context_statements.insert(name.to_owned(), kind);
+        Ok(())
+    }
+
+    /// A Bind of an intercepted call: an assume's token is replaced by
+    /// pgtenant's request for the verified tenant (or refused); a release is
+    /// noted. `None`: the Bind goes as sent.
+    fn bind_context_call(&mut self, frame: &[u8]) -> Result<Option<BytesMut>, ClientError> {
+        if self.context_statements.is_empty() {
+            return Ok(None);
+        }
+        let Some(bind) = Bind::read(frame) else { return Ok(None) };
+        match self.context_statements.get(bind.statement) {
+            Some(StatementCall::Assume) => match self.verified.take() {
+                Some(Ok(request)) => bind_with_value(frame, &request)
+                    .map(Some)
+                    .ok_or_else(|| ClientError::protocol_violation("malformed Bind message")),
+                Some(Err(refusal)) => Err(refusal),
+                None => Err(ClientError::error(
+                    crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+                    "pgtenant.assume() needs a token (text, not NULL)",
+                )),
+            },
+            Some(StatementCall::Release) => {
+                self.released = true;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The client's statements are gone (DISCARD ALL, DEALLOCATE ALL), and so
     /// are the server session's.
     fn forget_statements(&mut self, server: Option<&mut ServerStatements>) {
         // Their effects go with them: Binds need no reading any more.
         self.prepared_effects.clear();
+        self.context_statements.clear();
         if let Some(statements) = self.statements.as_mut() {
             statements.clear();
         }
@@ -481,6 +699,17 @@ fn statement_text(bytes: &[u8]) -> Result<&str, Option<ClientError>> {
         ))),
         Err(_) => Err(None),
     }
+}
+
+/// What a service login's intercepted assume runs on the server, with
+/// pgtenant's request as its parameter.
+const ASSUME_SQL: &str = "SELECT pgtenant.assume($1)";
+
+fn not_a_service_login() -> ClientError {
+    ClientError::error(
+        crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
+        "pgtenant.assume() and pgtenant.release() are for service logins; this session's tenant comes from its login",
+    )
 }
 
 /// The refusal of a search_path that names another tenant's schema.

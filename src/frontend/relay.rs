@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use super::assume::Assumer;
 use super::attach::{Attached, Attachment, OwnExchange};
 use super::failures;
 use super::policy::ClientPolicy;
@@ -40,6 +41,8 @@ pub(crate) struct Relay<C> {
     timer: RequestTimer,
     /// A token session ends when its token expires (`jwt.on_expiry = "end"`).
     expires_at: Option<std::time::SystemTime>,
+    /// A service login's: verifies the tokens of its `pgtenant.assume()`.
+    assumer: Option<Assumer>,
 }
 
 #[derive(Default)]
@@ -93,6 +96,20 @@ impl ServerSide for Attachments<'_> {
         Some(self.attachment.context_exchange(lease, wiped, in_transaction))
     }
 
+    fn assumption_released(&mut self) {
+        if let Some(lease) = self.server.as_mut() {
+            self.attachment.released(lease);
+        }
+    }
+
+    fn batch_ended(&mut self, status: TxnStatus, error: bool) -> bool {
+        self.attachment.batch_ended(status, error)
+    }
+
+    fn transaction_scoped(&self) -> bool {
+        self.attachment.transaction_scoped()
+    }
+
     fn note_parameter(&mut self, name: &str, value: &str) {
         if let Some(lease) = self.server.as_mut() {
             lease.session().note_parameter(name, value);
@@ -132,7 +149,15 @@ impl Relay<ClientStream> {
             core: RelayCore::new(policy, max_message_bytes, to_client, to_server, exchanges),
             timer: RequestTimer::default(),
             expires_at: None,
+            assumer: None,
         }
+    }
+
+    /// A service login's session: `pgtenant.assume()` verifies tokens with `assumer`.
+    pub(crate) fn allow_assume(&mut self, assumer: Assumer) {
+        self.attachment.allow_assume();
+        self.core.policy.allow_assume();
+        self.assumer = Some(assumer);
     }
 
     /// Ends the session at `at`, once the client is between transactions.
@@ -167,9 +192,27 @@ impl Relay<ClientStream> {
         )
     }
 
-    fn take_client_frames(&mut self) -> Result<(), RelayEnd> {
-        let (core, mut side) = self.split();
-        core.take_client_frames(&mut side)
+    /// Takes what client frames it can; the token of a service login's
+    /// assume is verified on the way, before the frame that carries it.
+    async fn take_client_frames(&mut self) -> Result<(), RelayEnd> {
+        loop {
+            let (core, mut side) = self.split();
+            core.take_client_frames(&mut side)?;
+            let Some(token) = self.core.verification.take() else { return Ok(()) };
+            let verified = match &self.assumer {
+                Some(assumer) => assumer.verify(&token).await,
+                None => Err(ClientError::error(
+                    crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "pgtenant.assume() is for service logins",
+                )),
+            };
+            let request = match (verified, self.server.as_mut()) {
+                (Ok(context), Some(lease)) => Ok(self.attachment.assume(lease, context)),
+                (Ok(_), None) => Err(failures::server_closed()),
+                (Err(refusal), _) => Err(refusal),
+            };
+            self.core.policy.set_verified(request);
+        }
     }
 
     fn take_server_frames(&mut self) -> Result<(), RelayEnd> {
@@ -234,7 +277,7 @@ impl Relay<ClientStream> {
         self.core.attached(prefix, exchanges);
         self.server = Some(lease);
         if !self.core.client_in.is_empty() {
-            self.take_client_frames()?;
+            self.take_client_frames().await?;
         }
         self.start_request_timer();
         Ok(())
@@ -256,7 +299,7 @@ impl Relay<ClientStream> {
         tokio::pin!(expiry);
         let mut expired = false;
         if !self.core.client_in.is_empty() {
-            if let Err(end) = self.take_client_frames() {
+            if let Err(end) = self.take_client_frames().await {
                 return end;
             }
         }
@@ -290,7 +333,7 @@ impl Relay<ClientStream> {
             };
             if progress.client_data {
                 entry.set_state(SessionState::Active);
-                if let Err(end) = self.take_client_frames() {
+                if let Err(end) = self.take_client_frames().await {
                     return end;
                 }
                 if self.core.policy.session_state_used() {
@@ -309,7 +352,7 @@ impl Relay<ClientStream> {
                 }
                 // A ReadyForQuery may have released client messages held for a reset.
                 if !self.core.policy.holding() && !self.core.client_in.is_empty() {
-                    if let Err(end) = self.take_client_frames() {
+                    if let Err(end) = self.take_client_frames().await {
                         return end;
                     }
                 }

@@ -13,7 +13,7 @@ use bytes::{Buf, BytesMut};
 
 use super::attach::OwnExchange;
 use super::failures;
-use super::policy::ClientPolicy;
+use super::policy::{ClientPolicy, FrameStep};
 use super::statements::{Edit, ServerStatements};
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::write_message;
@@ -71,6 +71,13 @@ pub trait ServerSide {
     /// The exchange that re-establishes the context (and settings) after a
     /// client's reset, with what each of its parts' failure means.
     fn context_exchange(&mut self, wiped: bool, in_transaction: bool) -> Option<(BytesMut, Vec<OwnExchange>)>;
+    /// A service login's `pgtenant.release()` went out.
+    fn assumption_released(&mut self);
+    /// A batch of the client's ended (`status`, after an error or not): true
+    /// when the tenant the session returns to must be installed again.
+    fn batch_ended(&mut self, status: TxnStatus, error: bool) -> bool;
+    /// The current tenant was assumed for the open transaction only.
+    fn transaction_scoped(&self) -> bool;
     /// The server reported a setting.
     fn note_parameter(&mut self, name: &str, value: &str);
     /// A cancel for the tenant's statement timeout is on its way.
@@ -99,6 +106,10 @@ pub struct ScriptedServerSide {
     pub parameters: Vec<(String, String)>,
     /// A statement-timeout cancel is on its way.
     pub cancelling: bool,
+    /// Releases of an assumed tenant the core reported.
+    pub releases: usize,
+    /// Answer to a batch's end: the session's tenant must be installed again.
+    pub revert_on_batch_end: bool,
 }
 
 /// The bytes a [`ScriptedServerSide`] queues for a context exchange: one Sync.
@@ -133,6 +144,18 @@ impl ServerSide for ScriptedServerSide {
     fn context_exchange(&mut self, _wiped: bool, _in_transaction: bool) -> Option<(BytesMut, Vec<OwnExchange>)> {
         self.context_exchanges += 1;
         Some((BytesMut::from(SCRIPTED_CONTEXT_EXCHANGE), vec![OwnExchange::Required]))
+    }
+
+    fn assumption_released(&mut self) {
+        self.releases += 1;
+    }
+
+    fn batch_ended(&mut self, _status: TxnStatus, _error: bool) -> bool {
+        std::mem::take(&mut self.revert_on_batch_end)
+    }
+
+    fn transaction_scoped(&self) -> bool {
+        false
     }
 
     fn note_parameter(&mut self, name: &str, value: &str) {
@@ -175,6 +198,11 @@ pub struct RelayCore {
     pub policy: ClientPolicy,
     /// Client messages wait for a server session to be attached.
     pub wants_server: bool,
+    /// The token a service login's assume presented, for the relay to
+    /// verify before the frame that carries it is taken.
+    pub verification: Option<String>,
+    /// The server sent the client an error since its last ReadyForQuery.
+    error_in_batch: bool,
 }
 
 impl RelayCore {
@@ -202,6 +230,8 @@ impl RelayCore {
             max_message_bytes,
             policy,
             wants_server: false,
+            verification: None,
+            error_in_batch: false,
         }
     }
 
@@ -276,10 +306,26 @@ impl RelayCore {
                 if self.client_in.len() < header.frame_len {
                     return Ok(());
                 }
+                let quiet = self.own_pending.is_empty() && self.policy.quiet();
+                let failed = self.status == TxnStatus::Failed;
+                match self.policy.before_frame(&self.client_in[..header.frame_len], quiet, failed) {
+                    FrameStep::Ready => {}
+                    // A ReadyForQuery brings the relay back here.
+                    FrameStep::WaitForQuiet => return Ok(()),
+                    FrameStep::Verify(token) => {
+                        self.verification = Some(token);
+                        return Ok(());
+                    }
+                }
                 let frame = self.client_in.split_to(header.frame_len);
                 if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server, side.statements()) {
                     return Err(self.fatal(error));
                 }
+                if self.policy.take_released() {
+                    side.assumption_released();
+                }
+                let own = self.policy.take_own_exchanges();
+                self.own_pending.extend(std::iter::repeat_n(OwnExchange::Required, own));
                 let changes = self.policy.take_setting_changes();
                 if !changes.is_empty() && side.settings_changed(changes) {
                     self.policy.restore_after(header.tag);
@@ -350,6 +396,9 @@ impl RelayCore {
                     }
                 }
             }
+            if header.tag == server::ERROR_RESPONSE && self.own_pending.is_empty() {
+                self.error_in_batch = true;
+            }
             match header.tag {
                 server::READY_FOR_QUERY => {
                     let frame = &self.server_in[..header.frame_len];
@@ -366,12 +415,14 @@ impl RelayCore {
                     // This ReadyForQuery goes to the client; a context exchange
                     // it releases is queued for the server behind it.
                     let released = self.policy.client_ready(status == TxnStatus::Failed);
+                    let reverted = side.batch_ended(status, std::mem::take(&mut self.error_in_batch));
+                    self.policy.hold_each_batch(side.transaction_scoped());
                     self.server_frame_dropped = false;
                     self.server_frame_left = header.frame_len;
                     self.last_server_tag = server::READY_FOR_QUERY;
                     self.to_client_ends_ready = true;
-                    if released && side.attached() {
-                        let wiped = self.policy.take_settings_wiped();
+                    if (released || reverted) && side.attached() {
+                        let wiped = released && self.policy.take_settings_wiped();
                         let in_transaction = status == TxnStatus::InTransaction;
                         if let Some((exchange, exchanges)) = side.context_exchange(wiped, in_transaction) {
                             self.to_server.extend_from_slice(&exchange);

@@ -289,6 +289,20 @@ fn walk_tokens(sql: &str, tenant_setting: &str, prepares: bool, inspection: &mut
                 inspection.executes.push(name);
             }
         }
+        let called = significant.get(i + 1).is_some_and(|next| next.token == Token::Ascii40 as i32);
+        if called && qualified_by_pgtenant(sql, &significant[..i]) {
+            // RELEASE is a keyword token, not an identifier.
+            let text = sql.get(token.start as usize..token.end as usize).unwrap_or_default();
+            if let Some(name @ ("assume" | "release")) = identifier_name(text).as_deref() {
+                return Some(ClientError::error(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!(
+                        "pgtenant.{name}() must be a statement of its own, answered by pgtenant: \
+                         SELECT pgtenant.assume($1) with the token as a bind parameter, or SELECT pgtenant.release()"
+                    ),
+                ));
+            }
+        }
         if !is_ident {
             continue;
         }
@@ -296,7 +310,6 @@ fn walk_tokens(sql: &str, tenant_setting: &str, prepares: bool, inspection: &mut
         let Some(name) = identifier_name(text) else {
             return Some(ClientError::error(sqlstate::SYNTAX_ERROR, "invalid identifier"));
         };
-        let called = significant.get(i + 1).is_some_and(|next| next.token == Token::Ascii40 as i32);
         if called && name == "set_config" {
             // Drivers call set_config on ordinary settings (asyncpg: jit).
             if let Err(refusal) = judge_set_config(sql, &significant[i + 2..], tenant_setting, prepares, inspection) {
@@ -316,6 +329,18 @@ fn walk_tokens(sql: &str, tenant_setting: &str, prepares: bool, inspection: &mut
         }
     }
     None
+}
+
+/// The tokens before a name end with `pgtenant .` (any quoting or case).
+fn qualified_by_pgtenant(sql: &str, before: &[&protobuf::ScanToken]) -> bool {
+    match before {
+        [.., schema, dot] => {
+            dot.token == Token::Ascii46 as i32
+                && sql.get(schema.start as usize..schema.end as usize).and_then(identifier_name).as_deref()
+                    == Some("pgtenant")
+        }
+        _ => false,
+    }
 }
 
 /// Judges one `set_config(name, value, is_local)` call (`arguments` starts

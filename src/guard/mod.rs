@@ -6,6 +6,7 @@
 //! of work: a token pre-scan (µs) → PostgreSQL's parser only when a risky
 //! token appears → verdict cached by statement text.
 
+pub(crate) mod context_calls;
 pub(crate) mod denylist;
 pub mod inspect;
 pub mod prescan;

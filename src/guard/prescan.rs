@@ -14,6 +14,8 @@ const RISKY: &[&str] = &[
     "set_config",
     "set_context",
     "context_payload",
+    "assume",
+    "release",
     "role",
     "authorization",
     "do",

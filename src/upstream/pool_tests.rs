@@ -10,6 +10,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use super::*;
+use crate::tenancy::TenantContext;
 use crate::upstream::server_session::SettingExchange;
 use crate::upstream::settings::Settings;
 use bytes::BytesMut;
@@ -125,7 +126,7 @@ fn id(lease: &Lease) -> i32 {
 /// Hands a lease back as if `client` of `tenant` had used it.
 fn give_back(pool: &Pool, mut lease: Lease, tenant: &str, client: i32, dirty: bool) {
     let session = lease.session();
-    session.begin_context(tenant, true);
+    session.begin_context(&TenantContext::of(tenant.into(), tenant.into()), true);
     session.serve_client(client);
     if dirty {
         session.mark_dirty();
@@ -292,12 +293,12 @@ async fn a_session_switches_with_its_secret_until_a_discard_forgets_context_sett
     let session = lease.session();
     assert!(!session.carries("t1"));
 
-    let first = session.begin_context("t1", true);
+    let first = session.begin_context(&TenantContext::of("t1".into(), "t1".into()), true);
     assert!(!first.switch, "no secret yet: the first context is verified");
     assert!(session.carries("t1"));
-    let second = session.begin_context("t2", true);
+    let second = session.begin_context(&TenantContext::of("t2".into(), "t2".into()), true);
     assert_eq!((second.switch, second.secret), (true, first.secret), "a switch presents the installed secret");
-    let after_reset = session.begin_context("t2", false);
+    let after_reset = session.begin_context(&TenantContext::of("t2".into(), "t2".into()), false);
     assert!(!after_reset.switch && after_reset.secret != first.secret, "no switch where none may be");
 
     let mut out = BytesMut::new();
@@ -307,7 +308,10 @@ async fn a_session_switches_with_its_secret_until_a_discard_forgets_context_sett
     session.mark_dirty();
     assert!(session.queue_discard_if_dirty(&mut out));
     assert!(!session.carries("t2"), "DISCARD ALL drops the context");
-    assert!(!session.begin_context("t2", true).switch, "and the secret with it");
+    assert!(
+        !session.begin_context(&TenantContext::of("t2".into(), "t2".into()), true).switch,
+        "and the secret with it"
+    );
     let mut again = BytesMut::new();
     let mut kinds = Vec::new();
     session.queue_settings(&wanted, &mut again, |kind| kinds.push(kind));

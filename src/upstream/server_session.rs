@@ -20,6 +20,7 @@ use super::settings::{self, Settings};
 use super::stream::ServerStream;
 use crate::protocol::backend::{put_cstr, write_message};
 use crate::protocol::messages::client;
+use crate::tenancy::TenantContext;
 
 /// How to install a tenant context, decided by [`ServerSession::begin_context`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub(crate) struct ServerSession {
     parameters: Vec<(String, String)>,
     /// The tenant whose context is installed, if any.
     tenant: Option<String>,
+    /// The verified identity installed with it (token sessions): a session
+    /// of the same tenant with another identity needs its own context.
+    identity: String,
     /// The client (its cancel-key id) that used it last.
     last_client: Option<i32>,
     /// A client left session state (settings, prepared statements, cursors,
@@ -76,6 +80,7 @@ impl ServerSession {
             cancel: server.cancel,
             parameters: server.parameters,
             tenant: None,
+            identity: String::new(),
             last_client: None,
             dirty: false,
             applied: Settings::new(),
@@ -138,9 +143,14 @@ impl ServerSession {
         self.dirty
     }
 
-    /// True when `tenant`'s context is installed.
+    /// True when a context of `tenant` is installed (the pool prefers such sessions).
     pub(crate) fn carries(&self, tenant: &str) -> bool {
         self.tenant.as_deref() == Some(tenant)
+    }
+
+    /// True when exactly `context` is installed: its tenant and its identity.
+    pub(crate) fn carries_context(&self, context: &TenantContext) -> bool {
+        self.carries(&context.tenant_id) && self.identity == context.identity
     }
 
     /// Records which client uses the session now (checkout prefers it for
@@ -221,11 +231,18 @@ impl ServerSession {
         self.applied.clear();
     }
 
-    /// Starts installing `tenant`'s context: the secret already installed
+    /// The server installed `tenant`'s context itself, with the switching
+    /// secret already on it (`pgtenant.release()`).
+    pub(crate) fn note_server_context(&mut self, tenant: &str) {
+        self.tenant = Some(tenant.to_owned());
+        self.identity.clear();
+    }
+
+    /// Starts installing `context`: the secret already installed
     /// when `may_switch` and there is one, else a fresh secret for a
     /// verified context. Records the tenant and secret as sent — a failed
     /// exchange ends the client's session and closes this one.
-    pub(crate) fn begin_context(&mut self, tenant: &str, may_switch: bool) -> ContextTicket {
+    pub(crate) fn begin_context(&mut self, context: &TenantContext, may_switch: bool) -> ContextTicket {
         let ticket = match self.switch_secret.filter(|_| may_switch) {
             Some(secret) => ContextTicket { secret, switch: true },
             None => {
@@ -235,7 +252,8 @@ impl ServerSession {
             }
         };
         self.switch_secret = Some(ticket.secret);
-        self.tenant = Some(tenant.to_owned());
+        self.tenant = Some(context.tenant_id.clone());
+        self.identity.clone_from(&context.identity);
         ticket
     }
 }

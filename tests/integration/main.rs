@@ -3,6 +3,7 @@
 mod common;
 
 mod admin;
+mod assume;
 mod auth;
 mod cli;
 mod config_example;

@@ -13,14 +13,14 @@ use crate::common::http::Admin;
 use crate::common::{account_ids, connect_watched, ended, message, sqlstate, value, TestEnv};
 
 #[path = "../fixtures/jwt/sign.rs"]
-mod signing;
+pub(crate) mod signing;
 use signing::{b64, fixture, sign};
 
-const SECRET: &str = "integration-secret-of-at-least-32-bytes";
-const ISSUER: &str = "https://idp.test";
-const AUDIENCE: &str = "pgtenant";
+pub(crate) const SECRET: &str = "integration-secret-of-at-least-32-bytes";
+pub(crate) const ISSUER: &str = "https://idp.test";
+pub(crate) const AUDIENCE: &str = "pgtenant";
 
-fn with_tokens(config: &mut Config, mode: PoolMode) {
+pub(crate) fn with_tokens(config: &mut Config, mode: PoolMode) {
     config.pool.mode = mode;
     config.jwt.issuer = Some(ISSUER.into());
     config.jwt.audience = Some(AUDIENCE.into());
@@ -35,11 +35,11 @@ fn with_tokens(config: &mut Config, mode: PoolMode) {
     config.jwt.allow_plaintext_loopback = true;
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn claims(tenant: &str) -> Value {
+pub(crate) fn claims(tenant: &str) -> Value {
     json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "sub": "alice@example.com", "tenant_id": tenant,
            "role": "editor"})
 }
