@@ -133,8 +133,8 @@ async fn serve_refuses_an_upstream_role_rls_would_not_bind() {
     }
 }
 
-#[tokio::test]
-async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
+/// `pgtenant dev` on free ports, and its banner once it is ready.
+pub(crate) async fn start_dev() -> (std::process::Child, Vec<String>) {
     let mut child = pgtenant(&["dev", "--port", "0", "--admin-port", "0"], &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -155,6 +155,21 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
     })
     .await
     .unwrap();
+    (child, lines)
+}
+
+/// Stops `pgtenant dev` as Ctrl-C would; true when it exited cleanly.
+pub(crate) async fn stop_dev(child: std::process::Child) -> bool {
+    let mut child = child;
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success()
+}
+
+#[tokio::test]
+async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
+    let (child, lines) = start_dev().await;
     let psql_url = |user: &str| {
         lines
             .iter()
@@ -186,11 +201,7 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
     assert_eq!(holders(starling).await, ["Grace Hopper"]);
     drop((hsbc, barclays));
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "{status}");
+    assert!(stop_dev(child).await, "pgtenant dev exits cleanly on SIGTERM");
     let base = std::path::Path::new(&socket_dir).parent().unwrap();
     assert!(!base.exists(), "{} must be removed", base.display());
 }

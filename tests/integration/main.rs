@@ -9,6 +9,7 @@ mod cli;
 mod config_example;
 mod corpus;
 mod drivers;
+mod examples;
 mod isolation;
 mod layering;
 mod pooled_state;
