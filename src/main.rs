@@ -27,6 +27,9 @@ enum Command {
         /// Keep the cluster in this directory (created and initialised when empty)
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// When a server connection goes back to the pool: session or transaction
+        #[arg(long, default_value = "session")]
+        pool_mode: pgtenant::config::PoolMode,
     },
     /// Install or upgrade the pgtenant schema and grants (idempotent)
     Migrate {
@@ -74,8 +77,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match (cli.command, config) {
-            (Command::Dev { port, admin_port, data_dir }, _) => {
-                pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir }).await
+            (Command::Dev { port, admin_port, data_dir, pool_mode }, _) => {
+                pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir, pool_mode }).await
             }
             (Command::Migrate { tenants, jobs, .. }, Some(config)) => {
                 migrate(&config).await?;

@@ -75,6 +75,8 @@ pub struct DevOptions {
     pub port: u16,
     pub admin_port: u16,
     pub data_dir: Option<PathBuf>,
+    /// session (the default) or transaction pooling.
+    pub pool_mode: crate::config::PoolMode,
 }
 
 /// Creates the roles and `database` (owned by the catalog owner) on a fresh
@@ -220,6 +222,7 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
     let mut config = prepare_database(cluster, DATABASE).await?;
     config.proxy.listen = ([127, 0, 0, 1], options.port).into();
     config.admin.listen = ([127, 0, 0, 1], options.admin_port).into();
+    config.pool.mode = options.pool_mode;
     migrate::load_demo(&config.control.url).await?;
     // Beside the cluster, not in it: the cluster's directory belongs to its own user.
     let migrations =
