@@ -287,6 +287,18 @@ impl ClientPolicy {
         to_server: &mut BytesMut,
         server: Option<&mut ServerStatements>,
     ) -> Result<(), ClientError> {
+        let judged = self.judge_frame(frame, to_server, server);
+        // A verification serves the frame it was made for, never a later one.
+        self.verified = None;
+        judged
+    }
+
+    fn judge_frame(
+        &mut self,
+        frame: &[u8],
+        to_server: &mut BytesMut,
+        server: Option<&mut ServerStatements>,
+    ) -> Result<(), ClientError> {
         let tag = frame.first().copied().unwrap_or_default();
         match tag {
             client::QUERY => {
