@@ -746,6 +746,25 @@ mod tests {
     }
 
     #[test]
+    fn an_assume_literals_column_alias_goes_back_quoted() {
+        let guard = Arc::new(Guard::new("app.tenant_id"));
+        let mut policy = ClientPolicy::new(guard, "m_".into(), "t.".into(), None, [0; 32], Default::default(), 1);
+        policy.allow_assume();
+        let hostile = "SELECT pgtenant.assume('ey.x.y') AS \"t\"\" FROM accounts; --\"";
+        assert_eq!(policy.before_frame(&query(hostile), true, false), FrameStep::Verify("ey.x.y".into()));
+        policy.set_verified(Ok("switch 00 app.tenant_id v2.token".into()));
+        let mut out = BytesMut::new();
+        policy.client_frame(&query(hostile), &mut out, None).unwrap();
+        assert_eq!(policy.take_own_exchanges(), 1);
+        let sent = String::from_utf8_lossy(&out);
+        assert!(
+            sent.ends_with("SELECT pgtenant.current_tenant() AS \"t\"\" FROM accounts; --\"\0"),
+            "the alias stays one identifier: {sent:?}"
+        );
+        assert!(!sent.contains("ey.x.y"), "the user's token never reaches the server");
+    }
+
+    #[test]
     fn refuse_mode_replaces_session_features_with_a_marker() {
         let guard = Arc::new(Guard::new("app.tenant_id"));
         let mut policy = ClientPolicy::new(
