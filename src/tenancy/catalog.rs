@@ -7,6 +7,17 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 use super::{Access, Isolation, TenantContext};
 
+/// The visible field of a tenant's context, from its row `t`. On the
+/// catalog's own database (the default upstream) the tenant alone: its
+/// descendants are resolved there from `pgtenant.tenant_ancestry`, whatever
+/// their number (sql/0009). A tenant placed elsewhere carries its subtree,
+/// signed, since that database has no catalog to resolve it from.
+macro_rules! visible_field {
+    () => {
+        "CASE WHEN t.upstream = 'default' THEN t.id::text ELSE pgtenant.tenant_subtree(t.id)::text END"
+    };
+}
+
 /// Catalog access failed (the control database is unreachable or refused).
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -77,16 +88,17 @@ impl Catalog {
         Ok(Catalog { pool })
     }
 
-    /// Looks a login up by username, with its tenant and the tenant's subtree.
+    /// Looks a login up by username, with its tenant and the tenant's visible field.
     pub(crate) async fn find_login(&self, username: &str) -> Result<Option<LoginRecord>, CatalogError> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached(
-                "SELECT l.verifier, l.access, l.enabled, t.id::text, t.slug, t.status = 'active', \
-                        pgtenant.tenant_subtree(t.id)::text, t.isolation, t.upstream, l.service \
+            .prepare_cached(concat!(
+                "SELECT l.verifier, l.access, l.enabled, t.id::text, t.slug, t.status = 'active', ",
+                visible_field!(),
+                ", t.isolation, t.upstream, l.service \
                    FROM pgtenant.logins l LEFT JOIN pgtenant.tenants t ON t.id = l.tenant_id \
-                  WHERE l.username = $1",
-            )
+                  WHERE l.username = $1"
+            ))
             .await?;
         let Some(row) = client.query_opt(&statement, &[&username]).await? else {
             return Ok(None);
@@ -105,7 +117,7 @@ impl Catalog {
                 crate::config::DEFAULT_UPSTREAM.to_owned(),
             )
         } else {
-            let context = TenantContext::of(row.get(3), subtree(row.get(6)));
+            let context = TenantContext::of(row.get(3), without_braces(row.get(6)));
             let isolation = Isolation::parse(row.get(7))
                 .ok_or_else(|| CatalogError::Invalid(format!("login {username}'s tenant has an unknown isolation")))?;
             (context, row.get(4), row.get(5), isolation, row.get(8))
@@ -135,10 +147,16 @@ impl Catalog {
         token: TokenLogin,
     ) -> Result<Option<LoginRecord>, CatalogError> {
         let client = self.pool.get().await?;
-        const BY_ID: &str = "SELECT t.id::text, t.slug, t.status = 'active', pgtenant.tenant_subtree(t.id)::text, \
-                             t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.id = $1::text::uuid";
-        const BY_SLUG: &str = "SELECT t.id::text, t.slug, t.status = 'active', pgtenant.tenant_subtree(t.id)::text, \
-                               t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.slug = $1";
+        const BY_ID: &str = concat!(
+            "SELECT t.id::text, t.slug, t.status = 'active', ",
+            visible_field!(),
+            ", t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.id = $1::text::uuid"
+        );
+        const BY_SLUG: &str = concat!(
+            "SELECT t.id::text, t.slug, t.status = 'active', ",
+            visible_field!(),
+            ", t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.slug = $1"
+        );
         let statement = client.prepare_cached(if super::validate::is_uuid(tenant) { BY_ID } else { BY_SLUG }).await?;
         let Some(row) = client.query_opt(&statement, &[&tenant]).await? else {
             return Ok(None);
@@ -148,7 +166,7 @@ impl Catalog {
             verifier: String::new(),
             access,
             enabled: true,
-            context: TenantContext::of(row.get(0), subtree(row.get(3))),
+            context: TenantContext::of(row.get(0), without_braces(row.get(3))),
             tenant_slug: row.get(1),
             tenant_active: row.get(2),
             isolation: Isolation::parse(row.get(4))
@@ -222,8 +240,8 @@ impl Catalog {
     }
 }
 
-/// The visible set as the context carries it: `pgtenant.tenant_subtree()`'s
-/// array text without its braces.
-fn subtree(array_text: String) -> String {
+/// The visible field as the context carries it: the tenant's id, or
+/// `pgtenant.tenant_subtree()`'s array text without its braces.
+fn without_braces(array_text: String) -> String {
     array_text.trim_matches(|c| c == '{' || c == '}').to_owned()
 }

@@ -2,9 +2,12 @@
 //! dedicated control.url connection LISTENs on `pgtenant_catalog` (fed by the
 //! triggers of sql/0003) and, on every wake-up, re-checks the open sessions
 //! against the catalog, ending those whose login is gone, disabled or
-//! changed, whose tenant is suspended, or whose visible set shrank. The same
-//! re-check runs after every (re)connect and periodically, so a notification
-//! lost during an outage cannot leave a session alive.
+//! changed, whose tenant is suspended, or whose signed visible set shrank.
+//! Each wake-up first publishes the committed hierarchy version (sql/0009),
+//! which lets sessions of tenants without descendants skip the ancestry
+//! table again after a change to the tree. The same re-check runs after
+//! every (re)connect and periodically, so a notification lost during an
+//! outage cannot leave a session alive.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -119,6 +122,7 @@ async fn timed<T>(call: impl std::future::Future<Output = Result<T, tokio_postgr
 }
 
 async fn recheck_timed(client: &Client, sessions: &SessionRegistry) -> Result<(), EventsError> {
+    timed(client.execute("SELECT pgtenant.publish_hierarchy_version()", &[])).await?;
     let ended = timed(recheck(client, sessions)).await?;
     if ended > 0 {
         tracing::info!(ended, "sessions ended after a catalog change");

@@ -10,6 +10,7 @@ mod config_example;
 mod corpus;
 mod drivers;
 mod examples;
+mod hierarchy;
 mod isolation;
 mod layering;
 mod pooled_state;

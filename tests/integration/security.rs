@@ -301,7 +301,7 @@ async fn forged_cancel_key_cancels_nothing() {
 
 /// A session as the tenant role straight to PostgreSQL: what a client could
 /// do if every proxy-side check were bypassed.
-async fn guard_bypassed(env: &TestEnv) -> Client {
+pub(crate) async fn guard_bypassed(env: &TestEnv) -> Client {
     connect_url(&env.cluster.url("pgtenant_app", &env.database)).await
 }
 
@@ -332,7 +332,7 @@ async fn forged_context_token_sees_nothing() {
 }
 
 /// A token for `pid` signed with the database's key, as pgtenant would make it.
-async fn mint_token(env: &TestEnv, pid: i32, tenant: &str, visible: &str) -> String {
+pub(crate) async fn mint_token(env: &TestEnv, pid: i32, tenant: &str, visible: &str) -> String {
     mint_token_with_nonce(env, pid, tenant, visible, "0123456789abcdef").await
 }
 
