@@ -350,15 +350,17 @@ CREATE FUNCTION pgtenant.create_isolation_policy(tbl regclass, col name) RETURNS
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     relation name := (SELECT c.relname FROM pg_class c WHERE c.oid = tbl);
+    -- The probe's alias must not shadow the table it probes for.
+    alias name := CASE WHEN relation = 'pgtenant_ancestry_row' THEN 'pgtenant_ancestry_row_' ELSE 'pgtenant_ancestry_row' END;
     visible text;
 BEGIN
     visible := format(
         '%2$I = ANY ((SELECT pgtenant.policy_tenants())::uuid[]) '
         'OR (%2$I >= (SELECT pgtenant.policy_range_start()) '
-            'AND (SELECT true FROM pgtenant.tenant_ancestry pgtenant_tree '
-                  'WHERE pgtenant_tree.ancestor_id = (SELECT pgtenant.current_tenant()) '
-                    'AND pgtenant_tree.tenant_id = %1$I.%2$I))',
-        relation, col);
+            'AND (SELECT true FROM pgtenant.tenant_ancestry %3$I '
+                  'WHERE %3$I.ancestor_id = (SELECT pgtenant.current_tenant()) '
+                    'AND %3$I.tenant_id = %1$I.%2$I))',
+        relation, col, alias);
     EXECUTE format('DROP POLICY IF EXISTS pgtenant_isolation ON %s', tbl);
     EXECUTE format('CREATE POLICY pgtenant_isolation ON %s USING (%s) WITH CHECK (%s)', tbl, visible, visible);
 END

@@ -345,3 +345,19 @@ async fn settings_are_queued_as_the_difference_and_resets_keep_what_is_asked() {
     session.queue_settings(&pairs(&[("application_name", "a")]), &mut out, |k| kinds.push(k));
     assert!(kinds.is_empty(), "the kept setting is still recorded as applied");
 }
+
+#[tokio::test]
+async fn a_session_carries_a_context_only_with_the_same_signed_visible_set() {
+    let server = StandIn::start().await;
+    let pool = server.pool(config(1));
+    let mut lease = pool.checkout("t1", 1, 0).await.unwrap();
+    let session = lease.session();
+    let before = TenantContext::of("t1".into(), "t1,t2".into());
+    session.begin_context(&before, true);
+    assert!(session.carries_context(&before));
+    // A tenant on another upstream gained a child since: same tenant, new set.
+    let after = TenantContext::of("t1".into(), "t1,t2,t3".into());
+    assert!(!session.carries_context(&after), "a wider set must be installed, not assumed");
+    session.begin_context(&after, true);
+    assert!(session.carries_context(&after) && !session.carries_context(&before));
+}

@@ -55,6 +55,10 @@ pub(crate) struct ServerSession {
     /// The verified identity installed with it (token sessions): a session
     /// of the same tenant with another identity needs its own context.
     identity: String,
+    /// The visible field installed with it: a tenant placed on another
+    /// upstream signs its subtree there, and a session signed before the
+    /// subtree changed must not serve a client of the same tenant after.
+    visible: String,
     /// The client (its cancel-key id) that used it last.
     last_client: Option<i32>,
     /// A client left session state (settings, prepared statements, cursors,
@@ -81,6 +85,7 @@ impl ServerSession {
             parameters: server.parameters,
             tenant: None,
             identity: String::new(),
+            visible: String::new(),
             last_client: None,
             dirty: false,
             applied: Settings::new(),
@@ -148,9 +153,10 @@ impl ServerSession {
         self.tenant.as_deref() == Some(tenant)
     }
 
-    /// True when exactly `context` is installed: its tenant and its identity.
+    /// True when exactly `context` is installed: its tenant, its visible
+    /// field and its identity.
     pub(crate) fn carries_context(&self, context: &TenantContext) -> bool {
-        self.carries(&context.tenant_id) && self.identity == context.identity
+        self.carries(&context.tenant_id) && self.visible == context.visible_tenants && self.identity == context.identity
     }
 
     /// Records which client uses the session now (checkout prefers it for
@@ -235,6 +241,7 @@ impl ServerSession {
     /// secret already on it (`pgtenant.release()`).
     pub(crate) fn note_server_context(&mut self, tenant: &str) {
         self.tenant = Some(tenant.to_owned());
+        self.visible = tenant.to_owned();
         self.identity.clear();
     }
 
@@ -253,6 +260,7 @@ impl ServerSession {
         };
         self.switch_secret = Some(ticket.secret);
         self.tenant = Some(context.tenant_id.clone());
+        self.visible.clone_from(&context.visible_tenants);
         self.identity.clone_from(&context.identity);
         ticket
     }

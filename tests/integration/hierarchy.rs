@@ -296,3 +296,26 @@ async fn a_parent_reads_only_its_own_branch_of_the_tree() {
         assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6], "{mode:?}");
     }
 }
+
+#[tokio::test]
+async fn a_table_named_like_the_policys_probe_is_scoped_all_the_same() {
+    let env = start(PoolMode::Session).await;
+    grow_barclays(&env).await;
+    // The policy's ancestry probe has an alias; a table of that name must not
+    // be confused with it (its rows would all look like descendants).
+    owner(&env)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE public.pgtenant_ancestry_row (n int, tenant_id uuid NOT NULL);
+             INSERT INTO public.pgtenant_ancestry_row VALUES (1, '{HSBC}'), (2, '{HSBC_HK}'), (3, '{BARCLAYS}'), (4, '{BC_7}');
+             SELECT pgtenant.enable_tenancy('public.pgtenant_ancestry_row');"
+        ))
+        .await
+        .expect("a table named like the probe");
+    let rows = |client: Client| async move {
+        value(&client, "SELECT string_agg(n::text, ',' ORDER BY n) FROM pgtenant_ancestry_row").await
+    };
+    assert_eq!(rows(env.connect("hsbc_admin").await).await, "1,2");
+    assert_eq!(rows(env.connect("barclays_ops").await).await, "3,4");
+    assert_eq!(rows(env.connect("hk_teller").await).await, "2");
+}
