@@ -8,7 +8,7 @@
 --
 --   c = ANY (policy_tenants())                         -- the tenant, and up to 64 descendants
 --   OR (c >= policy_range_start()                      -- only for a parent with more
---       AND <c's ancestry row under current_tenant()>) -- an index probe per row
+--       AND is_descendant(c))                          -- an index probe per row
 --
 -- policy_tenants() is an index condition the planner uses as before; for a
 -- tenant with more than 64 descendants it is the tenant alone and
@@ -16,8 +16,8 @@
 -- column, each row checked against the ancestry table), so a statement costs
 -- the same whatever the number of descendants. Otherwise the range starts at
 -- the largest uuid and the second arm matches nothing. Only policy_tenants()
--- and the ancestry probe decide what is visible, and both start from the
--- verified tenant (current_tenant()); policy_range_start() only chooses
+-- and is_descendant() decide what is visible, and both start from the
+-- verified tenant; policy_range_start() only chooses
 -- which rows get probed, so a client that could steer it would gain nothing.
 --
 -- What set_context() learns about the tenant's descendants is recorded with
@@ -345,22 +345,44 @@ ALTER TABLE pgtenant.tenant_ancestry ENABLE ROW LEVEL SECURITY;
 CREATE POLICY pgtenant_own_descendants ON pgtenant.tenant_ancestry FOR SELECT
     USING (ancestor_id = (SELECT pgtenant.current_tenant()));
 
+-- The second arm's per-row check: true when `tenant` descends from the
+-- session's verified tenant. A function rather than a subquery in the
+-- policy, so that planning a statement costs the same for every tenant
+-- (a subquery would be planned with every statement, a function's query is
+-- planned once per session). SECURITY DEFINER to read the ancestry without
+-- its row-level policy; every name is schema-qualified, as it runs with
+-- the caller's search_path; it answers only about the caller's own subtree.
+CREATE FUNCTION pgtenant.is_descendant(tenant uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER AS $$
+DECLARE
+    raw pg_catalog.text := pg_catalog.current_setting('pgtenant.context', true);
+    verified pg_catalog.uuid;
+BEGIN
+    IF raw IS NULL OR raw OPERATOR(pg_catalog.=) '' THEN
+        RETURN false;
+    END IF;
+    verified := (pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.currval('pgtenant.verified_tenant_hi'::pg_catalog.regclass)), 16, '0')
+                 OPERATOR(pg_catalog.||)
+                 pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.currval('pgtenant.verified_tenant_lo'::pg_catalog.regclass)), 16, '0')
+                )::pg_catalog.uuid;
+    IF pg_catalog.split_part(raw, '.', 4) OPERATOR(pg_catalog.<>) verified::pg_catalog.text THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM pgtenant.tenant_ancestry a
+                    WHERE a.ancestor_id OPERATOR(pg_catalog.=) verified AND a.tenant_id OPERATOR(pg_catalog.=) tenant);
+END
+$$;
+
 -- The isolation policy of one tenant-scoped table (see the header).
 CREATE FUNCTION pgtenant.create_isolation_policy(tbl regclass, col name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    relation name := (SELECT c.relname FROM pg_class c WHERE c.oid = tbl);
-    -- The probe's alias must not shadow the table it probes for.
-    alias name := CASE WHEN relation = 'pgtenant_ancestry_row' THEN 'pgtenant_ancestry_row_' ELSE 'pgtenant_ancestry_row' END;
     visible text;
 BEGIN
     visible := format(
-        '%2$I = ANY ((SELECT pgtenant.policy_tenants())::uuid[]) '
-        'OR (%2$I >= (SELECT pgtenant.policy_range_start()) '
-            'AND (SELECT true FROM pgtenant.tenant_ancestry %3$I '
-                  'WHERE %3$I.ancestor_id = (SELECT pgtenant.current_tenant()) '
-                    'AND %3$I.tenant_id = %1$I.%2$I))',
-        relation, col, alias);
+        '%1$I = ANY ((SELECT pgtenant.policy_tenants())::uuid[]) '
+        'OR (%1$I >= (SELECT pgtenant.policy_range_start()) AND pgtenant.is_descendant(%1$I))',
+        col);
     EXECUTE format('DROP POLICY IF EXISTS pgtenant_isolation ON %s', tbl);
     EXECUTE format('CREATE POLICY pgtenant_isolation ON %s USING (%s) WITH CHECK (%s)', tbl, visible, visible);
 END
@@ -419,9 +441,11 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION pgtenant.maintain_tenant_ancestry(), pgtenant.forget_tenant_ancestry(),
     pgtenant.hierarchy_changed(), pgtenant.publish_hierarchy_version(), pgtenant.record_scope(uuid),
-    pgtenant.create_isolation_policy(regclass, name), pgtenant.policy_tenants(), pgtenant.policy_range_start()
+    pgtenant.create_isolation_policy(regclass, name), pgtenant.policy_tenants(), pgtenant.policy_range_start(),
+    pgtenant.is_descendant(uuid)
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgtenant.policy_tenants(), pgtenant.policy_range_start() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtenant.policy_tenants(), pgtenant.policy_range_start(), pgtenant.is_descendant(uuid)
+    TO PUBLIC;
 GRANT SELECT ON pgtenant.tenant_ancestry TO pgtenant_readwrite, pgtenant_readonly, pgtenant_context;
 GRANT SELECT ON SEQUENCE pgtenant.verified_scope, pgtenant.hierarchy_version
     TO pgtenant_readwrite, pgtenant_readonly, pgtenant_context;

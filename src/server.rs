@@ -101,6 +101,7 @@ impl Server {
             marker_prefix: format!("pgtenant_refused_{:016x}_", rand::random::<u64>()),
             statement_secret: rand::random(),
             notifiers: Default::default(),
+            hierarchy: Default::default(),
         });
 
         let proxy = TcpListener::bind(config.proxy.listen)
@@ -124,6 +125,7 @@ impl Server {
         tasks.push(tokio::spawn(crate::tenancy::events::run(
             config.control.url.clone(),
             Arc::clone(&state.sessions),
+            state.hierarchy.clone(),
             watcher.clone(),
         )));
         let router = crate::admin::router(Arc::clone(&state), &config.admin.token);

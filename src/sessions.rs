@@ -46,7 +46,8 @@ pub struct SessionIdentity {
     pub tenant_slug: String,
     /// The login's access level: which upstream role serves the session.
     pub access: Access,
-    /// The tenant's visible set the session was given, as a uuid[] literal.
+    /// The visible field of the session's context: the tenant itself, or, for a
+    /// tenant placed on another upstream, its signed subtree (comma-separated).
     pub visible_tenants: String,
     /// The session logged in with a token: no login row stands behind it,
     /// the catalog re-checks its tenant only.

@@ -20,6 +20,7 @@ use super::failures;
 use super::relay_core::TxnStatus;
 use crate::setting_rules;
 use crate::tenancy::context::{self, ContextChange};
+use crate::tenancy::events::HierarchyVersion;
 use crate::tenancy::{TenantContext, NO_TENANT};
 use crate::upstream::connect::read_message;
 use crate::upstream::pool::{Lease, Pool};
@@ -47,6 +48,8 @@ pub(crate) struct Attachment {
     tenant_cap: usize,
     /// A service login's assumed tenants (None for other logins).
     assumptions: Option<Assumptions>,
+    /// The tenant tree's version as this process last published it.
+    hierarchy: HierarchyVersion,
 }
 
 /// What one of pgtenant's own exchanges (each ending with one
@@ -88,6 +91,7 @@ impl Attachment {
         tenant_setting: String,
         settings: Settings,
         cancel: CancelHandle,
+        hierarchy: HierarchyVersion,
     ) -> Attachment {
         let client_id = cancel.key().process_id;
         Attachment {
@@ -103,6 +107,7 @@ impl Attachment {
             pinned: false,
             tenant_cap,
             assumptions: None,
+            hierarchy,
         }
     }
 
@@ -117,7 +122,7 @@ impl Attachment {
     /// for `pgtenant.assume(request)` on the server (sql/0008).
     pub(crate) fn assume(&mut self, lease: &mut Lease, context: TenantContext) -> String {
         let session = lease.session();
-        let ticket = session.begin_context(&context, true);
+        let ticket = session.begin_context(&context, true, self.hierarchy.current());
         let token = context::sign_token(&self.context_key, &context, session.backend_pid(), &ticket.secret);
         let change = if ticket.switch { "switch" } else { "verify" };
         self.context = context;
@@ -166,7 +171,7 @@ impl Attachment {
             exchanges.push(OwnExchange::Required);
             counters.resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if !session.carries_context(&self.context) {
+        if !session.carries_context(&self.context, self.hierarchy.current()) {
             self.put_context_exchange(session, &mut prefix, &mut exchanges, Exchange::AtCheckout);
             counters.context_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
@@ -215,6 +220,21 @@ impl Attachment {
             Some(error) => Err(error),
             None => Ok(lease),
         }
+    }
+
+    /// True when the server session in `lease` holds this client's context
+    /// from before the tenant tree last changed.
+    pub(crate) fn context_outdated(&self, lease: &Lease) -> bool {
+        !lease.session_ref().carries_context(&self.context, self.hierarchy.current())
+    }
+
+    /// The exchange that installs this client's context again on the
+    /// session in `lease` after the tenant tree changed: the server records
+    /// the tenant's descendants anew (sql/0009); nothing else changes.
+    pub(crate) fn context_refresh(&mut self, lease: &mut Lease) -> (BytesMut, Vec<OwnExchange>) {
+        let mut out = BytesMut::with_capacity(256);
+        self.put_context(lease.session(), &mut out, Exchange::AtCheckout);
+        (out, vec![OwnExchange::Required])
     }
 
     /// The exchange that restores the context and the client's settings on
@@ -285,7 +305,7 @@ impl Attachment {
     /// (also after a client's reset, which may have dropped the secret) a
     /// verified context that installs a fresh secret.
     fn put_context(&self, session: &mut ServerSession, out: &mut BytesMut, exchange: Exchange) {
-        let ticket = session.begin_context(&self.context, exchange == Exchange::AtCheckout);
+        let ticket = session.begin_context(&self.context, exchange == Exchange::AtCheckout, self.hierarchy.current());
         let install = context::Installation {
             backend_pid: session.backend_pid(),
             secret: ticket.secret,

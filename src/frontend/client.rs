@@ -366,6 +366,7 @@ async fn establish(
         state.tenant_setting.clone(),
         startup_settings,
         cancel,
+        state.hierarchy.clone(),
     );
     let lease = attachment.acquire_ready().await?;
     for (name, value) in lease.session_ref().parameters() {

@@ -96,6 +96,15 @@ impl ServerSide for Attachments<'_> {
         Some(self.attachment.context_exchange(lease, wiped, in_transaction))
     }
 
+    fn context_refresh(&mut self) -> Option<(BytesMut, Vec<OwnExchange>)> {
+        // In transaction pooling the next checkout installs it.
+        if self.attachment.mode == PoolMode::Transaction && !self.attachment.pinned {
+            return None;
+        }
+        let lease = self.server.as_mut()?;
+        self.attachment.context_outdated(lease).then(|| self.attachment.context_refresh(lease))
+    }
+
     fn assumption_released(&mut self) {
         if let Some(lease) = self.server.as_mut() {
             self.attachment.released(lease);

@@ -71,6 +71,10 @@ pub trait ServerSide {
     /// The exchange that re-establishes the context (and settings) after a
     /// client's reset, with what each of its parts' failure means.
     fn context_exchange(&mut self, wiped: bool, in_transaction: bool) -> Option<(BytesMut, Vec<OwnExchange>)>;
+    /// The exchange that installs the attached session's context again
+    /// because the tenant tree changed since (sql/0009), when it did; asked
+    /// only between transactions with nothing in flight.
+    fn context_refresh(&mut self) -> Option<(BytesMut, Vec<OwnExchange>)>;
     /// A service login's `pgtenant.release()` went out.
     fn assumption_released(&mut self);
     /// A batch of the client's ended (`status`, after an error or not): true
@@ -110,6 +114,10 @@ pub struct ScriptedServerSide {
     pub releases: usize,
     /// Answer to a batch's end: the session's tenant must be installed again.
     pub revert_on_batch_end: bool,
+    /// Answer to a quiet moment between transactions: the tree changed.
+    pub refresh_when_quiet: bool,
+    /// Context refreshes the core queued.
+    pub refreshes: usize,
 }
 
 /// The bytes a [`ScriptedServerSide`] queues for a context exchange: one Sync.
@@ -143,6 +151,14 @@ impl ServerSide for ScriptedServerSide {
 
     fn context_exchange(&mut self, _wiped: bool, _in_transaction: bool) -> Option<(BytesMut, Vec<OwnExchange>)> {
         self.context_exchanges += 1;
+        Some((BytesMut::from(SCRIPTED_CONTEXT_EXCHANGE), vec![OwnExchange::Required]))
+    }
+
+    fn context_refresh(&mut self) -> Option<(BytesMut, Vec<OwnExchange>)> {
+        if !std::mem::take(&mut self.refresh_when_quiet) {
+            return None;
+        }
+        self.refreshes += 1;
         Some((BytesMut::from(SCRIPTED_CONTEXT_EXCHANGE), vec![OwnExchange::Required]))
     }
 
@@ -421,14 +437,20 @@ impl RelayCore {
                     self.server_frame_left = header.frame_len;
                     self.last_server_tag = server::READY_FOR_QUERY;
                     self.to_client_ends_ready = true;
-                    if (released || reverted) && side.attached() {
+                    let exchange = if (released || reverted) && side.attached() {
                         let wiped = released && self.policy.take_settings_wiped();
-                        let in_transaction = status == TxnStatus::InTransaction;
-                        if let Some((exchange, exchanges)) = side.context_exchange(wiped, in_transaction) {
-                            self.to_server.extend_from_slice(&exchange);
-                            self.policy.own_batches_sent(exchanges.len() as u32);
-                            self.own_pending.extend(exchanges);
-                        }
+                        side.context_exchange(wiped, status == TxnStatus::InTransaction)
+                    } else if status == TxnStatus::Idle && self.policy.quiet() && side.attached() {
+                        // Nothing of the client's is in flight: the exchange's
+                        // ReadyForQuery is the next one the server sends.
+                        side.context_refresh()
+                    } else {
+                        None
+                    };
+                    if let Some((exchange, exchanges)) = exchange {
+                        self.to_server.extend_from_slice(&exchange);
+                        self.policy.own_batches_sent(exchanges.len() as u32);
+                        self.own_pending.extend(exchanges);
                     }
                     continue;
                 }

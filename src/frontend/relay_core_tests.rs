@@ -296,3 +296,29 @@ fn an_error_that_arrives_in_pieces_streams_through() {
     assert_eq!(&core.to_client[..long.len()], &long[..]);
     assert!(core.at_rest());
 }
+
+#[test]
+fn after_a_tree_change_the_context_is_installed_again_only_when_nothing_is_in_flight() {
+    let (mut core, mut side) = core();
+    side.refresh_when_quiet = true;
+    // Two pipelined queries: the first one's ReadyForQuery leaves the second in flight.
+    client_says(&mut core, &mut side, &cat(&[&query("SELECT 1"), &query("SELECT 2")])).unwrap();
+    core.to_server.clear();
+    server_says(&mut core, &mut side, &cat(&[&complete("SELECT 1"), &ready(b'I')])).unwrap();
+    assert_eq!(side.refreshes, 0, "the second query is still in flight");
+    assert!(core.to_server.is_empty());
+    // Inside a transaction: not yet either.
+    server_says(&mut core, &mut side, &cat(&[&complete("SELECT 1"), &ready(b'T')])).unwrap();
+    assert_eq!(side.refreshes, 0, "not inside a transaction");
+    client_says(&mut core, &mut side, &query("COMMIT")).unwrap();
+    core.to_server.clear();
+    server_says(&mut core, &mut side, &cat(&[&complete("COMMIT"), &ready(b'I')])).unwrap();
+    assert_eq!(side.refreshes, 1, "quiet and idle: now");
+    assert_eq!(&core.to_server[..], SCRIPTED_CONTEXT_EXCHANGE);
+    assert_eq!(tags(&core.to_client), "CZCZCZ");
+    core.to_client.clear();
+    client_says(&mut core, &mut side, &query("SELECT 3")).unwrap();
+    server_says(&mut core, &mut side, &cat(&[&ready(b'I'), &complete("SELECT 1"), &ready(b'I')])).unwrap();
+    assert_eq!(tags(&core.to_client), "CZ", "the exchange's reply never reaches the client");
+    assert_eq!(side.refreshes, 1, "asked once: the side decides whether the tree changed again");
+}

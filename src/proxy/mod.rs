@@ -42,6 +42,8 @@ pub struct ProxyState {
     pub marker_prefix: String,
     /// Verifies the tokens of token logins (`[jwt]` with a key), if configured.
     pub(crate) tokens: Option<Arc<crate::tokens::TokenVerifier>>,
+    /// The tenant tree's version as the catalog listener last published it.
+    pub(crate) hierarchy: crate::tenancy::events::HierarchyVersion,
     /// Key that signs tenant contexts (from `pgtenant.context_key`).
     pub context_key: Vec<u8>,
     /// Key for the decoy verifiers of unknown users; random per process.

@@ -10,6 +10,7 @@
 //! outage cannot leave a session alive.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,23 @@ const PERIODIC_RECHECK: Duration = Duration::from_secs(15);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The tenant tree's version as this process last published it (sql/0009).
+/// A server session whose context was installed under an older one gets it
+/// installed again at its next checkout, or between transactions when a
+/// client holds it, so that the server counts the tenant's descendants anew.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HierarchyVersion(Arc<AtomicI64>);
+
+impl HierarchyVersion {
+    pub(crate) fn current(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn published(&self, version: i64) {
+        self.0.fetch_max(version, Ordering::Relaxed);
+    }
+}
+
 /// Why the listener lost its connection.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EventsError {
@@ -48,11 +66,16 @@ pub(crate) enum EventsError {
 
 /// Listens for catalog changes until `shutdown` turns true, reconnecting
 /// with backoff; never returns early and never panics.
-pub(crate) async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut shutdown: Shutdown) {
+pub(crate) async fn run(
+    control_url: String,
+    sessions: Arc<SessionRegistry>,
+    hierarchy: HierarchyVersion,
+    mut shutdown: Shutdown,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         let outcome = tokio::select! {
-            outcome = listen(&control_url, &sessions, &mut backoff) => outcome,
+            outcome = listen(&control_url, &sessions, &hierarchy, &mut backoff) => outcome,
             _ = shutdown.requested() => return,
         };
         if let Err(e) = outcome {
@@ -68,7 +91,12 @@ pub(crate) async fn run(control_url: String, sessions: Arc<SessionRegistry>, mut
 
 /// One connection's life: LISTEN, a full re-check, then a re-check per
 /// wake-up. Returns when the connection fails.
-async fn listen(control_url: &str, sessions: &SessionRegistry, backoff: &mut Duration) -> Result<(), EventsError> {
+async fn listen(
+    control_url: &str,
+    sessions: &SessionRegistry,
+    hierarchy: &HierarchyVersion,
+    backoff: &mut Duration,
+) -> Result<(), EventsError> {
     let (mut config, tls) = crate::pg_client::parse_url(control_url).map_err(EventsError::Config)?;
     if config.get_application_name().is_none() {
         // Lets an operator tell this connection apart in pg_stat_activity.
@@ -98,7 +126,7 @@ async fn listen(control_url: &str, sessions: &SessionRegistry, backoff: &mut Dur
     let result = async {
         timed(client.batch_execute(&format!("LISTEN {CHANNEL}"))).await?;
         // After LISTEN, so that no change can fall between the check and the listening.
-        recheck_timed(&client, sessions).await?;
+        recheck_timed(&client, sessions, hierarchy).await?;
         *backoff = BACKOFF_START;
         tracing::info!("catalog listener connected");
         loop {
@@ -109,7 +137,7 @@ async fn listen(control_url: &str, sessions: &SessionRegistry, backoff: &mut Dur
                     return Err(lost.unwrap_or(EventsError::Closed));
                 }
             }
-            recheck_timed(&client, sessions).await?;
+            recheck_timed(&client, sessions, hierarchy).await?;
         }
     }
     .await;
@@ -121,8 +149,13 @@ async fn timed<T>(call: impl std::future::Future<Output = Result<T, tokio_postgr
     Ok(tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| EventsError::Timeout)??)
 }
 
-async fn recheck_timed(client: &Client, sessions: &SessionRegistry) -> Result<(), EventsError> {
-    timed(client.execute("SELECT pgtenant.publish_hierarchy_version()", &[])).await?;
+async fn recheck_timed(
+    client: &Client,
+    sessions: &SessionRegistry,
+    hierarchy: &HierarchyVersion,
+) -> Result<(), EventsError> {
+    let published: i64 = timed(client.query_one("SELECT pgtenant.publish_hierarchy_version()", &[])).await?.get(0);
+    hierarchy.published(published);
     let ended = timed(recheck(client, sessions)).await?;
     if ended > 0 {
         tracing::info!(ended, "sessions ended after a catalog change");

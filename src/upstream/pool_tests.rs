@@ -126,7 +126,7 @@ fn id(lease: &Lease) -> i32 {
 /// Hands a lease back as if `client` of `tenant` had used it.
 fn give_back(pool: &Pool, mut lease: Lease, tenant: &str, client: i32, dirty: bool) {
     let session = lease.session();
-    session.begin_context(&TenantContext::of(tenant.into(), tenant.into()), true);
+    session.begin_context(&TenantContext::of(tenant.into(), tenant.into()), true, 0);
     session.serve_client(client);
     if dirty {
         session.mark_dirty();
@@ -293,12 +293,12 @@ async fn a_session_switches_with_its_secret_until_a_discard_forgets_context_sett
     let session = lease.session();
     assert!(!session.carries("t1"));
 
-    let first = session.begin_context(&TenantContext::of("t1".into(), "t1".into()), true);
+    let first = session.begin_context(&TenantContext::of("t1".into(), "t1".into()), true, 0);
     assert!(!first.switch, "no secret yet: the first context is verified");
     assert!(session.carries("t1"));
-    let second = session.begin_context(&TenantContext::of("t2".into(), "t2".into()), true);
+    let second = session.begin_context(&TenantContext::of("t2".into(), "t2".into()), true, 0);
     assert_eq!((second.switch, second.secret), (true, first.secret), "a switch presents the installed secret");
-    let after_reset = session.begin_context(&TenantContext::of("t2".into(), "t2".into()), false);
+    let after_reset = session.begin_context(&TenantContext::of("t2".into(), "t2".into()), false, 0);
     assert!(!after_reset.switch && after_reset.secret != first.secret, "no switch where none may be");
 
     let mut out = BytesMut::new();
@@ -309,7 +309,7 @@ async fn a_session_switches_with_its_secret_until_a_discard_forgets_context_sett
     assert!(session.queue_discard_if_dirty(&mut out));
     assert!(!session.carries("t2"), "DISCARD ALL drops the context");
     assert!(
-        !session.begin_context(&TenantContext::of("t2".into(), "t2".into()), true).switch,
+        !session.begin_context(&TenantContext::of("t2".into(), "t2".into()), true, 0).switch,
         "and the secret with it"
     );
     let mut again = BytesMut::new();
@@ -347,17 +347,18 @@ async fn settings_are_queued_as_the_difference_and_resets_keep_what_is_asked() {
 }
 
 #[tokio::test]
-async fn a_session_carries_a_context_only_with_the_same_signed_visible_set() {
+async fn a_session_carries_a_context_only_as_signed_and_under_the_same_tree_version() {
     let server = StandIn::start().await;
     let pool = server.pool(config(1));
     let mut lease = pool.checkout("t1", 1, 0).await.unwrap();
     let session = lease.session();
     let before = TenantContext::of("t1".into(), "t1,t2".into());
-    session.begin_context(&before, true);
-    assert!(session.carries_context(&before));
+    session.begin_context(&before, true, 7);
+    assert!(session.carries_context(&before, 7));
+    assert!(!session.carries_context(&before, 8), "the tree changed since: installed again");
     // A tenant on another upstream gained a child since: same tenant, new set.
     let after = TenantContext::of("t1".into(), "t1,t2,t3".into());
-    assert!(!session.carries_context(&after), "a wider set must be installed, not assumed");
-    session.begin_context(&after, true);
-    assert!(session.carries_context(&after) && !session.carries_context(&before));
+    assert!(!session.carries_context(&after, 7), "a wider set must be installed, not assumed");
+    session.begin_context(&after, true, 8);
+    assert!(session.carries_context(&after, 8) && !session.carries_context(&before, 8));
 }

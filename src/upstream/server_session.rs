@@ -59,6 +59,10 @@ pub(crate) struct ServerSession {
     /// upstream signs its subtree there, and a session signed before the
     /// subtree changed must not serve a client of the same tenant after.
     visible: String,
+    /// The tenant tree's version this process knew when it installed the
+    /// context (sql/0009): a newer one means the context is installed again,
+    /// so that the server counts the tenant's descendants anew.
+    hierarchy_version: i64,
     /// The client (its cancel-key id) that used it last.
     last_client: Option<i32>,
     /// A client left session state (settings, prepared statements, cursors,
@@ -86,6 +90,7 @@ impl ServerSession {
             tenant: None,
             identity: String::new(),
             visible: String::new(),
+            hierarchy_version: 0,
             last_client: None,
             dirty: false,
             applied: Settings::new(),
@@ -153,10 +158,13 @@ impl ServerSession {
         self.tenant.as_deref() == Some(tenant)
     }
 
-    /// True when exactly `context` is installed: its tenant, its visible
-    /// field and its identity.
-    pub(crate) fn carries_context(&self, context: &TenantContext) -> bool {
-        self.carries(&context.tenant_id) && self.visible == context.visible_tenants && self.identity == context.identity
+    /// True when exactly `context` is installed (its tenant, its visible
+    /// field and its identity) at the tenant tree's `hierarchy_version`.
+    pub(crate) fn carries_context(&self, context: &TenantContext, hierarchy_version: i64) -> bool {
+        self.carries(&context.tenant_id)
+            && self.visible == context.visible_tenants
+            && self.identity == context.identity
+            && self.hierarchy_version == hierarchy_version
     }
 
     /// Records which client uses the session now (checkout prefers it for
@@ -247,9 +255,14 @@ impl ServerSession {
 
     /// Starts installing `context`: the secret already installed
     /// when `may_switch` and there is one, else a fresh secret for a
-    /// verified context. Records the tenant and secret as sent — a failed
-    /// exchange ends the client's session and closes this one.
-    pub(crate) fn begin_context(&mut self, context: &TenantContext, may_switch: bool) -> ContextTicket {
+    /// verified context. Records the tenant, secret and tree version as sent
+    /// — a failed exchange ends the client's session and closes this one.
+    pub(crate) fn begin_context(
+        &mut self,
+        context: &TenantContext,
+        may_switch: bool,
+        hierarchy_version: i64,
+    ) -> ContextTicket {
         let ticket = match self.switch_secret.filter(|_| may_switch) {
             Some(secret) => ContextTicket { secret, switch: true },
             None => {
@@ -262,6 +275,7 @@ impl ServerSession {
         self.tenant = Some(context.tenant_id.clone());
         self.visible.clone_from(&context.visible_tenants);
         self.identity.clone_from(&context.identity);
+        self.hierarchy_version = hierarchy_version;
         ticket
     }
 }

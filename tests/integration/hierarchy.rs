@@ -33,6 +33,19 @@ async fn create_child(admin: &Admin, slug: &str, parent: &str) -> String {
     reply.json()["id"].as_str().expect("the new tenant's id").to_owned()
 }
 
+/// What the server recorded with the session's verified tenant (sql/0009):
+/// whether it has descendants, and whether the record is of the tree's
+/// published version.
+async fn recorded_scope(client: &Client) -> String {
+    value(
+        client,
+        "SELECT CASE currval('pgtenant.verified_scope') & 3 WHEN 0 THEN 'leaf' WHEN 1 THEN 'parent' ELSE 'large parent' END
+                || CASE WHEN currval('pgtenant.verified_scope') >> 2 = pg_sequence_last_value('pgtenant.hierarchy_version')
+                        THEN ', current' ELSE ', stale' END",
+    )
+    .await
+}
+
 async fn add_account(env: &TestEnv, id: i64, tenant: &str) {
     env.superuser()
         .await
@@ -54,11 +67,17 @@ async fn tree_changes_reach_open_sessions_at_their_next_statement() {
         let london = env.connect("london_auditor").await;
         let barclays = env.connect("barclays_ops").await;
         assert_eq!(account_ids(&hk).await, vec![3, 4], "{mode:?}");
+        assert_eq!(recorded_scope(&hk).await, "leaf, current", "{mode:?}");
 
         // A leaf gains a child: its session sees the child's rows next statement.
         let kowloon = create_child(&admin, "hk-kowloon", "hsbc-hk").await;
         add_account(&env, 20, &kowloon).await;
         assert_eq!(account_ids(&hk).await, vec![3, 4, 20], "{mode:?}: a new child of a leaf");
+        // And once the new version is published, pgtenant installs the context
+        // again: the server records the child, and reads no stale record.
+        eventually("hk's context to record its child", || async { recorded_scope(&hk).await == "parent, current" })
+            .await;
+        assert_eq!(account_ids(&hk).await, vec![3, 4, 20], "{mode:?}");
         assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6, 20], "{mode:?}: a new grandchild");
         assert_eq!(account_ids(&london).await, vec![5, 6], "{mode:?}");
 
@@ -298,24 +317,21 @@ async fn a_parent_reads_only_its_own_branch_of_the_tree() {
 }
 
 #[tokio::test]
-async fn a_table_named_like_the_policys_probe_is_scoped_all_the_same() {
-    let env = start(PoolMode::Session).await;
-    grow_barclays(&env).await;
-    // The policy's ancestry probe has an alias; a table of that name must not
-    // be confused with it (its rows would all look like descendants).
-    owner(&env)
-        .await
-        .batch_execute(&format!(
-            "CREATE TABLE public.pgtenant_ancestry_row (n int, tenant_id uuid NOT NULL);
-             INSERT INTO public.pgtenant_ancestry_row VALUES (1, '{HSBC}'), (2, '{HSBC_HK}'), (3, '{BARCLAYS}'), (4, '{BC_7}');
-             SELECT pgtenant.enable_tenancy('public.pgtenant_ancestry_row');"
-        ))
-        .await
-        .expect("a table named like the probe");
-    let rows = |client: Client| async move {
-        value(&client, "SELECT string_agg(n::text, ',' ORDER BY n) FROM pgtenant_ancestry_row").await
-    };
-    assert_eq!(rows(env.connect("hsbc_admin").await).await, "1,2");
-    assert_eq!(rows(env.connect("barclays_ops").await).await, "3,4");
-    assert_eq!(rows(env.connect("hk_teller").await).await, "2");
+async fn the_policys_descendant_check_answers_only_about_the_sessions_own_subtree() {
+    for mode in BOTH_MODES {
+        let env = start(mode).await;
+        grow_barclays(&env).await;
+        let hsbc = env.connect("hsbc_admin").await;
+        let hk = env.connect("hk_teller").await;
+        let barclays = env.connect("barclays_ops").await;
+        let check = |tenant: &str| format!("SELECT pgtenant.is_descendant('{tenant}')::text");
+        assert_eq!(value(&hsbc, &check(HSBC_HK)).await, "true", "{mode:?}");
+        assert_eq!(value(&hsbc, &check(BC_7)).await, "false", "{mode:?}: another group's tree");
+        assert_eq!(value(&hk, &check(HSBC_LONDON)).await, "false", "{mode:?}: a sibling");
+        assert_eq!(value(&hk, &check(HSBC)).await, "false", "{mode:?}: an ancestor");
+        assert_eq!(value(&barclays, &check(DEEPEST)).await, "true", "{mode:?}: 151 levels down");
+        assert_eq!(value(&barclays, &check(HSBC_HK)).await, "false", "{mode:?}");
+        // Outside a pgtenant session there is no tenant, so nothing descends from it.
+        assert_eq!(value(&env.superuser().await, &check(HSBC_HK)).await, "false", "{mode:?}");
+    }
 }

@@ -650,6 +650,43 @@ async fn tenants_placed_on_a_second_server_are_routed_there_by_every_process() {
         assert!(on_east, "{isolation} tenant made on east");
     }
 
+    // A shared tree on east, whose database has no catalog: a parent's subtree
+    // travels signed in its context (sql/0009's list path), verified by the
+    // policy against the key; it shrinking ends the parent's open sessions.
+    east_superuser
+        .batch_execute(
+            "CREATE TABLE public.ledger (n int, tenant_id uuid NOT NULL); SELECT pgtenant.enable_tenancy('public.ledger');",
+        )
+        .await
+        .unwrap();
+    let mut tree = Vec::new();
+    for (slug, parent) in [("east-group", None), ("east-branch", Some("east-group"))] {
+        let mut body = json!({"slug": slug, "name": slug, "upstream": "east"});
+        if let Some(parent) = parent {
+            body["parent"] = json!(parent);
+        }
+        let reply = admin.post("/v1/tenants", &body).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        let id = reply.json()["id"].as_str().unwrap().to_owned();
+        east_superuser
+            .execute("INSERT INTO public.ledger VALUES ($1, $2::text::uuid)", &[&(tree.len() as i32 + 1), &id])
+            .await
+            .unwrap();
+        let body = json!({"username": username(slug, "readwrite"), "password": LOGIN_PASSWORD});
+        assert_eq!(admin.post(&format!("/v1/tenants/{slug}/logins"), &body).await.status, 201);
+        tree.push(id);
+    }
+    let ledger = "SELECT string_agg(n::text, ',' ORDER BY n) FROM ledger";
+    let (group, group_watch) = connect_watched(&through_second(&username("east-group", "readwrite"))).await;
+    assert_eq!(value(&group, ledger).await, "1,2");
+    assert_eq!(value(&connect_url(&through_second(&username("east-branch", "readwrite"))).await, ledger).await, "2");
+    assert_eq!(admin.patch("/v1/tenants/east-branch", &json!({"parent": null})).await.status, 200);
+    let (code, message) = ended(group_watch).await;
+    assert_eq!(code, "57P01");
+    assert!(message.contains("hierarchy"), "{message}");
+    let group = connect_url(&through_second(&username("east-group", "readwrite"))).await;
+    assert_eq!(value(&group, ledger).await, "1");
+
     // An upstream that is down: provisioning is 503, a shared tenant's login 08006, the others unaffected.
     let reply = admin
         .post("/v1/tenants", &json!({"slug": "nowhere", "name": "n", "isolation": "database", "upstream": "down"}))
