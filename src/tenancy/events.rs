@@ -192,8 +192,11 @@ pub(crate) async fn recheck(client: &Client, sessions: &SessionRegistry) -> Resu
                            WHEN t.status <> 'active' THEN format('tenant "%s" was suspended', t.slug)
                            WHEN NOT k.token AND (l.tenant_id::text <> k.tenant_id OR l.access <> k.access)
                                 THEN format('login "%s" was changed', k.username)
-                           WHEN NOT (string_to_array(k.visible, ',')::uuid[] <@ pgtenant.tenant_subtree(t.id))
-                                THEN format('the tenant hierarchy of "%s" changed', t.slug)
+                           -- Only a signed subtree (a tenant placed on another upstream) can
+                           -- shrink; on the catalog's database the visible field is the tenant.
+                           WHEN k.visible LIKE '%,%' THEN
+                                CASE WHEN NOT (string_to_array(k.visible, ',')::uuid[] <@ pgtenant.tenant_subtree(t.id))
+                                     THEN format('the tenant hierarchy of "%s" changed', t.slug) END
                       END AS reason
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])
                           AS k(username, tenant_id, access, visible, token)
