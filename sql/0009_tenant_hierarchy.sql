@@ -317,6 +317,7 @@ $$;
 
 -- The session's tenant and all its descendants, sorted (for applications
 -- and their own policies; pgtenant's policies use the functions above).
+-- A tenant without descendants reads no table here either.
 CREATE OR REPLACE FUNCTION pgtenant.visible_tenants() RETURNS uuid[]
 LANGUAGE plpgsql STABLE PARALLEL RESTRICTED AS $$
 DECLARE
@@ -328,6 +329,12 @@ BEGIN
     END IF;
     IF pg_catalog.split_part(pg_catalog.current_setting('pgtenant.context', true), '.', 5)
        OPERATOR(pg_catalog.<>) tenant::pg_catalog.text THEN
+        RETURN first_arm;
+    END IF;
+    -- One element and not recorded as having more than 64 descendants: a leaf.
+    IF pg_catalog.cardinality(first_arm) OPERATOR(pg_catalog.=) 1
+       AND (pg_catalog.currval('pgtenant.verified_scope'::pg_catalog.regclass) OPERATOR(pg_catalog.&) 3)
+           OPERATOR(pg_catalog.<>) 2 THEN
         RETURN first_arm;
     END IF;
     RETURN ARRAY(SELECT v.id FROM (SELECT tenant AS id
