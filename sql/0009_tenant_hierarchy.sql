@@ -118,6 +118,30 @@ BEGIN
 END
 $$;
 
+-- Changes to the tree take turns: each takes the hierarchy_state row lock
+-- before it reads the tree (for the cycle check here, for the ancestry in
+-- the AFTER trigger), so two concurrent moves cannot each compute a closure
+-- from a tree the other is changing (one would keep ancestors it lost).
+-- Under READ COMMITTED the statements after the lock see the other's commit;
+-- under REPEATABLE READ the second gets a serialization failure.
+CREATE OR REPLACE FUNCTION pgtenant.check_tenant_parent() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.parent_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id)
+       OR TG_OP = 'UPDATE' AND OLD.parent_id IS NOT NULL AND NEW.parent_id IS NULL THEN
+        PERFORM 1 FROM pgtenant.hierarchy_state s WHERE s.id = 1 FOR UPDATE;
+    END IF;
+    IF NEW.parent_id IS NOT NULL AND (
+        NEW.parent_id = NEW.id
+        OR EXISTS (SELECT 1 FROM pgtenant.tenant_ancestry a WHERE a.tenant_id = NEW.parent_id AND a.ancestor_id = NEW.id)
+    ) THEN
+        RAISE EXCEPTION 'tenant % cannot be a descendant of itself', NEW.slug USING ERRCODE = '23514';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
 CREATE TRIGGER tenants_ancestry AFTER INSERT OR UPDATE OF parent_id ON pgtenant.tenants
     FOR EACH ROW EXECUTE FUNCTION pgtenant.maintain_tenant_ancestry();
 CREATE TRIGGER tenants_ancestry_delete AFTER DELETE ON pgtenant.tenants

@@ -335,3 +335,49 @@ async fn the_policys_descendant_check_answers_only_about_the_sessions_own_subtre
         assert_eq!(value(&env.superuser().await, &check(HSBC_HK)).await, "false", "{mode:?}");
     }
 }
+
+/// Pairs where the ancestry table and the parent links disagree.
+const ANCESTRY_MISMATCHES: &str = "WITH RECURSIVE up(tenant_id, ancestor_id) AS (
+         SELECT id, parent_id FROM pgtenant.tenants WHERE parent_id IS NOT NULL
+         UNION
+         SELECT up.tenant_id, t.parent_id FROM up JOIN pgtenant.tenants t ON t.id = up.ancestor_id WHERE t.parent_id IS NOT NULL)
+     SELECT count(*) FROM ((SELECT tenant_id, ancestor_id FROM up EXCEPT SELECT tenant_id, ancestor_id FROM pgtenant.tenant_ancestry)
+                           UNION ALL
+                           (SELECT tenant_id, ancestor_id FROM pgtenant.tenant_ancestry EXCEPT SELECT tenant_id, ancestor_id FROM up)) d";
+
+#[tokio::test]
+async fn concurrent_moves_take_turns_and_leave_the_ancestry_whole() {
+    let env = TestEnv::start().await;
+    let first = owner(&env).await;
+    let second = owner(&env).await;
+    let watcher = env.superuser().await;
+    // hsbc-london moves under hsbc-hk in a transaction left open; meanwhile
+    // hsbc-hk (which is about to carry hsbc-london) moves under barclays.
+    first
+        .batch_execute(&format!(
+            "BEGIN; UPDATE pgtenant.tenants SET parent_id = '{HSBC_HK}' WHERE id = '{HSBC_LONDON}'"
+        ))
+        .await
+        .unwrap();
+    let pid: i32 = second.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let moving = tokio::spawn(async move {
+        second
+            .batch_execute(&format!("UPDATE pgtenant.tenants SET parent_id = '{BARCLAYS}' WHERE id = '{HSBC_HK}'"))
+            .await
+    });
+    eventually("the second move to wait for the first", || async {
+        let waiting = watcher
+            .query_one("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .map(|row| row.get::<_, Option<bool>>(0));
+        matches!(waiting, Ok(Some(true)))
+    })
+    .await;
+    first.batch_execute("COMMIT").await.unwrap();
+    moving.await.unwrap().expect("the second move, after the first");
+    let mismatches: i64 = watcher.query_one(ANCESTRY_MISMATCHES, &[]).await.unwrap().get(0);
+    assert_eq!(mismatches, 0, "the ancestry is the closure of the parent links");
+    // hsbc-london went along with hsbc-hk: hsbc keeps nothing of either.
+    assert_eq!(account_ids(&env.connect("hsbc_admin").await).await, vec![1, 2]);
+    assert_eq!(account_ids(&env.connect("barclays_ops").await).await, vec![3, 4, 5, 6, 7, 8, 9]);
+}
