@@ -21,11 +21,7 @@ pub(crate) async fn connect_config(
         .await
         .map_err(|_| ConnectError::Timeout)?
         .map_err(ConnectError::Postgres)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "pgtenant's own connection closed");
-        }
-    });
+    drive(connection);
     Ok(client)
 }
 
@@ -33,12 +29,34 @@ pub(crate) async fn connect_config(
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
     let (config, tls) = parse_url(url).map_err(|e| anyhow::anyhow!(e))?;
     let (client, connection) = config.connect(make_connect(&tls)).await?;
+    drive(connection);
+    Ok(client)
+}
+
+/// Drives a connection in the background. The server's notices on
+/// pgtenant's own connections ("policy … does not exist, skipping" while
+/// the demo loads, say) are for debugging, not the operator's log: awaited
+/// as a whole, tokio-postgres would log each at INFO.
+pub(crate) fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "pgtenant's own connection closed");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notice(notice))) => {
+                    tracing::debug!(severity = notice.severity(), message = notice.message(), "server notice");
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "pgtenant's own connection closed");
+                    return;
+                }
+                None => return,
+            }
         }
     });
-    Ok(client)
 }
 
 /// Why [`connect_config`] failed.

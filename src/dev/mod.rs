@@ -191,7 +191,7 @@ async fn provision_demo_tenant(
     if fresh {
         let url = format!("postgres://{username}:{password}@{}/{DATABASE}", server.proxy_addr);
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
+        crate::pg_client::drive(connection);
         for (iban, holder, balance) in accounts {
             client
                 .execute(

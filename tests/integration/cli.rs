@@ -135,9 +135,14 @@ async fn serve_refuses_an_upstream_role_rls_would_not_bind() {
 
 /// `pgtenant dev` on free ports, and its banner once it is ready.
 pub(crate) async fn start_dev() -> (std::process::Child, Vec<String>) {
+    start_dev_logging(Stdio::null()).await
+}
+
+/// [`start_dev`], with its log (stderr) going to `log`.
+async fn start_dev_logging(log: impl Into<Stdio>) -> (std::process::Child, Vec<String>) {
     let mut child = pgtenant(&["dev", "--port", "0", "--admin-port", "0"], &[])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start pgtenant dev");
     let stdout = child.stdout.take().unwrap();
@@ -169,7 +174,15 @@ pub(crate) async fn stop_dev(child: std::process::Child) -> bool {
 
 #[tokio::test]
 async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
-    let (child, lines) = start_dev().await;
+    let log_path = std::env::temp_dir().join(format!("pgtenant-dev-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let (child, lines) = start_dev_logging(log).await;
+    // Ready, and its log holds pgtenant's lines, not the server's notices
+    // about the demo ("policy … does not exist, skipping").
+    let logged = std::fs::read_to_string(&log_path).expect("the log");
+    let _ = std::fs::remove_file(&log_path);
+    assert!(logged.contains("pgtenant is listening"), "{logged}");
+    assert!(!logged.contains("NOTICE") && !logged.contains("skipping"), "{logged}");
     let psql_url = |user: &str| {
         lines
             .iter()
