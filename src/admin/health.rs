@@ -19,14 +19,14 @@ use crate::metrics::SESSIONS_OPEN;
 use crate::tenancy::Access;
 
 /// 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "health",
     responses((status = 200, description = "The process runs", body = String, content_type = "text/plain")))]
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// 200 when the catalog answers and every upstream accepts connections, else 503.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "health",
     responses(
         (status = 200, description = "Ready", body = String, content_type = "text/plain"),
         (status = 503, description = "The control database or an upstream is unreachable", body = String, content_type = "text/plain"),
@@ -69,7 +69,7 @@ async fn reachable(address: &UpstreamAddress) -> std::io::Result<()> {
 }
 
 /// Prometheus text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "health",
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "health",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
     let Some(handle) = &admin.metrics else {

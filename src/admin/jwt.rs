@@ -43,7 +43,7 @@ pub(crate) struct JwtKey {
 }
 
 /// Token verification settings and the key ids in use.
-#[utoipa::path(get, path = "/v1/jwt", tag = "tokens",
+#[utoipa::path(get, path = "/v1/jwt", operation_id = "getJwtSettings", tag = "tokens",
     responses((status = 200, description = "Verification settings; no secret or key material", body = JwtSettings)))]
 pub(crate) async fn settings(State(admin): State<Arc<AdminState>>) -> Json<JwtSettings> {
     let tokens = admin.proxy.tokens.as_deref();

@@ -58,7 +58,7 @@ pub(crate) struct UpdateLogin {
 }
 
 /// Create a login of a tenant.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/logins", tag = "logins", request_body = CreateLogin,
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/logins", operation_id = "createLogin", tag = "logins", request_body = CreateLogin,
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses(
         (status = 201, description = "Created (no password in the reply)", body = Login,
@@ -89,7 +89,7 @@ fn created(login: Login) -> (StatusCode, [(header::HeaderName, String); 1], Json
 
 /// Create a service login: an app server's login that belongs to no tenant
 /// and sees no tenant rows by itself.
-#[utoipa::path(post, path = "/v1/logins", tag = "logins", request_body = CreateServiceLogin,
+#[utoipa::path(post, path = "/v1/logins", operation_id = "createServiceLogin", tag = "logins", request_body = CreateServiceLogin,
     responses(
         (status = 201, description = "Created (no password in the reply)", body = Login,
          headers(("Location" = String, description = "/v1/logins/{username}"))),
@@ -113,7 +113,7 @@ pub(crate) async fn create_service(
 }
 
 /// List a tenant's logins.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/logins", tag = "logins",
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/logins", operation_id = "listTenantLogins", tag = "logins",
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses(
         (status = 200, description = "The tenant's logins by username", body = Vec<Login>),
@@ -127,7 +127,7 @@ pub(crate) async fn list(
 }
 
 /// Read one login.
-#[utoipa::path(get, path = "/v1/logins/{username}", tag = "logins",
+#[utoipa::path(get, path = "/v1/logins/{username}", operation_id = "getLogin", tag = "logins",
     params(("username" = String, Path, description = "Login name")),
     responses(
         (status = 200, description = "The login", body = Login),
@@ -141,7 +141,7 @@ pub(crate) async fn get(
 }
 
 /// Change a login's password, access or enabled flag.
-#[utoipa::path(patch, path = "/v1/logins/{username}", tag = "logins", request_body = UpdateLogin,
+#[utoipa::path(patch, path = "/v1/logins/{username}", operation_id = "updateLogin", tag = "logins", request_body = UpdateLogin,
     params(("username" = String, Path, description = "Login name")),
     responses(
         (status = 200, description = "The changed login", body = Login),
@@ -169,7 +169,7 @@ pub(crate) async fn update(
 }
 
 /// Delete a login; its sessions end.
-#[utoipa::path(delete, path = "/v1/logins/{username}", tag = "logins",
+#[utoipa::path(delete, path = "/v1/logins/{username}", operation_id = "deleteLogin", tag = "logins",
     params(("username" = String, Path, description = "Login name")),
     responses(
         (status = 204, description = "Deleted"),

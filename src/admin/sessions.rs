@@ -52,14 +52,14 @@ impl From<SessionSnapshot> for Session {
 }
 
 /// List this process's open client sessions.
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions",
     responses((status = 200, description = "Open sessions by id", body = Vec<Session>)))]
 pub(crate) async fn list(State(admin): State<Arc<AdminState>>) -> Json<Vec<Session>> {
     Json(admin.proxy.sessions.list().into_iter().map(Session::from).collect())
 }
 
 /// End one session: its client gets FATAL 57P01 and the connection closes.
-#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+#[utoipa::path(delete, path = "/v1/sessions/{id}", operation_id = "endSession", tag = "sessions",
     params(("id" = i32, Path, description = "Session id")),
     responses(
         (status = 204, description = "Ended"),
@@ -101,7 +101,7 @@ pub(crate) struct Pool {
 }
 
 /// Upstream server connections per role, from the pools.
-#[utoipa::path(get, path = "/v1/pools", tag = "sessions",
+#[utoipa::path(get, path = "/v1/pools", operation_id = "listPools", tag = "sessions",
     responses((status = 200, description = "One entry per configured upstream role", body = Vec<Pool>)))]
 pub(crate) async fn pools(State(admin): State<Arc<AdminState>>) -> Json<Vec<Pool>> {
     let mode = match admin.proxy.pool_mode {

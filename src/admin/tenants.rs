@@ -66,6 +66,7 @@ pub(crate) struct UpdateTenant {
 
 /// Query of `DELETE /v1/tenants/{tenant}`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeleteTenant {
     /// Schema and database tenants: also drop the schema or database (default: keep it, with its roles
@@ -76,6 +77,7 @@ pub(crate) struct DeleteTenant {
 
 /// Query of `GET /v1/tenants`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListTenants {
     /// Only the children of this tenant (slug or id).
@@ -83,7 +85,7 @@ pub(crate) struct ListTenants {
 }
 
 /// Create a tenant.
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "createTenant", tag = "tenants", request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = Tenant,
          headers(("Location" = String, description = "/v1/tenants/{id}"))),
@@ -153,7 +155,7 @@ async fn provision(admin: &AdminState, tenant: Tenant) -> Result<Tenant, Problem
 }
 
 /// Provision a tenant again after a failure.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/provision", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/provision", operation_id = "reprovisionTenant", tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses(
         (status = 200, description = "Provisioned: the tenant, now active", body = Tenant),
@@ -171,7 +173,7 @@ pub(crate) async fn reprovision(
 }
 
 /// List tenants, optionally the children of one.
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListTenants),
+#[utoipa::path(get, path = "/v1/tenants", operation_id = "listTenants", tag = "tenants", params(ListTenants),
     responses(
         (status = 200, description = "Tenants by slug", body = Vec<Tenant>),
         (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
@@ -185,7 +187,7 @@ pub(crate) async fn list(
 }
 
 /// Read one tenant.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", operation_id = "getTenant", tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses(
         (status = 200, description = "The tenant", body = Tenant),
@@ -199,7 +201,7 @@ pub(crate) async fn get(
 }
 
 /// Change a tenant's name, parent or status.
-#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", request_body = UpdateTenant,
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}", operation_id = "updateTenant", tag = "tenants", request_body = UpdateTenant,
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses(
         (status = 200, description = "The changed tenant", body = Tenant),
@@ -256,7 +258,7 @@ pub(crate) async fn update(
 /// Delete a tenant without children; its logins go with it and their sessions end.
 /// A schema or database tenant's schema or database is kept (its roles can no
 /// longer log in; a new tenant with the same `id` adopts it) unless `drop=true`.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants",
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", operation_id = "deleteTenant", tag = "tenants",
     params(("tenant" = String, Path, description = "Tenant id or slug"), DeleteTenant),
     responses(
         (status = 204, description = "Deleted"),
