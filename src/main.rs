@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pgtenant::config::Config;
+use pgtenant::config::{Config, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "pgtenant", version, about = "Multi-tenant PostgreSQL proxy: each login sees only its tenant's rows")]
@@ -66,7 +66,11 @@ fn main() -> ExitCode {
     let level = config.as_ref().map_or("info", |c| c.log.level.as_str());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.as_ref().map_or(LogFormat::Text, |c| c.log.format) {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_span_list(true).init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

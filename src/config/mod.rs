@@ -270,12 +270,24 @@ pub struct TlsConfig {
 pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `pgtenant=debug`.
     pub level: String,
+    /// Lines for people (`text`) or one JSON object per line (`json`).
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig { level: "info".into(), format: LogFormat::Text }
     }
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    /// One object per line: time, level, target, message and the event's and
+    /// its spans' fields as keys (a session's peer, user and tenant).
+    Json,
 }
 
 /// What applies to one tenant's sessions: `[pool]`, with its `[tenants.<slug>]` overrides.

@@ -59,6 +59,15 @@ async fn invalid_config_exits_2_with_one_line_naming_the_key() {
             "invalid config: proxy.pool: unknown field",
         ),
         (
+            vec![
+                ("PGTENANT_ADMIN__TOKEN", "0123456789abcdef".into()),
+                ("PGTENANT_UPSTREAM__URL", "postgres://a@h/db".into()),
+                ("PGTENANT_CONTROL__URL", "postgres://b@h/db".into()),
+                ("PGTENANT_LOG__FORMAT", "yaml".into()),
+            ],
+            "invalid config: log.format: unknown variant `yaml`, expected `text` or `json`",
+        ),
+        (
             vec![("PGTENANT_CONFIG", "/nonexistent/pgtenant.toml".into())],
             "invalid config: --config: /nonexistent/pgtenant.toml",
         ),
@@ -104,9 +113,20 @@ async fn migrate_is_idempotent() {
         (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, i64>(2))
     };
 
-    let first = output(pgtenant(&["migrate"], &vars)).await;
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // The first run logs as JSON (log.format): one object per line.
+    let mut json_vars = vars.clone();
+    json_vars.push(("PGTENANT_LOG__FORMAT", "json".to_string()));
+    let first = output(pgtenant(&["migrate"], &json_vars)).await;
+    let logged = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{logged}");
     assert!(String::from_utf8_lossy(&first.stdout).contains("applied migration 0001"));
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}")))
+        .collect();
+    let applied = lines.iter().find(|l| l["message"] == "migration applied").expect("a line per migration");
+    assert_eq!((applied["level"].as_str(), applied["version"].as_i64()), (Some("INFO"), Some(1)), "{applied}");
+    assert!(applied["timestamp"].is_string() && applied["target"] == "pgtenant::migrate", "{applied}");
     let before = schema_digest().await;
     let second = output(pgtenant(&["migrate"], &vars)).await;
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
