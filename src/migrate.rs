@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "service_logins", sql: include_str!("../sql/0007_service_logins.sql") },
     Migration { version: 8, name: "assumed_tenants", sql: include_str!("../sql/0008_assumed_tenants.sql") },
     Migration { version: 9, name: "tenant_hierarchy", sql: include_str!("../sql/0009_tenant_hierarchy.sql") },
+    Migration { version: 10, name: "tenant_notify", sql: include_str!("../sql/0010_tenant_notify.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.

@@ -49,7 +49,11 @@ impl TenantChannels {
     /// Records this client as the sender of what its server backend
     /// notifies, when `verdict` holds a NOTIFY.
     pub(crate) fn note_notify(&self, verdict: &Inspection) {
-        if verdict.channel_statements.iter().any(|s| s.kind == ChannelCommand::Notify) {
+        if verdict
+            .channel_statements
+            .iter()
+            .any(|s| matches!(s.kind, ChannelCommand::Notify | ChannelCommand::NotifyCall))
+        {
             self.notifiers.record(self.server_pid, self.client_pid);
         }
     }

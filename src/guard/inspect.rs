@@ -68,6 +68,10 @@ pub enum ChannelCommand {
     Listen,
     Unlisten,
     Notify,
+    /// A `pg_notify(` call (its name, with a `pg_catalog.` qualifier):
+    /// rewritten to `pgtenant.notify(`, which scopes the channel on the
+    /// server at run time (sql/0010), whatever computes it.
+    NotifyCall,
 }
 
 impl Inspection {
@@ -115,6 +119,8 @@ pub fn inspect(sql: &str, tenant_setting: &str) -> Inspection {
     if let Some(error) = walk_tokens(sql, tenant_setting, prepares, &mut inspection) {
         return Inspection::deny(error);
     }
+    // Statements and the calls inside them, in text order for the rewrite.
+    inspection.channel_statements.sort_by_key(|s| s.range.start);
     if set_statements > 0 && inspection.setting_changes.len() > set_statements {
         // SET statements and set_config() calls in one string: their order
         // is not known here, so neither is the final value.
@@ -310,6 +316,29 @@ fn walk_tokens(sql: &str, tenant_setting: &str, prepares: bool, inspection: &mut
         let Some(name) = identifier_name(text) else {
             return Some(ClientError::error(sqlstate::SYNTAX_ERROR, "invalid identifier"));
         };
+        if called && name == "pg_notify" {
+            let start = match &significant[..i] {
+                [.., schema, dot]
+                    if dot.token == Token::Ascii46 as i32
+                        && sql.get(schema.start as usize..schema.end as usize).and_then(identifier_name).as_deref()
+                            == Some("pg_catalog") =>
+                {
+                    Some(schema.start as usize)
+                }
+                [.., dot] if dot.token == Token::Ascii46 as i32 => None,
+                _ => Some(token.start as usize),
+            };
+            // Another schema's pg_notify is not PostgreSQL's: refused below.
+            if let Some(start) = start {
+                inspection.channel_statements.push(ChannelStatement {
+                    range: start..token.end as usize,
+                    kind: ChannelCommand::NotifyCall,
+                    channel: String::new(),
+                    payload: String::new(),
+                });
+                continue;
+            }
+        }
         if called && name == "set_config" {
             // Drivers call set_config on ordinary settings (asyncpg: jit).
             if let Err(refusal) = judge_set_config(sql, &significant[i + 2..], tenant_setting, prepares, inspection) {

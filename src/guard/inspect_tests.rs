@@ -110,7 +110,7 @@ fn dynamic_sql_and_side_channels_are_refused() {
         "COPY accounts FROM '/etc/passwd'",
         "EXPLAIN ANALYZE SELECT * FROM accounts",
         "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM accounts",
-        "SELECT pg_notify('c', 'x')",
+        "SELECT public.pg_notify('c', 'x')",
         "LOAD 'plpgsql'",
         "SELECT U&\"!0073et_config\" UESCAPE '!' ('a','b',false)",
     ] {
@@ -154,6 +154,25 @@ fn resets_and_channels_are_noted() {
     assert_eq!(i.channel_statements[0].kind, ChannelCommand::Notify);
     assert_eq!(i.channel_statements[0].payload, "it's done");
     assert_eq!(i.channel_statements[1].channel, "Mixed");
+}
+
+#[test]
+fn pg_notify_calls_are_rewritten_to_the_tenant_scoped_wrapper() {
+    for (sql, rewritten) in [
+        ("SELECT pg_notify('c', 'x')", "SELECT pgtenant.notify('c', 'x')"),
+        ("SELECT pg_catalog.pg_notify($1, $2)", "SELECT pgtenant.notify($1, $2)"),
+        ("select PG_CATALOG . \"pg_notify\" ('a' || 'b', 'x')", "select pgtenant.notify ('a' || 'b', 'x')"),
+        (
+            "SELECT pg_notify(channel, body) FROM outbox; NOTIFY jobs; SELECT pg_notify('c', pg_notify_payload())",
+            "SELECT pgtenant.notify(channel, body) FROM outbox; NOTIFY \"t0.jobs\"; SELECT pgtenant.notify('c', pg_notify_payload())",
+        ),
+    ] {
+        let i = inspect(sql, "app.tenant_id");
+        assert!(i.denial.is_none(), "{sql}: {:?}", i.denial);
+        assert_eq!(crate::guard::rewrite_channels(sql, &i.channel_statements, "t0."), rewritten, "{sql}");
+    }
+    // A pg_notify of another schema is not PostgreSQL's.
+    assert!(denial("SELECT other.pg_notify('c', 'x')").unwrap().starts_with("42501 "));
 }
 
 #[test]

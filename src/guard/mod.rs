@@ -101,6 +101,7 @@ pub fn rewrite_channels(sql: &str, statements: &[ChannelStatement], prefix: &str
             ChannelCommand::Unlisten => out.push_str(&format!("UNLISTEN {channel}")),
             ChannelCommand::Notify if statement.payload.is_empty() => out.push_str(&format!("NOTIFY {channel}")),
             ChannelCommand::Notify => out.push_str(&format!("NOTIFY {channel}, {}", quote_literal(&statement.payload))),
+            ChannelCommand::NotifyCall => out.push_str("pgtenant.notify"),
         }
         at = statement.range.end;
     }

@@ -640,9 +640,50 @@ async fn explain_analyze_counts_other_tenants_rows() {
     refused("EXPLAIN ANALYZE SELECT * FROM accounts", "42501", "other tenants' rows").await;
 }
 
+/// pg_notify() is scoped like NOTIFY, at run time: a bound, a computed, a
+/// qualified channel name all stay the tenant's; a name spelled as another
+/// tenant's scoped channel is still under the sender's own prefix.
 #[tokio::test]
-async fn pg_notify_function() {
-    refused("SELECT pg_notify('ledger', 'x')", "42501", "use NOTIFY").await;
+async fn pg_notify_never_reaches_another_tenant() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = TestEnv::start_with(|c| c.pool.mode = mode).await;
+        let (barclays_listener, mut barclays_rx) = env.connect_listening("barclays_ops").await;
+        barclays_listener.batch_execute("LISTEN ledger").await.unwrap();
+        let (hk_listener, mut hk_rx) = env.connect_listening("hk_teller").await;
+        hk_listener.batch_execute("LISTEN ledger").await.unwrap();
+        let hk = env.connect("hk_teller").await;
+        hk.execute("SELECT pg_notify($1, $2)", &[&"ledger", &"bound"]).await.unwrap();
+        hk.batch_execute("SELECT pg_notify('led' || 'ger', 'computed')").await.unwrap();
+        hk.batch_execute("SELECT pg_catalog.pg_notify('ledger', 'qualified')").await.unwrap();
+        // Barclays' channel on the server, as hk could compute it.
+        let barclays_scoped = format!("t{}.ledger", &sha256_hex(BARCLAYS)[..12]);
+        hk.execute("SELECT pg_notify($1, 'escaped')", &[&barclays_scoped]).await.unwrap();
+        let err = hk.batch_execute("SELECT pg_notify('', 'x')").await.unwrap_err();
+        assert_eq!(sqlstate(&err), "22023", "{mode:?}: {}", message(&err));
+        let barclays = env.connect("barclays_ops").await;
+        barclays.batch_execute("SELECT pg_notify('ledger', 'from barclays')").await.unwrap();
+        for expected in ["bound", "computed", "qualified"] {
+            match next_message(&mut hk_rx).await {
+                AsyncMessage::Notification(n) => {
+                    assert_eq!((n.channel(), n.payload()), ("ledger", expected), "{mode:?}")
+                }
+                other => panic!("{mode:?}: expected a notification, got {other:?}"),
+            }
+        }
+        // Had any of hk's crossed over, it would come before barclays' own.
+        match next_message(&mut barclays_rx).await {
+            AsyncMessage::Notification(n) => {
+                assert_eq!((n.channel(), n.payload()), ("ledger", "from barclays"), "{mode:?}")
+            }
+            other => panic!("{mode:?}: expected a notification, got {other:?}"),
+        }
+        assert_isolated(&hk).await;
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]
