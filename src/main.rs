@@ -66,7 +66,11 @@ fn main() -> ExitCode {
     let level = config.as_ref().map_or("info", |c| c.log.level.as_str());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a terminal: a log file gets plain text.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.as_ref().map_or(LogFormat::Text, |c| c.log.format) {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).with_span_list(true).init(),

@@ -286,7 +286,7 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     /// One object per line: time, level, target, message and the event's and
-    /// its spans' fields as keys (a session's peer, user and tenant).
+    /// its spans' fields as keys (a session's peer, user, tenant and id).
     Json,
 }
 

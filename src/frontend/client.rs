@@ -55,7 +55,15 @@ pub(crate) async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc
         return refuse(&mut stream, &error).await;
     }
     let user = startup.param("user").unwrap_or_default().to_owned();
-    let span = tracing::info_span!("session", %peer, user = %user, tenant = tracing::field::Empty);
+    // Every line of the session carries these (text and json logs); its
+    // tenant and id (the one /v1/sessions shows) are known once it is let in.
+    let span = tracing::info_span!(
+        "session",
+        %peer,
+        user = %user,
+        tenant = tracing::field::Empty,
+        session = tracing::field::Empty
+    );
     async move {
         if let Err(error) = run_session(stream, peer, inbuf, startup, &state, deadline).await {
             tracing::info!(code = %error.code, message = %error.message, "session refused");
@@ -357,6 +365,7 @@ async fn establish(
     let limits = state.limits_for(&login.tenant_slug);
     let cancel = state.cancels.issue();
     let key = cancel.key();
+    tracing::Span::current().record("session", key.process_id);
     let mut attachment = Attachment::new(
         pool.clone(),
         limits.pool_mode,

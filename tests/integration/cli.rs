@@ -200,7 +200,6 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
     // Ready, and its log holds pgtenant's lines, not the server's notices
     // about the demo ("policy … does not exist, skipping").
     let logged = std::fs::read_to_string(&log_path).expect("the log");
-    let _ = std::fs::remove_file(&log_path);
     assert!(logged.contains("pgtenant is listening"), "{logged}");
     assert!(!logged.contains("NOTICE") && !logged.contains("skipping"), "{logged}");
     let psql_url = |user: &str| {
@@ -220,6 +219,14 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
 
     let hsbc = connect_url(&psql_url("hsbc_admin")).await;
     assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6]);
+    // The session's lines name it: its id and tenant (plain text in a file).
+    let logged = std::fs::read_to_string(&log_path).expect("the log");
+    let started = logged
+        .lines()
+        .find(|l| l.contains("session started") && l.contains("user=hsbc_admin"))
+        .unwrap_or_else(|| panic!("{logged}"));
+    assert!(started.contains("tenant=\"hsbc\"") && started.contains(" session="), "{started}");
+    assert!(!logged.contains('\u{1b}'), "no colour codes in a file");
     let barclays = connect_url(&psql_url("barclays_ops")).await;
     assert_eq!(account_ids(&barclays).await, vec![7, 8, 9]);
     // The tour's database and schema tenants: their own accounts, nothing of the others'.
@@ -235,6 +242,7 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
     drop((hsbc, barclays));
 
     assert!(stop_dev(child).await, "pgtenant dev exits cleanly on SIGTERM");
+    let _ = std::fs::remove_file(&log_path);
     let base = std::path::Path::new(&socket_dir).parent().unwrap();
     assert!(!base.exists(), "{} must be removed", base.display());
 }
