@@ -161,10 +161,12 @@ impl ServerSession {
     /// True when exactly `context` is installed (its tenant, its visible
     /// field and its identity) at the tenant tree's `hierarchy_version`.
     pub(crate) fn carries_context(&self, context: &TenantContext, hierarchy_version: i64) -> bool {
-        self.carries(&context.tenant_id)
+        // The integer first: between a session-pooled client's transactions
+        // this runs after every ReadyForQuery.
+        self.hierarchy_version == hierarchy_version
+            && self.carries(&context.tenant_id)
             && self.visible == context.visible_tenants
             && self.identity == context.identity
-            && self.hierarchy_version == hierarchy_version
     }
 
     /// Records which client uses the session now (checkout prefers it for

@@ -655,6 +655,9 @@ async fn pg_notify_never_reaches_another_tenant() {
         hk.execute("SELECT pg_notify($1, $2)", &[&"ledger", &"bound"]).await.unwrap();
         hk.batch_execute("SELECT pg_notify('led' || 'ger', 'computed')").await.unwrap();
         hk.batch_execute("SELECT pg_catalog.pg_notify('ledger', 'qualified')").await.unwrap();
+        // A payload that would end the wrapper's NOTIFY if it were pasted in unquoted.
+        let hostile = "it's \\ \"x\"'); NOTIFY ledger, 'forged";
+        hk.execute("SELECT pg_notify('ledger', $1)", &[&hostile]).await.unwrap();
         // Barclays' channel on the server, as hk could compute it.
         let barclays_scoped = format!("t{}.ledger", &sha256_hex(BARCLAYS)[..12]);
         hk.execute("SELECT pg_notify($1, 'escaped')", &[&barclays_scoped]).await.unwrap();
@@ -662,7 +665,7 @@ async fn pg_notify_never_reaches_another_tenant() {
         assert_eq!(sqlstate(&err), "22023", "{mode:?}: {}", message(&err));
         let barclays = env.connect("barclays_ops").await;
         barclays.batch_execute("SELECT pg_notify('ledger', 'from barclays')").await.unwrap();
-        for expected in ["bound", "computed", "qualified"] {
+        for expected in ["bound", "computed", "qualified", hostile] {
             match next_message(&mut hk_rx).await {
                 AsyncMessage::Notification(n) => {
                     assert_eq!((n.channel(), n.payload()), ("ledger", expected), "{mode:?}")
