@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "assumed_tenants", sql: include_str!("../sql/0008_assumed_tenants.sql") },
     Migration { version: 9, name: "tenant_hierarchy", sql: include_str!("../sql/0009_tenant_hierarchy.sql") },
     Migration { version: 10, name: "tenant_notify", sql: include_str!("../sql/0010_tenant_notify.sql") },
+    Migration { version: 11, name: "native_descendants", sql: include_str!("../sql/0011_native_descendants.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.
@@ -49,6 +50,8 @@ pub struct MigrateReport {
     pub granted: Vec<String>,
     /// The `[upstreams.<name>]` databases brought up to date.
     pub placements: Vec<String>,
+    /// Whether policies check descendants with the C extension pgtenant_native.
+    pub native_descendants: bool,
 }
 
 /// Runs `migrate` for a config: the control URL and the users of both
@@ -171,6 +174,7 @@ async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::R
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .context("database hardening failed")?;
+    report.native_descendants = use_native_extension(client).await?;
     for (user, access) in session_users {
         let group = match access {
             Access::Readwrite => "pgtenant_readwrite",
@@ -191,6 +195,37 @@ async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::R
         }
     }
     Ok(report)
+}
+
+/// Installs the optional C extension pgtenant_native when the server has it
+/// (`make -C extension install`) and points the policies' per-row descendant
+/// check at it; without it, or when it cannot be installed, they keep the
+/// PL/pgSQL check, which gives the same answers more slowly.
+async fn use_native_extension(client: &Client) -> anyhow::Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgtenant_native'),
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'pgtenant_native')",
+            &[],
+        )
+        .await?;
+    let (installed, available): (bool, bool) = (row.get(0), row.get(1));
+    let native = installed
+        || (available
+            && match client.batch_execute("CREATE EXTENSION pgtenant_native SCHEMA pgtenant").await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "the server has pgtenant_native but it cannot be installed: parents with many descendants use the slower PL/pgSQL check");
+                    false
+                }
+            });
+    client
+        .execute("SELECT pgtenant.use_native_descendants($1)", &[&native])
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))
+        .context("cannot choose the descendant check")?;
+    tracing::info!(native, "descendant check chosen");
+    Ok(native)
 }
 
 /// Loads the fintech demo unless it is already there. Returns whether it loaded.

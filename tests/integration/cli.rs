@@ -103,7 +103,7 @@ async fn migrate_is_idempotent() {
         let client = connect_url(&env.cluster.url(SUPERUSER, &fresh)).await;
         let row = client
             .query_one(
-                "SELECT (SELECT string_agg(proname || ':' || md5(prosrc), ',' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'pgtenant'::regnamespace),
+                "SELECT (SELECT string_agg(proname || ':' || md5(prosrc), ',' ORDER BY proname, md5(prosrc)) FROM pg_proc WHERE pronamespace = 'pgtenant'::regnamespace),
                         (SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'pgtenant'::regnamespace),
                         (SELECT count(*) FROM pgtenant.schema_migrations)",
                 &[],

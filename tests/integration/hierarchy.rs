@@ -2,7 +2,9 @@
 //! resolved from the ancestry table whatever their number and depth; a change
 //! to the tree reaches open sessions at their next statement, in both pool
 //! modes; the context stays the same size; nothing a session can write
-//! widens what it sees.
+//! widens what it sees. The per-row descendant check runs in C when the
+//! extension pgtenant_native is installed (sql/0011, extension/), else in
+//! PL/pgSQL: the tests that reach it run with both.
 
 use serde_json::json;
 use tokio_postgres::Client;
@@ -25,6 +27,32 @@ fn admin(env: &TestEnv) -> Admin {
 /// The catalog owner's own connection (what `pgtenant migrate` and the admin API use).
 async fn owner(env: &TestEnv) -> Client {
     connect_url(&env.cluster.url("pgtenant_owner", &env.database)).await
+}
+
+/// Which per-row descendant check the policies use (sql/0011).
+#[derive(Clone, Copy, Debug)]
+enum DescendantCheck {
+    /// extension/pgtenant_native, which `migrate` installs when the server has it.
+    Native,
+    /// The PL/pgSQL lookup, for servers without the extension.
+    ByLookup,
+}
+
+const BOTH_CHECKS: [DescendantCheck; 2] = [DescendantCheck::Native, DescendantCheck::ByLookup];
+
+/// Points the test database's policies at `check`, as `migrate` does.
+async fn use_check(env: &TestEnv, check: DescendantCheck) {
+    let owner = owner(env).await;
+    owner
+        .execute("SELECT pgtenant.use_native_descendants($1)", &[&matches!(check, DescendantCheck::Native)])
+        .await
+        .expect("choose the descendant check");
+    let body = value(&owner, "SELECT pg_get_functiondef('pgtenant.is_descendant'::regproc)").await;
+    let callee = match check {
+        DescendantCheck::Native => "pgtenant.native_is_descendant(tenant)",
+        DescendantCheck::ByLookup => "pgtenant.is_descendant_by_lookup(tenant)",
+    };
+    assert!(body.contains(callee), "{check:?}: {body}");
 }
 
 async fn create_child(admin: &Admin, slug: &str, parent: &str) -> String {
@@ -133,21 +161,29 @@ const DEEPEST: &str = "d0000000-0000-4000-8000-000000000150";
 
 #[tokio::test]
 async fn a_parent_with_many_and_deep_descendants_sees_exactly_them() {
+    for check in BOTH_CHECKS {
+        a_parent_with_many_and_deep_descendants_sees_exactly_them_with(check).await;
+    }
+}
+
+async fn a_parent_with_many_and_deep_descendants_sees_exactly_them_with(check: DescendantCheck) {
     let env = start(PoolMode::Transaction).await;
+    use_check(&env, check).await;
     grow_barclays(&env).await;
     add_account(&env, 30, BC_7).await;
     add_account(&env, 31, DEEPEST).await;
+    let admin = admin(&env);
     let reply =
-        admin(&env).post("/v1/tenants/deep-75/logins", &json!({"username": "deep_middle", "password": PASSWORD})).await;
+        admin.post("/v1/tenants/deep-75/logins", &json!({"username": "deep_middle", "password": PASSWORD})).await;
     assert_eq!(reply.status, 201, "{}", reply.text());
 
     let barclays = env.connect("barclays_ops").await;
     let middle = env.connect("deep_middle").await;
     let hsbc = env.connect("hsbc_admin").await;
     let hk = env.connect("hk_teller").await;
-    assert_eq!(account_ids(&barclays).await, vec![7, 8, 9, 30, 31]);
-    assert_eq!(account_ids(&middle).await, vec![31], "75 levels down, 75 levels up");
-    assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(account_ids(&barclays).await, vec![7, 8, 9, 30, 31], "{check:?}");
+    assert_eq!(account_ids(&middle).await, vec![31], "{check:?}: 75 levels down, 75 levels up");
+    assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6], "{check:?}");
     let visible = value(&barclays, "SELECT cardinality(pgtenant.visible_tenants())::text").await;
     assert_eq!(visible, (1 + 100 + 150).to_string(), "visible_tenants() lists the whole subtree");
 
@@ -158,7 +194,7 @@ async fn a_parent_with_many_and_deep_descendants_sees_exactly_them() {
     // Writes: into a descendant's rows, yes; anywhere else, the policy refuses.
     barclays
         .execute(
-            "INSERT INTO accounts (tenant_id, iban, holder, currency) VALUES ($1::text::uuid, 'DEEP1', 'x', 'EUR')",
+            "INSERT INTO accounts (id, tenant_id, iban, holder, currency) VALUES (32, $1::text::uuid, 'DEEP1', 'x', 'EUR')",
             &[&DEEPEST],
         )
         .await
@@ -170,7 +206,7 @@ async fn a_parent_with_many_and_deep_descendants_sees_exactly_them() {
         )
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "42501", "{}", message(&err));
+    assert_eq!(sqlstate(&err), "42501", "{check:?}: {}", message(&err));
     assert!(message(&err).contains("row-level security"), "{}", message(&err));
     let err = middle
         .execute(
@@ -179,7 +215,17 @@ async fn a_parent_with_many_and_deep_descendants_sees_exactly_them() {
         )
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "42501", "a descendant cannot write upwards or sideways");
+    assert_eq!(sqlstate(&err), "42501", "{check:?}: a descendant cannot write upwards or sideways");
+
+    // A child moved out of the large tree, and a deep descendant deleted:
+    // the parent's next statement no longer sees them.
+    let moved = admin.patch("/v1/tenants/bc-7", &json!({"parent": "hsbc"})).await;
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert_eq!(account_ids(&barclays).await, vec![7, 8, 9, 31, 32], "{check:?}: bc-7 moved to hsbc");
+    assert_eq!(account_ids(&hsbc).await, vec![1, 2, 3, 4, 5, 6, 30], "{check:?}: hsbc gained bc-7");
+    assert_eq!(admin.delete("/v1/tenants/deep-150").await.status, 204);
+    assert_eq!(account_ids(&barclays).await, vec![7, 8, 9], "{check:?}: deep-150 deleted");
+    assert!(account_ids(&middle).await.is_empty(), "{check:?}");
 }
 
 /// A tenant-scoped table large enough for the planner to prefer its index.
@@ -283,6 +329,72 @@ async fn nothing_a_session_writes_widens_its_visible_set() {
     assert_eq!(value(&app, "SELECT count(*)::text FROM pgtenant.tenant_ancestry").await, "0");
 }
 
+/// The C check (extension/pgtenant_native) trusts the verified tenant and
+/// nothing a session can write: not the context setting, not the
+/// extension, not the choice of check.
+#[tokio::test]
+async fn the_native_check_trusts_only_the_verified_tenant() {
+    let env = TestEnv::start().await;
+    let installed = value(
+        &env.superuser().await,
+        "SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'pgtenant_native'), 'missing')",
+    )
+    .await;
+    assert_eq!(installed, "1.0", "migrate installs pgtenant_native when the server has it (make -C extension install)");
+    use_check(&env, DescendantCheck::Native).await;
+    grow_barclays(&env).await;
+    add_account(&env, 30, BC_7).await;
+    let app = guard_bypassed(&env).await;
+    let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let barclays = mint_token(&env, pid, BARCLAYS, BARCLAYS).await;
+    app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id')", &[&barclays]).await.unwrap();
+    assert_eq!(account_ids(&app).await, vec![7, 8, 9, 30]);
+    let bc_7_descends = format!("SELECT pgtenant.native_is_descendant('{BC_7}')::text");
+    assert_eq!(value(&app, &bc_7_descends).await, "true");
+
+    for attack in [
+        "SELECT pgtenant.use_native_descendants(false)",
+        "DROP EXTENSION pgtenant_native",
+        "ALTER EXTENSION pgtenant_native DROP FUNCTION pgtenant.native_is_descendant(uuid)",
+        "CREATE OR REPLACE FUNCTION pgtenant.native_is_descendant(tenant uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+        "CREATE OR REPLACE FUNCTION pgtenant.is_descendant(tenant uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+    ] {
+        let err = app.batch_execute(attack).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{attack}: {}", message(&err));
+        assert_eq!(account_ids(&app).await, vec![7, 8, 9, 30], "after {attack}");
+    }
+
+    // The context changed in the middle of one statement: the rows after the
+    // change are checked against the new setting, which names no verified tenant.
+    let rows = app
+        .query(
+            &format!(
+                "SELECT n, pgtenant.native_is_descendant(CASE WHEN setting IS NOT NULL THEN '{BC_7}'::uuid END)
+                   FROM (SELECT n, set_config('pgtenant.context',
+                                              CASE WHEN n = 1 THEN current_setting('pgtenant.context') ELSE 'v1.forged' END,
+                                              false) AS setting
+                           FROM (VALUES (1), (2)) v(n) OFFSET 0) changes"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let answers: Vec<bool> = rows.iter().map(|row| row.get(1)).collect();
+    assert_eq!(answers, vec![true, false]);
+    assert!(account_ids(&app).await.is_empty(), "a forged setting: no tenant at all");
+
+    // Another tenant's genuine context for this backend, written in the
+    // setting: it does not name the verified tenant, so nothing descends.
+    let hsbc = mint_token(&env, pid, HSBC, HSBC).await;
+    app.batch_execute(&format!("SET pgtenant.context = '{hsbc}'")).await.unwrap();
+    assert_eq!(value(&app, &bc_7_descends).await, "false");
+    assert_eq!(value(&app, &format!("SELECT pgtenant.native_is_descendant('{HSBC_HK}')::text")).await, "false");
+    assert!(account_ids(&app).await.is_empty());
+    app.batch_execute("RESET pgtenant.context").await.unwrap();
+    assert_eq!(value(&app, &bc_7_descends).await, "false");
+    assert_eq!(value(&app, "SELECT pgtenant.native_is_descendant(NULL)::text").await, "false");
+}
+
 #[tokio::test]
 async fn a_parent_reads_only_its_own_branch_of_the_tree() {
     for mode in BOTH_MODES {
@@ -319,20 +431,27 @@ async fn a_parent_reads_only_its_own_branch_of_the_tree() {
 #[tokio::test]
 async fn the_policys_descendant_check_answers_only_about_the_sessions_own_subtree() {
     for mode in BOTH_MODES {
-        let env = start(mode).await;
-        grow_barclays(&env).await;
-        let hsbc = env.connect("hsbc_admin").await;
-        let hk = env.connect("hk_teller").await;
-        let barclays = env.connect("barclays_ops").await;
-        let check = |tenant: &str| format!("SELECT pgtenant.is_descendant('{tenant}')::text");
-        assert_eq!(value(&hsbc, &check(HSBC_HK)).await, "true", "{mode:?}");
-        assert_eq!(value(&hsbc, &check(BC_7)).await, "false", "{mode:?}: another group's tree");
-        assert_eq!(value(&hk, &check(HSBC_LONDON)).await, "false", "{mode:?}: a sibling");
-        assert_eq!(value(&hk, &check(HSBC)).await, "false", "{mode:?}: an ancestor");
-        assert_eq!(value(&barclays, &check(DEEPEST)).await, "true", "{mode:?}: 151 levels down");
-        assert_eq!(value(&barclays, &check(HSBC_HK)).await, "false", "{mode:?}");
-        // Outside a pgtenant session there is no tenant, so nothing descends from it.
-        assert_eq!(value(&env.superuser().await, &check(HSBC_HK)).await, "false", "{mode:?}");
+        for check in BOTH_CHECKS {
+            let env = start(mode).await;
+            use_check(&env, check).await;
+            grow_barclays(&env).await;
+            let hsbc = env.connect("hsbc_admin").await;
+            let hk = env.connect("hk_teller").await;
+            let barclays = env.connect("barclays_ops").await;
+            for function in ["is_descendant", "is_descendant_by_lookup", "native_is_descendant"] {
+                let check_of = |tenant: &str| format!("SELECT pgtenant.{function}('{tenant}')::text");
+                let case = format!("{mode:?}, {check:?}, {function}");
+                assert_eq!(value(&hsbc, &check_of(HSBC_HK)).await, "true", "{case}");
+                assert_eq!(value(&hsbc, &check_of(BC_7)).await, "false", "{case}: another group's tree");
+                assert_eq!(value(&hk, &check_of(HSBC_LONDON)).await, "false", "{case}: a sibling");
+                assert_eq!(value(&hk, &check_of(HSBC)).await, "false", "{case}: an ancestor");
+                assert_eq!(value(&hk, &check_of(HSBC_HK)).await, "false", "{case}: itself");
+                assert_eq!(value(&barclays, &check_of(DEEPEST)).await, "true", "{case}: 151 levels down");
+                assert_eq!(value(&barclays, &check_of(HSBC_HK)).await, "false", "{case}");
+                // Outside a pgtenant session there is no tenant, so nothing descends from it.
+                assert_eq!(value(&env.superuser().await, &check_of(HSBC_HK)).await, "false", "{case}");
+            }
+        }
     }
 }
 
