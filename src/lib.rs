@@ -23,6 +23,7 @@ pub mod quote;
 pub(crate) mod routing;
 pub mod server;
 pub(crate) mod sessions;
+pub mod service_manager;
 pub(crate) mod setting_rules;
 pub mod shutdown;
 pub mod tenancy;

@@ -170,20 +170,27 @@ async fn serve(config: &Config, path: Option<&std::path::Path>) -> anyhow::Resul
     if let Some(url) = &config.upstream.readonly_url {
         check_session_role("upstream.readonly_url", url).await?;
     }
+    use pgtenant::service_manager::{notify, reloading};
     let server = pgtenant::server::Server::start(config).await?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let stop = pgtenant::shutdown::stop_signal();
     tokio::pin!(stop);
+    notify("READY=1\nSTATUS=serving");
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = hangup.recv() => match Config::load(path) {
-                Ok(reloaded) => server.reload(reloaded),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded, the running one stays"),
-            },
+            _ = hangup.recv() => {
+                notify(&reloading());
+                match Config::load(path) {
+                    Ok(reloaded) => server.reload(reloaded),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded, the running one stays"),
+                }
+                notify("READY=1\nSTATUS=serving");
+            }
         }
     }
     tracing::info!("shutting down");
+    notify("STOPPING=1\nSTATUS=draining sessions");
     server.stop(Duration::from_secs(10)).await;
     Ok(())
 }

@@ -9,6 +9,7 @@ mod jwt;
 mod logins;
 mod openapi;
 mod problem;
+mod request_id;
 mod sessions;
 mod tenants;
 
@@ -73,6 +74,7 @@ pub(crate) fn router(proxy: Arc<ProxyState>, token: &str) -> Router {
         .method_not_allowed_fallback(|| async { Problem::wrong_method() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(count_request))
+        .layer(middleware::from_fn(request_id::with_request_id))
         .with_state(state)
 }
 

@@ -769,3 +769,44 @@ async fn readyz_is_503_while_the_upstream_is_unreachable() {
     let reply = request(env.server.admin_addr, "GET", "/healthz", &[], b"").await;
     assert_eq!(reply.status, 200, "alive, though not ready");
 }
+
+/// Every reply carries the request's id: the caller's `X-Request-Id` when it
+/// is a plausible one, else a fresh random one (an id that could forge a log
+/// line or flood it is replaced).
+#[tokio::test]
+async fn every_reply_names_its_request_id() {
+    let env = TestEnv::start().await;
+    let addr = env.server.admin_addr;
+    let bearer = format!("Bearer {}", env.config.admin.token);
+    let reply =
+        request(addr, "GET", "/v1/tenants", &[("Authorization", &bearer), ("X-Request-Id", "lb-7f3a.42:9_x")], b"").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-request-id"), Some("lb-7f3a.42:9_x"));
+
+    let long = "a".repeat(65);
+    let mut fresh = Vec::new();
+    for (path, header) in [
+        ("/healthz", None),
+        ("/v1/tenants", None),
+        ("/v1/no-such-route", Some("has space")),
+        ("/healthz", Some(long.as_str())),
+        ("/healthz", Some("quote\"d")),
+        ("/healthz", Some("")),
+    ] {
+        let mut headers = vec![("Authorization", bearer.as_str())];
+        if let Some(id) = header {
+            headers.push(("X-Request-Id", id));
+        }
+        let reply = request(addr, "GET", path, &headers, b"").await;
+        let id = reply.header("x-request-id").unwrap_or_else(|| panic!("{path} {header:?}: no id")).to_owned();
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{path} {header:?}: {id}");
+        fresh.push(id);
+    }
+    fresh.sort();
+    fresh.dedup();
+    assert_eq!(fresh.len(), 6, "each request gets its own id");
+    // Unauthenticated and refused requests get one too.
+    let refused = request(addr, "GET", "/v1/tenants", &[], b"").await;
+    refused.problem(401);
+    assert!(refused.header("x-request-id").is_some());
+}

@@ -246,3 +246,58 @@ async fn dev_serves_the_demo_and_cleans_up_on_sigterm() {
     let base = std::path::Path::new(&socket_dir).parent().unwrap();
     assert!(!base.exists(), "{} must be removed", base.display());
 }
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The next datagram `serve` sends the service manager, waiting at most 30 s.
+async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buffer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), socket.recv(&mut buffer))
+        .await
+        .expect("a notification within 30 s")
+        .expect("read the notification");
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
+}
+
+/// systemd's Type=notify (contrib/systemd/pgtenant.service): READY=1 once both
+/// listeners accept, RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1 on SIGTERM.
+#[tokio::test]
+async fn serve_tells_the_service_manager_when_it_is_ready_reloading_and_stopping() {
+    let env = TestEnv::start().await;
+    let dir = tempfile_dir("notify");
+    let socket_path = dir.join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let mut vars = config_env(&env, "pgtenant_app");
+    vars.retain(|(key, _)| !key.ends_with("__LISTEN"));
+    vars.push(("PGTENANT_PROXY__LISTEN", format!("127.0.0.1:{proxy_port}")));
+    vars.push(("PGTENANT_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}")));
+    vars.push(("NOTIFY_SOCKET", socket_path.display().to_string()));
+    let mut child = pgtenant(&["serve"], &vars).stderr(Stdio::null()).spawn().expect("start pgtenant serve");
+
+    assert_eq!(next_notification(&socket).await, "READY=1\nSTATUS=serving");
+    for port in [proxy_port, admin_port] {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("ready means accepting");
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let reloading = next_notification(&socket).await;
+    let usec = reloading.strip_prefix("RELOADING=1\nMONOTONIC_USEC=").expect(&reloading);
+    assert!(usec.parse::<u64>().is_ok_and(|usec| usec > 0), "{reloading}");
+    assert_eq!(next_notification(&socket).await, "READY=1\nSTATUS=serving");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(next_notification(&socket).await, "STOPPING=1\nSTATUS=draining sessions");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A fresh private directory under the temp dir.
+fn tempfile_dir(purpose: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgtenant-{purpose}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
