@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 9, name: "tenant_hierarchy", sql: include_str!("../sql/0009_tenant_hierarchy.sql") },
     Migration { version: 10, name: "tenant_notify", sql: include_str!("../sql/0010_tenant_notify.sql") },
     Migration { version: 11, name: "native_descendants", sql: include_str!("../sql/0011_native_descendants.sql") },
+    Migration { version: 12, name: "tenant_limits", sql: include_str!("../sql/0012_tenant_limits.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.

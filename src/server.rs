@@ -100,6 +100,7 @@ impl Server {
             }),
             marker_prefix: format!("pgtenant_refused_{:016x}_", rand::random::<u64>()),
             statement_secret: rand::random(),
+            tenant_stats: crate::tenant_stats::TenantStats::new(config.metrics.tenant_labels),
             notifiers: Default::default(),
             hierarchy: Default::default(),
         });

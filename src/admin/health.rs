@@ -81,5 +81,7 @@ pub(crate) async fn metrics(State(admin): State<Arc<AdminState>>) -> Response {
         metrics::gauge!(SESSIONS_OPEN, "access" => access.as_str()).set(open as f64);
     }
     crate::metrics::record_pools(&admin.proxy.routes.pools());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+    let mut text = handle.render();
+    text.push_str(&admin.proxy.tenant_stats.render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

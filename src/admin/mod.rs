@@ -54,6 +54,7 @@ pub(crate) fn router(proxy: Arc<ProxyState>, token: &str) -> Router {
         .route("/tenants/{tenant}", get(tenants::get).patch(tenants::update).delete(tenants::delete))
         .route("/tenants/{tenant}/logins", get(logins::list).post(logins::create))
         .route("/tenants/{tenant}/provision", post(tenants::reprovision))
+        .route("/tenants/{tenant}/stats", get(tenants::stats))
         .route("/logins", post(logins::create_service))
         .route("/logins/{username}", get(logins::get).patch(logins::update).delete(logins::delete))
         .route("/sessions", get(sessions::list))

@@ -17,7 +17,7 @@ use super::{health, jwt, logins, sessions, tenants};
 #[openapi(
     info(title = "pgtenant admin API", description = "Tenants, logins, sessions and health of a pgtenant process (SPEC §5)."),
     paths(
-        tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete, tenants::reprovision,
+        tenants::create, tenants::list, tenants::get, tenants::stats, tenants::update, tenants::delete, tenants::reprovision,
         logins::create, logins::create_service, logins::list, logins::get, logins::update, logins::delete,
         sessions::list, sessions::end, sessions::pools, jwt::settings,
         health::healthz, health::readyz, health::metrics,
@@ -25,7 +25,8 @@ use super::{health, jwt, logins, sessions, tenants};
     components(schemas(
         Problem,
         crate::tenancy::tenants::Tenant, crate::tenancy::tenants::TenantStatus, crate::tenancy::Isolation,
-        tenants::CreateTenant, tenants::UpdateTenant,
+        crate::tenant_stats::TenantFigures,
+        tenants::CreateTenant, tenants::UpdateTenant, tenants::LimitsPatch, crate::config::TenantOverrides, crate::config::PoolMode,
         crate::tenancy::logins::Login, crate::tenancy::Access,
         logins::CreateLogin, logins::CreateServiceLogin, logins::UpdateLogin,
         sessions::Session, sessions::Pool,

@@ -12,7 +12,7 @@ use super::problem::Problem;
 use super::AdminState;
 use crate::tenancy::events::ended_because;
 use crate::tenancy::provision::ProvisionError;
-use crate::tenancy::tenants::{NewTenant, Tenant, TenantChanges, TenantStatus};
+use crate::tenancy::tenants::{LimitsChange, NewTenant, Tenant, TenantChanges, TenantStatus};
 use crate::tenancy::Isolation;
 
 /// Body of `POST /v1/tenants`.
@@ -62,6 +62,33 @@ pub(crate) struct UpdateTenant {
     /// Fixed at creation: the same value is accepted, another is refused with 409.
     #[serde(default)]
     pub isolation: Option<Isolation>,
+    /// Limits of the tenant's new sessions, on every process: a key set to a
+    /// value sets it, to `null` clears it (the config file's then applies),
+    /// absent keys stay.
+    #[serde(default)]
+    pub limits: Option<LimitsPatch>,
+}
+
+/// `limits` of `PATCH /v1/tenants/{tenant}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsPatch {
+    /// `session` or `transaction`.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<crate::config::PoolMode>, nullable)]
+    pub pool_mode: Option<Option<crate::config::PoolMode>>,
+    /// Milliseconds a request may keep its server session busy before pgtenant cancels it (0: no limit).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>, nullable, maximum = 2147483647)]
+    pub statement_timeout_ms: Option<Option<u64>>,
+    /// Server sessions the tenant may hold at once (0: no limit).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>, nullable, maximum = 1000000)]
+    pub max_server_connections: Option<Option<usize>>,
+    /// Client sessions the tenant may have open at once, per process (0: no limit); more get 53300.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>, nullable, maximum = 1000000)]
+    pub max_client_connections: Option<Option<usize>>,
 }
 
 /// Query of `DELETE /v1/tenants/{tenant}`.
@@ -200,6 +227,22 @@ pub(crate) async fn get(
     Ok(Json(admin.catalog().get_tenant(&key).await?))
 }
 
+/// What a tenant's sessions did on this process since it started (each
+/// process counts its own; the same figures label `/metrics`'s `pgtenant_tenant_*` series).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/stats", operation_id = "getTenantStats", tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses(
+        (status = 200, description = "The tenant's figures", body = crate::tenant_stats::TenantFigures),
+        (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn stats(
+    State(admin): State<Arc<AdminState>>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<crate::tenant_stats::TenantFigures>, Problem> {
+    let tenant = admin.catalog().get_tenant(&key).await?;
+    Ok(Json(admin.proxy.tenant_stats.figures(&tenant.id, &tenant.slug)))
+}
+
 /// Change a tenant's name, parent or status.
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}", operation_id = "updateTenant", tag = "tenants", request_body = UpdateTenant,
     params(("tenant" = String, Path, description = "Tenant id or slug")),
@@ -238,6 +281,12 @@ pub(crate) async fn update(
                 parent: body.parent,
                 status: body.status,
                 upstream: body.upstream.clone(),
+                limits: body.limits.map(|l| LimitsChange {
+                    pool_mode: l.pool_mode,
+                    statement_timeout_ms: l.statement_timeout_ms,
+                    max_server_connections: l.max_server_connections,
+                    max_client_connections: l.max_client_connections,
+                }),
             },
         )
         .await?;

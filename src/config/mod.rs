@@ -21,6 +21,8 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Per-tenant overrides, keyed by tenant slug (`[tenants.<slug>]`).
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, TenantOverrides>,
@@ -74,16 +76,38 @@ pub(crate) struct Placement {
     pub pool_size: Option<usize>,
 }
 
-/// What one tenant does differently from the `[pool]` defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// What one tenant does differently from the `[pool]` defaults: in the
+/// config file (`[tenants.<slug>]`) or in the catalog (the admin API's
+/// `limits`, which win over the file's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantOverrides {
+    /// `session` or `transaction`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_mode: Option<PoolMode>,
     /// Milliseconds a request of this tenant may keep its server session busy
     /// before pgtenant cancels it (0: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub statement_timeout_ms: Option<u64>,
     /// Server sessions this tenant may hold at once (0: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_server_connections: Option<usize>,
+    /// Client sessions this tenant may have open at once on one process (0: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_client_connections: Option<usize>,
+}
+
+impl TenantOverrides {
+    /// These overrides, with `under`'s where these have none.
+    pub(crate) fn over(&self, under: Option<&TenantOverrides>) -> TenantOverrides {
+        let under = under.cloned().unwrap_or_default();
+        TenantOverrides {
+            pool_mode: self.pool_mode.or(under.pool_mode),
+            statement_timeout_ms: self.statement_timeout_ms.or(under.statement_timeout_ms),
+            max_server_connections: self.max_server_connections.or(under.max_server_connections),
+            max_client_connections: self.max_client_connections.or(under.max_client_connections),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,7 +189,7 @@ fn default_control_pool() -> usize {
 }
 
 /// When a server session goes back to the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// When the client disconnects.
@@ -265,6 +289,21 @@ pub struct TlsConfig {
     pub cleartext_password: bool,
 }
 
+/// `[metrics]`: what `/metrics` exposes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Tenants with their own `tenant` label on the per-tenant series (the
+    /// busiest first, for good); the rest are summed under `tenant="other"`.
+    pub tenant_labels: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { tenant_labels: 100 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -297,6 +336,8 @@ pub(crate) struct TenantLimits {
     pub statement_timeout: Option<std::time::Duration>,
     /// 0: no limit.
     pub max_server_connections: usize,
+    /// Client sessions on this process; 0: no limit.
+    pub max_client_connections: usize,
 }
 
 /// A configuration problem, reported as one line naming the key.
@@ -444,16 +485,16 @@ impl Config {
         Ok(())
     }
 
-    /// The pool mode, statement timeout and server-connection cap for the tenant `slug`.
-    pub(crate) fn tenant_limits(&self, slug: &str) -> TenantLimits {
-        let overrides = self.tenants.get(slug);
-        let timeout_ms = overrides.and_then(|o| o.statement_timeout_ms).unwrap_or(self.pool.statement_timeout_ms);
+    /// The limits of the tenant `slug`'s new sessions: the catalog's
+    /// (`catalog`), else its `[tenants.<slug>]`, else `[pool]`'s.
+    pub(crate) fn tenant_limits(&self, slug: &str, catalog: &TenantOverrides) -> TenantLimits {
+        let overrides = catalog.over(self.tenants.get(slug));
+        let timeout_ms = overrides.statement_timeout_ms.unwrap_or(self.pool.statement_timeout_ms);
         TenantLimits {
-            pool_mode: overrides.and_then(|o| o.pool_mode).unwrap_or(self.pool.mode),
+            pool_mode: overrides.pool_mode.unwrap_or(self.pool.mode),
             statement_timeout: (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms)),
-            max_server_connections: overrides
-                .and_then(|o| o.max_server_connections)
-                .unwrap_or(self.pool.max_per_tenant),
+            max_server_connections: overrides.max_server_connections.unwrap_or(self.pool.max_per_tenant),
+            max_client_connections: overrides.max_client_connections.unwrap_or(0),
         }
     }
 
@@ -607,14 +648,22 @@ mod tests {
              [tenants.hsbc-hk]\nmax_server_connections = 1\nstatement_timeout_ms = 0\n"
         );
         let c = Config::from_sources(&text, &[]).unwrap();
-        let barclays = c.tenant_limits("barclays");
+        let none = TenantOverrides::default();
+        let barclays = c.tenant_limits("barclays", &none);
         assert_eq!(barclays.pool_mode, PoolMode::Session);
         assert_eq!(barclays.statement_timeout, Some(std::time::Duration::from_millis(500)));
         assert_eq!(barclays.max_server_connections, 3);
-        let hk = c.tenant_limits("hsbc-hk");
+        assert_eq!(barclays.max_client_connections, 0);
+        let hk = c.tenant_limits("hsbc-hk", &none);
         assert_eq!((hk.pool_mode, hk.statement_timeout, hk.max_server_connections), (PoolMode::Transaction, None, 1));
-        let other = c.tenant_limits("hsbc");
+        let other = c.tenant_limits("hsbc", &none);
         assert_eq!(other.statement_timeout, Some(std::time::Duration::from_secs(9)));
+        // The catalog's limits win over the file's, key by key.
+        let catalog = TenantOverrides { statement_timeout_ms: Some(0), max_client_connections: Some(2), ..none };
+        let barclays = c.tenant_limits("barclays", &catalog);
+        assert_eq!(barclays.pool_mode, PoolMode::Session, "from the file");
+        assert_eq!(barclays.statement_timeout, None, "from the catalog");
+        assert_eq!(barclays.max_client_connections, 2);
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
         pool: PoolSection::default(),
         tls: TlsConfig::default(),
         log: LogConfig::default(),
+        metrics: Default::default(),
         tenants: Default::default(),
         upstreams: Default::default(),
         provisioning: Default::default(),

@@ -202,7 +202,7 @@ async fn run_session(
             return Err(error);
         }
     };
-    let Established { lease, attachment, to_client, login, key, statement_timeout } = established;
+    let Established { lease, attachment, to_client, login, key, statement_timeout, stats } = established;
     let transaction_pooling = attachment.mode == PoolMode::Transaction;
     let mut policy = ClientPolicy::new(
         Arc::clone(&state.guard),
@@ -250,6 +250,7 @@ async fn run_session(
     let attached = Attached { lease, prefix: BytesMut::new(), exchanges: Vec::new() };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     relay.set_statement_timeout(statement_timeout);
+    relay.count_for(stats);
     if let Some(assumer) = assumer {
         relay.allow_assume(assumer);
     }
@@ -303,6 +304,8 @@ struct Established {
     key: CancelKey,
     /// The tenant's limit on how long a request may keep its server session busy.
     statement_timeout: Option<std::time::Duration>,
+    /// The session counted open for its tenant, whose counters the relay bumps.
+    stats: Option<crate::tenant_stats::TenantSession>,
 }
 
 /// Authenticates, opens the server session, and prepares the first bytes
@@ -362,7 +365,23 @@ async fn establish(
     let pool = state.routes.pool_for(&login)?;
     let startup_settings = startup_settings(&upstream_params, &login)?;
 
-    let limits = state.limits_for(&login.tenant_slug);
+    let limits = state.limits_for(&login.tenant_slug, &login.limits);
+    // A service login's sessions belong to no tenant (the tenants it assumes
+    // are not counted per tenant).
+    let tenant_session = match login.service {
+        true => None,
+        false => Some(
+            state
+                .tenant_stats
+                .admit(&login.context.tenant_id, &login.tenant_slug, limits.max_client_connections)
+                .ok_or_else(|| {
+                    ClientError::fatal(
+                        sqlstate::TOO_MANY_CONNECTIONS,
+                        format!("too many connections for tenant \"{}\"", login.tenant_slug),
+                    )
+                })?,
+        ),
+    };
     let cancel = state.cancels.issue();
     let key = cancel.key();
     tracing::Span::current().record("session", key.process_id);
@@ -377,7 +396,9 @@ async fn establish(
         cancel,
         state.hierarchy.clone(),
     );
+    let asked = std::time::Instant::now();
     let lease = attachment.acquire_ready().await?;
+    let waited = asked.elapsed();
     for (name, value) in lease.session_ref().parameters() {
         let value = if name == "session_authorization" { user } else { value.as_str() };
         backend::parameter_status(&mut to_client, name, value);
@@ -386,5 +407,16 @@ async fn establish(
     backend::ready_for_query(&mut to_client, b'I');
     tracing::info!(access = %login.access, "session started");
     crate::metrics::session_started();
-    Ok(Established { lease, attachment, to_client, login, key, statement_timeout: limits.statement_timeout })
+    if let Some(tenant_session) = &tenant_session {
+        tenant_session.checkout(waited);
+    }
+    Ok(Established {
+        lease,
+        attachment,
+        to_client,
+        login,
+        key,
+        statement_timeout: limits.statement_timeout,
+        stats: tenant_session,
+    })
 }

@@ -174,6 +174,11 @@ impl Relay<ClientStream> {
         self.expires_at = Some(at);
     }
 
+    /// Counts what the session does for its tenant.
+    pub(crate) fn count_for(&mut self, stats: Option<crate::tenant_stats::TenantSession>) {
+        self.core.stats = stats;
+    }
+
     /// Cancels a request that keeps the server busy longer than `limit`.
     pub(crate) fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) {
         self.timer = RequestTimer::new(limit);
@@ -277,10 +282,14 @@ impl Relay<ClientStream> {
         if self.core.policy.take_settings_wiped() {
             self.attachment.reset_settings();
         }
+        let asked = std::time::Instant::now();
         let attached = match self.attachment.acquire().await {
             Ok(attached) => attached,
             Err(error) => return Err(self.fatal(error)),
         };
+        if let Some(stats) = &self.core.stats {
+            stats.checkout(asked.elapsed());
+        }
         let Attached { lease, prefix, exchanges } = attached;
         self.core.policy.set_server_pid(lease.session_ref().backend_pid());
         self.core.attached(prefix, exchanges);

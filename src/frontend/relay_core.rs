@@ -8,6 +8,7 @@
 //! `relay.rs` is the async loop around it.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
@@ -20,6 +21,7 @@ use crate::protocol::backend::write_message;
 use crate::protocol::frame::{peek_header, FrameError};
 use crate::protocol::messages::{self, client, parameter_status, server};
 use crate::setting_rules;
+use crate::tenant_stats::TenantSession;
 
 /// Transaction state of the server session, from its last ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +221,11 @@ pub struct RelayCore {
     pub verification: Option<String>,
     /// The server sent the client an error since its last ReadyForQuery.
     error_in_batch: bool,
+    /// The tenant's counters (none for a service login's session).
+    pub(crate) stats: Option<TenantSession>,
+    /// When the client's current transaction began (its first message since
+    /// the server was last idle), while counting.
+    transaction_began: Option<Instant>,
 }
 
 impl RelayCore {
@@ -248,6 +255,45 @@ impl RelayCore {
             wants_server: false,
             verification: None,
             error_in_batch: false,
+            stats: None,
+            transaction_began: None,
+        }
+    }
+
+    /// Counts a client message taken whole or streamed.
+    fn count_client_message(&mut self, tag: u8, len: usize) {
+        if let Some(stats) = &self.stats {
+            stats.received(len);
+            if matches!(tag, client::QUERY | client::EXECUTE) {
+                stats.query();
+            }
+            if self.transaction_began.is_none() {
+                self.transaction_began = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Counts a ReadyForQuery that goes to the client: an idle server ends a
+    /// transaction (its time counted from the first message of it the relay
+    /// saw while none was open; a pipelined one's time is not counted).
+    fn count_client_ready(&mut self, status: TxnStatus) {
+        if let Some(stats) = &self.stats {
+            if status == TxnStatus::Idle {
+                let took = self.transaction_began.take().map(|began| began.elapsed()).unwrap_or_default();
+                stats.transaction(took);
+            }
+        }
+    }
+
+    /// Counts bytes of server messages that go to the client, and the SQLSTATE of an error among them.
+    fn count_sent(&self, frame: &[u8]) {
+        if let Some(stats) = &self.stats {
+            stats.sent(frame.len());
+            if frame.first() == Some(&server::ERROR_RESPONSE) {
+                if let Some(code) = messages::error_code(frame) {
+                    stats.error(&code);
+                }
+            }
         }
     }
 
@@ -334,6 +380,7 @@ impl RelayCore {
                     }
                 }
                 let frame = self.client_in.split_to(header.frame_len);
+                self.count_client_message(header.tag, header.frame_len);
                 if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server, side.statements()) {
                     return Err(self.fatal(error));
                 }
@@ -355,6 +402,7 @@ impl RelayCore {
                 continue;
             }
             self.policy.streamed(header.tag);
+            self.count_client_message(header.tag, header.frame_len);
             self.client_frame_left = header.frame_len;
         }
     }
@@ -389,7 +437,10 @@ impl RelayCore {
                 || match header.tag {
                     server::READY_FOR_QUERY | server::NOTIFICATION_RESPONSE | server::PARAMETER_STATUS => true,
                     server::ERROR_RESPONSE => {
-                        !self.own_pending.is_empty() || self.policy.reads_server_errors() || side.awaits_cancellation()
+                        !self.own_pending.is_empty()
+                            || self.policy.reads_server_errors()
+                            || side.awaits_cancellation()
+                            || self.stats.is_some()
                     }
                     _ => false,
                 };
@@ -430,6 +481,8 @@ impl RelayCore {
                     }
                     // This ReadyForQuery goes to the client; a context exchange
                     // it releases is queued for the server behind it.
+                    self.count_sent(&self.server_in[..header.frame_len]);
+                    self.count_client_ready(status);
                     let released = self.policy.client_ready(status == TxnStatus::Failed);
                     let reverted = side.batch_ended(status, std::mem::take(&mut self.error_in_batch));
                     self.policy.hold_each_batch(side.transaction_scoped());
@@ -458,6 +511,7 @@ impl RelayCore {
                     let rewritten = self.policy.notification(&self.server_in[..header.frame_len]);
                     self.server_in.advance(header.frame_len);
                     if let Some(frame) = rewritten {
+                        self.count_sent(&frame);
                         self.to_client.extend_from_slice(&frame);
                         self.last_server_tag = server::NOTIFICATION_RESPONSE;
                         self.to_client_ends_ready = false;
@@ -472,13 +526,18 @@ impl RelayCore {
                         && side.is_its_cancellation(&self.server_in[..header.frame_len]) =>
                 {
                     self.server_in.advance(header.frame_len);
-                    side.timeout_error().encode(&mut self.to_client);
+                    let error = side.timeout_error();
+                    if let Some(stats) = &self.stats {
+                        stats.error(error.code.code());
+                    }
+                    error.encode(&mut self.to_client);
                     self.last_server_tag = server::ERROR_RESPONSE;
                     self.to_client_ends_ready = false;
                     continue;
                 }
                 server::ERROR_RESPONSE if self.own_pending.is_empty() && self.policy.reads_server_errors() => {
                     if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
+                        self.count_sent(&replacement);
                         self.server_in.advance(header.frame_len);
                         self.to_client.extend_from_slice(&replacement);
                         self.last_server_tag = server::ERROR_RESPONSE;
@@ -529,6 +588,14 @@ impl RelayCore {
                 && !(header.tag == server::PARAMETER_STATUS
                     && self.own_pending.front() == Some(&OwnExchange::RestoredSetting));
             self.server_frame_left = header.frame_len;
+            if !self.server_frame_dropped && self.stats.is_some() {
+                // Only an ErrorResponse is sure to be whole here; others count by length.
+                if header.tag == server::ERROR_RESPONSE {
+                    self.count_sent(&self.server_in[..header.frame_len]);
+                } else if let Some(stats) = &self.stats {
+                    stats.sent(header.frame_len);
+                }
+            }
             if !own {
                 self.last_server_tag = header.tag;
                 self.to_client_ends_ready = header.tag == server::READY_FOR_QUERY;

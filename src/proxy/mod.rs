@@ -50,16 +50,23 @@ pub struct ProxyState {
     pub decoy_secret: [u8; 32],
     /// Which client sent NOTIFY through which server backend.
     pub(crate) notifiers: Arc<crate::notifiers::Notifiers>,
+    /// Per-tenant figures for /metrics and the admin API.
+    pub(crate) tenant_stats: crate::tenant_stats::TenantStats,
     /// Key of server-side statement names (transaction pooling), random per
     /// process: no client can compute another tenant's statement names.
     pub statement_secret: [u8; 32],
 }
 
 impl ProxyState {
-    /// Pool mode, statement timeout and server-connection cap for a tenant's new session.
-    pub(crate) fn limits_for(&self, slug: &str) -> crate::config::TenantLimits {
+    /// The limits of a tenant's new session: its catalog limits (`catalog`,
+    /// read with the login), over the configuration's.
+    pub(crate) fn limits_for(
+        &self,
+        slug: &str,
+        catalog: &crate::config::TenantOverrides,
+    ) -> crate::config::TenantLimits {
         // A poisoned lock only means a reload panicked; the config it holds is whole.
         let config = self.limits.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        config.tenant_limits(slug)
+        config.tenant_limits(slug, catalog)
     }
 }

@@ -51,6 +51,8 @@ pub(crate) struct LoginRecord {
     pub token: Option<TokenLogin>,
     /// A service login: no tenant; its sessions carry the "no tenant" context.
     pub service: bool,
+    /// The tenant's limits from the catalog (the admin API's), over the config's.
+    pub limits: crate::config::TenantOverrides,
 }
 
 /// What a token login carries beyond a password login.
@@ -60,6 +62,15 @@ pub(crate) struct TokenLogin {
     pub subject: Option<String>,
     /// When the token expires.
     pub expires_at: std::time::SystemTime,
+}
+
+/// A tenant's `limits` column (sql/0012; none for a service login).
+fn parse_limits(text: Option<String>) -> Result<crate::config::TenantOverrides, CatalogError> {
+    match text {
+        None => Ok(Default::default()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| CatalogError::Invalid(format!("a tenant's limits cannot be read ({e}): {text}"))),
+    }
 }
 
 /// A pool of connections to the control database.
@@ -95,7 +106,7 @@ impl Catalog {
             .prepare_cached(concat!(
                 "SELECT l.verifier, l.access, l.enabled, t.id::text, t.slug, t.status = 'active', ",
                 visible_field!(),
-                ", t.isolation, t.upstream, l.service \
+                ", t.isolation, t.upstream, l.service, t.limits::text \
                    FROM pgtenant.logins l LEFT JOIN pgtenant.tenants t ON t.id = l.tenant_id \
                   WHERE l.username = $1"
             ))
@@ -134,6 +145,7 @@ impl Catalog {
             upstream,
             token: None,
             service,
+            limits: parse_limits(row.get(10))?,
         }))
     }
 
@@ -150,12 +162,12 @@ impl Catalog {
         const BY_ID: &str = concat!(
             "SELECT t.id::text, t.slug, t.status = 'active', ",
             visible_field!(),
-            ", t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.id = $1::text::uuid"
+            ", t.isolation, t.upstream, t.limits::text FROM pgtenant.tenants t WHERE t.id = $1::text::uuid"
         );
         const BY_SLUG: &str = concat!(
             "SELECT t.id::text, t.slug, t.status = 'active', ",
             visible_field!(),
-            ", t.isolation, t.upstream FROM pgtenant.tenants t WHERE t.slug = $1"
+            ", t.isolation, t.upstream, t.limits::text FROM pgtenant.tenants t WHERE t.slug = $1"
         );
         let statement = client.prepare_cached(if super::validate::is_uuid(tenant) { BY_ID } else { BY_SLUG }).await?;
         let Some(row) = client.query_opt(&statement, &[&tenant]).await? else {
@@ -174,6 +186,7 @@ impl Catalog {
             upstream: row.get(5),
             token: Some(token),
             service: false,
+            limits: parse_limits(row.get(6))?,
         }))
     }
 

@@ -70,6 +70,9 @@ pub struct Tenant {
     /// The newest tenant migration applied (schema and database tenants).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migration_version: Option<i32>,
+    /// Limits set through the admin API; they win over the config file's
+    /// `[tenants.<slug>]`, which win over `[pool]`.
+    pub limits: crate::config::TenantOverrides,
     /// RFC 3339, UTC.
     #[schema(example = "2025-01-01T12:00:00.000000Z")]
     pub created_at: String,
@@ -101,13 +104,65 @@ pub(crate) struct TenantChanges {
     pub status: Option<TenantStatus>,
     /// A new placement (only while the tenant is suspended).
     pub upstream: Option<String>,
+    /// Limits to set (`Some`) or clear (`None`), by key; others stay.
+    pub limits: Option<LimitsChange>,
+}
+
+/// A change to a tenant's limits: `Some(value)` sets a key, `None` clears it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LimitsChange {
+    pub pool_mode: Option<Option<crate::config::PoolMode>>,
+    pub statement_timeout_ms: Option<Option<u64>>,
+    pub max_server_connections: Option<Option<usize>>,
+    pub max_client_connections: Option<Option<usize>>,
+}
+
+/// Largest statement timeout the API accepts, as PostgreSQL's own (ms).
+const MAX_TIMEOUT_MS: u64 = i32::MAX as u64;
+/// Largest connection count the API accepts.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+impl LimitsChange {
+    /// The keys to set (a JSON object) and the keys to clear.
+    fn split(&self) -> Result<(serde_json::Value, Vec<String>), Invalid> {
+        let mut set = serde_json::Map::new();
+        let mut clear = Vec::new();
+        let mut put = |key: &str, value: Option<serde_json::Value>| match value {
+            Some(value) => {
+                set.insert(key.to_owned(), value);
+            }
+            None => clear.push(key.to_owned()),
+        };
+        if let Some(mode) = &self.pool_mode {
+            put("pool_mode", mode.map(|m| serde_json::json!(m)));
+        }
+        if let Some(timeout) = self.statement_timeout_ms {
+            if timeout.is_some_and(|t| t > MAX_TIMEOUT_MS) {
+                return Err(Invalid::new("limits.statement_timeout_ms", format!("is at most {MAX_TIMEOUT_MS}")));
+            }
+            put("statement_timeout_ms", timeout.map(|t| serde_json::json!(t)));
+        }
+        for (key, field, value) in [
+            ("max_server_connections", "limits.max_server_connections", self.max_server_connections),
+            ("max_client_connections", "limits.max_client_connections", self.max_client_connections),
+        ] {
+            if let Some(value) = value {
+                if value.is_some_and(|n| n > MAX_CONNECTIONS) {
+                    return Err(Invalid::new(field, format!("is at most {MAX_CONNECTIONS}")));
+                }
+                put(key, value.map(|n| serde_json::json!(n)));
+            }
+        }
+        Ok((serde_json::Value::Object(set), clear))
+    }
 }
 
 const COLUMNS: &str = concat!(
     "id::text, slug, name, parent_id::text, status, isolation, upstream, migration_version, ",
     rfc3339!("created_at"),
     ", ",
-    rfc3339!("updated_at")
+    rfc3339!("updated_at"),
+    ", limits::text"
 );
 
 fn tenant_from_row(row: &Row) -> Tenant {
@@ -123,6 +178,8 @@ fn tenant_from_row(row: &Row) -> Tenant {
         migration_version: row.get(7),
         created_at: row.get(8),
         updated_at: row.get(9),
+        // The column's CHECK (sql/0012) admits only what this reads.
+        limits: serde_json::from_str(row.get(10)).unwrap_or_default(),
     }
 }
 
@@ -268,13 +325,20 @@ impl Catalog {
             Some(None) => Some(None),
             None => None,
         };
+        let (set_limits, clear_limits) = match &changes.limits {
+            Some(limits) => limits.split()?,
+            None => (serde_json::json!({}), Vec::new()),
+        };
         let client = self.client().await?;
+        // Limits change key by key in the statement itself, so two changes
+        // to different keys at once both stay.
         let sql = format!(
             "UPDATE pgtenant.tenants \
                 SET name = coalesce($2, name), \
                     parent_id = CASE WHEN $3 THEN $4::text::uuid ELSE parent_id END, \
                     status = coalesce($5, status), \
-                    upstream = coalesce($6, upstream) \
+                    upstream = coalesce($6, upstream), \
+                    limits = (limits || $7::text::jsonb) - $8::text[] \
               WHERE id = $1::text::uuid RETURNING {COLUMNS}"
         );
         let row = client
@@ -287,6 +351,8 @@ impl Catalog {
                     &new_parent.flatten(),
                     &changes.status.map(TenantStatus::as_str),
                     &changes.upstream,
+                    &set_limits.to_string(),
+                    &clear_limits,
                 ],
             )
             .await

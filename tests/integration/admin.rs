@@ -105,7 +105,7 @@ async fn tenants_are_created_read_changed_and_deleted() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["created_at", "id", "isolation", "name", "parent_id", "slug", "status", "updated_at", "upstream"]
+        ["created_at", "id", "isolation", "limits", "name", "parent_id", "slug", "status", "updated_at", "upstream"]
     );
     assert_eq!(acme["upstream"], "default");
     assert_eq!(acme["slug"], "acme");
@@ -597,6 +597,7 @@ async fn metrics_and_openapi_describe_the_process_and_the_api() {
         ("/v1/tenants/{tenant}", &["get", "patch", "delete"]),
         ("/v1/tenants/{tenant}/logins", &["get", "post"]),
         ("/v1/logins/{username}", &["get", "patch", "delete"]),
+        ("/v1/tenants/{tenant}/stats", &["get"]),
         ("/v1/sessions", &["get"]),
         ("/v1/sessions/{id}", &["delete"]),
         ("/v1/pools", &["get"]),
@@ -619,9 +620,18 @@ async fn metrics_and_openapi_describe_the_process_and_the_api() {
             ["$ref"],
         "#/components/schemas/Problem"
     );
-    for schema in
-        ["Tenant", "Login", "Problem", "CreateTenant", "UpdateTenant", "CreateLogin", "UpdateLogin", "Session", "Pool"]
-    {
+    for schema in [
+        "Tenant",
+        "TenantFigures",
+        "Login",
+        "Problem",
+        "CreateTenant",
+        "UpdateTenant",
+        "CreateLogin",
+        "UpdateLogin",
+        "Session",
+        "Pool",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
     }
     assert!(doc["components"]["schemas"]["Login"]["properties"]["password"].is_null());
@@ -779,7 +789,8 @@ async fn every_reply_names_its_request_id() {
     let addr = env.server.admin_addr;
     let bearer = format!("Bearer {}", env.config.admin.token);
     let reply =
-        request(addr, "GET", "/v1/tenants", &[("Authorization", &bearer), ("X-Request-Id", "lb-7f3a.42:9_x")], b"").await;
+        request(addr, "GET", "/v1/tenants", &[("Authorization", &bearer), ("X-Request-Id", "lb-7f3a.42:9_x")], b"")
+            .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-request-id"), Some("lb-7f3a.42:9_x"));
 

@@ -20,6 +20,7 @@ mod relay;
 mod security;
 mod service_logins;
 mod tenancy;
+mod tenant_stats;
 mod tls;
 mod tokens;
 mod transparency;

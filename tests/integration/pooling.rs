@@ -246,7 +246,7 @@ fn overrides(
     statement_timeout_ms: Option<u64>,
     max_server_connections: Option<usize>,
 ) -> TenantOverrides {
-    TenantOverrides { pool_mode, statement_timeout_ms, max_server_connections }
+    TenantOverrides { pool_mode, statement_timeout_ms, max_server_connections, max_client_connections: None }
 }
 
 #[tokio::test]
@@ -399,4 +399,82 @@ async fn a_dropped_server_session_counts_as_closed() {
     assert_eq!(figures.created, 1, "{figures:?}");
     assert_eq!(figures.closed, 1, "{figures:?}");
     assert_eq!(figures.active + figures.idle, 0, "{figures:?}");
+}
+
+/// Limits set through the admin API (sql/0012) apply to the tenant's next
+/// sessions at once, key by key over the config file's.
+#[tokio::test]
+async fn limits_set_through_the_admin_api_apply_to_the_next_sessions() {
+    use serde_json::json;
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 3;
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.checkout_timeout_secs = 1;
+        c.tenants.insert("hsbc-hk".into(), overrides(None, Some(60_000), None));
+    })
+    .await;
+    let admin = crate::common::http::Admin::new(env.server.admin_addr, &env.config.admin.token);
+    let reply = admin
+        .patch("/v1/tenants/hsbc-hk", &json!({"limits": {"max_client_connections": 1, "statement_timeout_ms": 200}}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["limits"], json!({"statement_timeout_ms": 200, "max_client_connections": 1}));
+    assert_eq!(admin.get("/v1/tenants/hsbc-hk").await.json()["limits"], reply.json()["limits"]);
+
+    // One client session at a time for hsbc-hk; others are not limited.
+    let hk = env.connect("hk_teller").await;
+    let err = env.refused("hk_teller", PASSWORD).await;
+    assert_eq!(sqlstate(&err), "53300");
+    assert_eq!(message(&err), "too many connections for tenant \"hsbc-hk\"");
+    let (_b1, _b2) = (env.connect("barclays_ops").await, env.connect("barclays_ops").await);
+    // The API's 200 ms, not the file's 60 s.
+    let err = hk.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57014");
+    assert!(message(&err).contains("200 ms"), "{}", message(&err));
+    drop(hk);
+
+    // Cleared key by key: the file's timeout applies again; the cap stays.
+    let reply = admin.patch("/v1/tenants/hsbc-hk", &json!({"limits": {"statement_timeout_ms": null}})).await;
+    assert_eq!(reply.json()["limits"], json!({"max_client_connections": 1}), "{}", reply.text());
+    let hk = std::cell::RefCell::new(None);
+    eventually("hsbc-hk's first session to end and free its place", || async {
+        *hk.borrow_mut() = env.try_connect("hk_teller", PASSWORD).await.ok();
+        hk.borrow().is_some()
+    })
+    .await;
+    let hk = hk.into_inner().expect("connected");
+    hk.simple_query("SELECT pg_sleep(0.5)").await.expect("the file's 60 s apply again");
+
+    // A server-connection cap and a pool mode for barclays, set live.
+    let reply = admin
+        .patch("/v1/tenants/barclays", &json!({"limits": {"max_server_connections": 1, "pool_mode": "session"}}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let barclays = env.connect("barclays_ops").await;
+    barclays.batch_execute("PREPARE mine AS SELECT 1; EXECUTE mine").await.expect("session mode keeps statements");
+    let err = env.refused("barclays_ops", PASSWORD).await;
+    assert_eq!(sqlstate(&err), "53300", "its one server session is held by its session-mode client");
+
+    // Bad limits are 422 and change nothing.
+    for bad in [
+        json!({"limits": {"pool_mode": "statement"}}),
+        json!({"limits": {"statement_timeout_ms": -1}}),
+        json!({"limits": {"statement_timeout_ms": 9_999_999_999u64}}),
+        json!({"limits": {"max_client_connections": "ten"}}),
+        json!({"limits": {"max_client_connections": 2_000_000}}),
+        json!({"limits": {"max_sessions": 3}}),
+        json!({"limits": [1]}),
+    ] {
+        let reply = admin.patch("/v1/tenants/hsbc-hk", &bad).await;
+        assert_eq!(reply.status, 422, "{bad}: {}", reply.text());
+    }
+    assert_eq!(admin.get("/v1/tenants/hsbc-hk").await.json()["limits"], json!({"max_client_connections": 1}));
+    // Written by hand, a malformed value is refused by the catalog itself.
+    let err = env
+        .superuser()
+        .await
+        .batch_execute("UPDATE pgtenant.tenants SET limits = '{\"pool_mode\": \"x\"}' WHERE slug = 'hsbc'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23514");
 }
