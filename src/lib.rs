@@ -9,6 +9,7 @@ pub(crate) mod cancel;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub(crate) mod fleet;
 pub mod frontend;
 pub mod guard;
 pub mod hex;

@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 10, name: "tenant_notify", sql: include_str!("../sql/0010_tenant_notify.sql") },
     Migration { version: 11, name: "native_descendants", sql: include_str!("../sql/0011_native_descendants.sql") },
     Migration { version: 12, name: "tenant_limits", sql: include_str!("../sql/0012_tenant_limits.sql") },
+    Migration { version: 13, name: "proxy_processes", sql: include_str!("../sql/0013_proxy_processes.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.

@@ -69,6 +69,13 @@ impl Server {
             }
             _ => None,
         };
+        let cancel_listener = TcpListener::bind(config.proxy.cancel_listen)
+            .await
+            .with_context(|| format!("cannot listen on proxy.cancel_listen {}", config.proxy.cancel_listen))?;
+        let fleet = crate::fleet::Fleet::join(catalog.clone(), crate::fleet::advertised(cancel_listener.local_addr()?))
+            .await
+            .context("cannot register this process in pgtenant.proxy_processes")?;
+        let fleet = Arc::new(fleet);
         let tokens =
             crate::tokens::TokenVerifier::from_config(&config.jwt).map_err(|e| anyhow::anyhow!("{e}"))?.map(Arc::new);
         if let Some(tokens) = &tokens {
@@ -101,6 +108,7 @@ impl Server {
             marker_prefix: format!("pgtenant_refused_{:016x}_", rand::random::<u64>()),
             statement_secret: rand::random(),
             tenant_stats: crate::tenant_stats::TenantStats::new(config.metrics.tenant_labels),
+            fleet: Arc::clone(&fleet),
             notifiers: Default::default(),
             hierarchy: Default::default(),
         });
@@ -115,20 +123,22 @@ impl Server {
         let admin_addr = admin.local_addr()?;
 
         let (shutdown, watcher) = crate::shutdown::channel();
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(reap_pools(Arc::clone(&state), watcher.clone())));
-        tasks.push(tokio::spawn(listener::run(
-            proxy,
-            Arc::clone(&state),
-            config.proxy.max_client_connections,
-            watcher.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::tenancy::events::run(
-            config.control.url.clone(),
-            Arc::clone(&state.sessions),
-            state.hierarchy.clone(),
-            watcher.clone(),
-        )));
+        let mut tasks = vec![
+            tokio::spawn(reap_pools(Arc::clone(&state), watcher.clone())),
+            tokio::spawn(listener::run(
+                proxy,
+                Arc::clone(&state),
+                config.proxy.max_client_connections,
+                watcher.clone(),
+            )),
+            tokio::spawn(crate::fleet::run(cancel_listener, fleet, Arc::clone(&state.cancels), watcher.clone())),
+            tokio::spawn(crate::tenancy::events::run(
+                config.control.url.clone(),
+                Arc::clone(&state.sessions),
+                state.hierarchy.clone(),
+                watcher.clone(),
+            )),
+        ];
         let router = crate::admin::router(Arc::clone(&state), &config.admin.token);
         let mut admin_watcher = watcher.clone();
         tasks.push(tokio::spawn(async move {

@@ -131,6 +131,10 @@ pub struct ProxyConfig {
     /// their clear messages and the compatibility setting loses its protection.
     #[serde(deserialize_with = "from_str_or_native")]
     pub statement_guard: bool,
+    /// Where this process takes cancel requests other pgtenant processes on
+    /// the same catalog pass on (sql/0013); it must be reachable from them.
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub cancel_listen: SocketAddr,
 }
 
 impl Default for ProxyConfig {
@@ -143,6 +147,7 @@ impl Default for ProxyConfig {
             max_message_bytes: 64 * 1024 * 1024,
             startup_timeout_secs: 15,
             statement_guard: true,
+            cancel_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }

@@ -175,7 +175,8 @@ fn gone() -> ClientError {
 async fn forward_cancel(state: &ProxyState, key: CancelKey) {
     // As in PostgreSQL, the requester learns nothing about whether the key matched.
     let Some(target) = state.cancels.lookup(key) else {
-        tracing::info!("cancel request with an unknown key ignored");
+        // Perhaps another pgtenant process on this catalog holds the session.
+        state.fleet.pass_on(key).await;
         return;
     };
     if let Err(e) = upstream::connect::send_cancel(&target).await {

@@ -50,6 +50,8 @@ pub struct ProxyState {
     pub decoy_secret: [u8; 32],
     /// Which client sent NOTIFY through which server backend.
     pub(crate) notifiers: Arc<crate::notifiers::Notifiers>,
+    /// The other pgtenant processes on this catalog, for cancels.
+    pub(crate) fleet: Arc<crate::fleet::Fleet>,
     /// Per-tenant figures for /metrics and the admin API.
     pub(crate) tenant_stats: crate::tenant_stats::TenantStats,
     /// Key of server-side statement names (transaction pooling), random per

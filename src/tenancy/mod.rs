@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod context;
 pub(crate) mod events;
 pub(crate) mod logins;
+pub(crate) mod processes;
 pub(crate) mod provision;
 pub(crate) mod store;
 pub mod tenants;

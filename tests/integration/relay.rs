@@ -249,3 +249,68 @@ async fn a_large_error_message_reaches_the_client_and_the_session_goes_on() {
         assert_eq!(value(&hk, "SELECT pgtenant.current_tenant()::text").await, HSBC_HK);
     }
 }
+
+/// Sends one CancelRequest to `addr` and waits until it closes the socket
+/// (a pgtenant process does once the request went wherever it goes).
+async fn send_cancel_request(addr: std::net::SocketAddr, (pid, secret): (i32, i32)) {
+    let mut packet = Vec::new();
+    for field in [16i32, 80_877_102, pid, secret] {
+        packet.extend_from_slice(&field.to_be_bytes());
+    }
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut socket, &packet).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await.unwrap();
+    assert!(rest.is_empty(), "a cancel request gets no reply");
+}
+
+/// Two pgtenant processes on one catalog, as behind a load balancer: a
+/// cancel for a session of one that lands on the other still cancels it;
+/// forged keys cancel nothing through either; a stopped process leaves.
+#[tokio::test]
+async fn a_cancel_landing_on_another_process_of_the_fleet_reaches_its_session() {
+    let env = TestEnv::start().await;
+    let second = pgtenant::server::Server::start(&env.config).await.expect("a second process");
+    let direct = env.superuser().await;
+    let processes = "SELECT count(*)::text FROM pgtenant.proxy_processes";
+    assert_eq!(value(&direct, processes).await, "2", "both processes registered");
+
+    let mut victim =
+        crate::common::raw::login(second.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    // The superuser holds a row lock the victim's query waits for.
+    direct.batch_execute("BEGIN; SELECT * FROM accounts WHERE id = 3 FOR UPDATE").await.unwrap();
+    victim
+        .send(&{
+            let mut out = bytes::BytesMut::new();
+            postgres_protocol::message::frontend::query("UPDATE accounts SET balance = balance WHERE id = 3", &mut out)
+                .unwrap();
+            out
+        })
+        .await;
+    let waiting = || async {
+        env.superuser()
+            .await
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    eventually("the victim to wait on the lock", || async { waiting().await == 1 }).await;
+
+    let (pid, secret) = victim.key;
+    for forged in [(pid, secret.wrapping_add(1)), (pid, !secret), (pid.wrapping_add(1), secret)] {
+        send_cancel_request(env.server.proxy_addr, forged).await;
+        send_cancel_request(second.proxy_addr, forged).await;
+    }
+    assert_eq!(waiting().await, 1, "forged keys cancelled nothing");
+
+    // The genuine key, sent to the process that does not hold the session.
+    send_cancel_request(env.server.proxy_addr, victim.key).await;
+    let replies = victim.until_ready().await;
+    let error = replies.iter().find(|m| m.tag == b'E').expect("the victim's query was cancelled");
+    assert_eq!(error.code().as_deref(), Some("57014"));
+    direct.batch_execute("COMMIT").await.unwrap();
+
+    second.stop(std::time::Duration::from_secs(1)).await;
+    assert_eq!(value(&direct, processes).await, "1", "a stopped process leaves the list");
+}
