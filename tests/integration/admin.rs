@@ -581,7 +581,7 @@ async fn metrics_and_openapi_describe_the_process_and_the_api() {
     }
     let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len(), "operationIds repeat: {ids:?}");
-    // And a real validator accepts the document (openapi-spec-validator, installed by .ci/run).
+    // And a real validator accepts the document (openapi-spec-validator, installed by scripts/test).
     let mut validator = std::process::Command::new("python3")
         .args(["-c", "import json, sys; from openapi_spec_validator import validate; validate(json.load(sys.stdin))"])
         .stdin(std::process::Stdio::piped())

@@ -1,5 +1,5 @@
 //! The shipped example config parses and names every key the code knows;
-//! the Docker build installs what `.ci/run` installs to build.
+//! the Docker build installs what `scripts/lib/install.sh` installs to build.
 
 #[test]
 fn example_config_is_valid() {
@@ -27,10 +27,10 @@ fn docker_stage_packages(dockerfile: &str, stage: &str) -> Vec<String> {
 #[test]
 fn the_docker_build_installs_what_ci_installs_to_build() {
     let dockerfile = include_str!("../../docker/Dockerfile");
-    let ci = include_str!("../../.ci/run");
+    let ci = include_str!("../../scripts/lib/install.sh");
     let build = docker_stage_packages(dockerfile, "build");
     assert!(build.contains(&"libclang-dev".to_owned()), "pg_query needs libclang: {build:?}");
     for package in &build {
-        assert!(ci.contains(&format!("missing+=({package})")), ".ci/run does not install {package}");
+        assert!(ci.contains(&format!("missing+=({package})")), "scripts/lib/install.sh does not install {package}");
     }
 }
