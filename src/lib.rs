@@ -4,6 +4,7 @@
 
 pub(crate) mod access;
 pub(crate) mod admin;
+pub(crate) mod audit;
 pub(crate) mod blocking;
 pub(crate) mod cancel;
 pub mod config;

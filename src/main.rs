@@ -30,6 +30,9 @@ enum Command {
         /// When a server connection goes back to the pool: session or transaction
         #[arg(long, default_value = "session")]
         pool_mode: pgtenant::config::PoolMode,
+        /// Write the audit log (one JSON line per statement) to this file, or - for stdout
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
     },
     /// Install or upgrade the pgtenant schema and grants (idempotent)
     Migrate {
@@ -85,8 +88,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match (cli.command, config) {
-            (Command::Dev { port, admin_port, data_dir, pool_mode }, _) => {
-                pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir, pool_mode }).await
+            (Command::Dev { port, admin_port, data_dir, pool_mode, audit_log }, _) => {
+                pgtenant::dev::run(pgtenant::dev::DevOptions { port, admin_port, data_dir, pool_mode, audit_log }).await
             }
             (Command::Migrate { tenants, jobs, .. }, Some(config)) => {
                 migrate(&config).await?;

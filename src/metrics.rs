@@ -50,6 +50,7 @@ fn describe() {
     metrics::describe_gauge!(SESSIONS_OPEN, "Sessions open now, by access level");
     metrics::describe_counter!(ADMIN_REQUESTS, "Admin API requests, by method and status");
     metrics::describe_counter!(GUARD_REFUSALS, "Client statements refused by the statement guard, by SQLSTATE");
+    metrics::describe_counter!(crate::audit::AUDIT_DROPPED, "Audit log lines dropped because the writer fell behind");
 }
 
 /// Counts one open client connection until dropped.

@@ -109,6 +109,7 @@ impl Server {
             statement_secret: rand::random(),
             tenant_stats: crate::tenant_stats::TenantStats::new(config.metrics.tenant_labels),
             fleet: Arc::clone(&fleet),
+            audit: crate::audit::AuditLog::start(&config.audit).context("cannot open audit.path")?,
             notifiers: Default::default(),
             hierarchy: Default::default(),
         });
@@ -159,6 +160,9 @@ impl Server {
     /// Every other key needs a restart.
     pub fn reload(&self, config: Config) {
         let tenants = config.tenants.len();
+        if let Some(audit) = &self.state.audit {
+            audit.reopen();
+        }
         let mut limits = self.state.limits.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         *limits = Arc::new(config);
         tracing::info!(

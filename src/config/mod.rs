@@ -23,6 +23,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Per-tenant overrides, keyed by tenant slug (`[tenants.<slug>]`).
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, TenantOverrides>,
@@ -294,6 +296,44 @@ pub struct TlsConfig {
     pub cleartext_password: bool,
 }
 
+/// `[audit]`: the audit log (src/audit.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// A file (appended to, reopened on SIGHUP), or `-` (the default) for stdout.
+    pub path: Option<std::path::PathBuf>,
+    /// A line per request that runs statements, or per transaction.
+    pub level: AuditLevel,
+    /// Literals in statements become `$n` (by PostgreSQL's parser).
+    pub redact_literals: bool,
+    /// The share of lines written, 0 to 1.
+    pub sample_rate: f64,
+    /// The same per tenant slug.
+    pub tenant_sample_rates: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: false,
+            path: None,
+            level: AuditLevel::Statement,
+            redact_literals: true,
+            sample_rate: 1.0,
+            tenant_sample_rates: Default::default(),
+        }
+    }
+}
+
+/// What one audit line covers (`audit.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditLevel {
+    Statement,
+    Transaction,
+}
+
 /// `[metrics]`: what `/metrics` exposes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -485,6 +525,15 @@ impl Config {
             }
         }
         self.jwt.validate()?;
+        let rate_ok = |rate: f64| (0.0..=1.0).contains(&rate);
+        if !rate_ok(self.audit.sample_rate) {
+            return Err(ConfigError::new("audit.sample_rate", "must be between 0 and 1"));
+        }
+        for (slug, rate) in &self.audit.tenant_sample_rates {
+            if !rate_ok(*rate) {
+                return Err(ConfigError::new(format!("audit.tenant_sample_rates.{slug}"), "must be between 0 and 1"));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         Ok(())

@@ -77,6 +77,8 @@ pub struct DevOptions {
     pub data_dir: Option<PathBuf>,
     /// session (the default) or transaction pooling.
     pub pool_mode: crate::config::PoolMode,
+    /// Write the audit log here (`-`: stdout).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Creates the roles and `database` (owned by the catalog owner) on a fresh
@@ -134,6 +136,7 @@ pub fn config_for(cluster: &Cluster, database: &str) -> anyhow::Result<Config> {
         tls: TlsConfig::default(),
         log: LogConfig::default(),
         metrics: Default::default(),
+        audit: Default::default(),
         tenants: Default::default(),
         upstreams: Default::default(),
         provisioning: Default::default(),
@@ -224,6 +227,10 @@ async fn serve_demo(cluster: &Cluster, options: &DevOptions) -> anyhow::Result<(
     config.proxy.listen = ([127, 0, 0, 1], options.port).into();
     config.admin.listen = ([127, 0, 0, 1], options.admin_port).into();
     config.pool.mode = options.pool_mode;
+    if let Some(path) = &options.audit_log {
+        config.audit.enabled = true;
+        config.audit.path = Some(path.clone());
+    }
     migrate::load_demo(&config.control.url).await?;
     // Beside the cluster, not in it: the cluster's directory belongs to its own user.
     let migrations =

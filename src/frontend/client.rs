@@ -246,12 +246,24 @@ async fn run_session(
         .as_ref()
         .filter(|_| state.tokens.as_ref().is_some_and(|t| t.config().on_expiry == OnExpiry::End))
         .map(|t| t.expires_at);
+    let audit_trail = state.audit.as_ref().map(|log| {
+        log.trail(crate::audit::SessionFacts {
+            session: key.process_id,
+            login: login.username.clone(),
+            tenant: if login.service { String::new() } else { login.tenant_slug.clone() },
+            client_addr: peer,
+            application_name: startup.param("application_name").unwrap_or_default().to_owned(),
+        })
+    });
     // Nothing of the handshake is kept for the life of the session.
     drop((startup, login));
     let attached = Attached { lease, prefix: BytesMut::new(), exchanges: Vec::new() };
     let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
     relay.set_statement_timeout(statement_timeout);
     relay.count_for(stats);
+    if let Some(trail) = audit_trail {
+        relay.audit_with(trail);
+    }
     if let Some(assumer) = assumer {
         relay.allow_assume(assumer);
     }

@@ -179,6 +179,11 @@ impl Relay<ClientStream> {
         self.core.stats = stats;
     }
 
+    /// Tells the audit log what the session runs.
+    pub(crate) fn audit_with(&mut self, trail: crate::audit::AuditTrail) {
+        self.core.audit = Some(trail);
+    }
+
     /// Cancels a request that keeps the server busy longer than `limit`.
     pub(crate) fn set_statement_timeout(&mut self, limit: Option<std::time::Duration>) {
         self.timer = RequestTimer::new(limit);

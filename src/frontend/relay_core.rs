@@ -16,6 +16,7 @@ use super::attach::OwnExchange;
 use super::failures;
 use super::policy::{ClientPolicy, FrameStep};
 use super::statements::{Edit, ServerStatements};
+use crate::audit::AuditTrail;
 use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend::write_message;
 use crate::protocol::frame::{peek_header, FrameError};
@@ -223,6 +224,8 @@ pub struct RelayCore {
     error_in_batch: bool,
     /// The tenant's counters (none for a service login's session).
     pub(crate) stats: Option<TenantSession>,
+    /// What the session tells the audit log, when there is one.
+    pub(crate) audit: Option<AuditTrail>,
     /// When the client's current transaction began (its first message since
     /// the server was last idle), while counting.
     transaction_began: Option<Instant>,
@@ -256,6 +259,7 @@ impl RelayCore {
             verification: None,
             error_in_batch: false,
             stats: None,
+            audit: None,
             transaction_began: None,
         }
     }
@@ -381,6 +385,9 @@ impl RelayCore {
                 }
                 let frame = self.client_in.split_to(header.frame_len);
                 self.count_client_message(header.tag, header.frame_len);
+                if let Some(audit) = &mut self.audit {
+                    audit.client_message(header.tag, &frame);
+                }
                 if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server, side.statements()) {
                     return Err(self.fatal(error));
                 }
@@ -400,6 +407,15 @@ impl RelayCore {
                     side.pin();
                 }
                 continue;
+            }
+            if let Some(audit) = &mut self.audit {
+                if matches!(header.tag, client::BIND | client::EXECUTE) {
+                    // The audit log needs the names in it: the frame is read whole.
+                    if self.client_in.len() < header.frame_len {
+                        return Ok(());
+                    }
+                    audit.client_message(header.tag, &self.client_in[..header.frame_len]);
+                }
             }
             self.policy.streamed(header.tag);
             self.count_client_message(header.tag, header.frame_len);
@@ -441,7 +457,9 @@ impl RelayCore {
                             || self.policy.reads_server_errors()
                             || side.awaits_cancellation()
                             || self.stats.is_some()
+                            || self.audit.is_some()
                     }
+                    server::COMMAND_COMPLETE => self.audit.is_some(),
                     _ => false,
                 };
             if whole && self.server_in.len() < header.frame_len {
@@ -483,6 +501,9 @@ impl RelayCore {
                     // it releases is queued for the server behind it.
                     self.count_sent(&self.server_in[..header.frame_len]);
                     self.count_client_ready(status);
+                    if let Some(audit) = &mut self.audit {
+                        audit.ready(status == TxnStatus::Idle);
+                    }
                     let released = self.policy.client_ready(status == TxnStatus::Failed);
                     let reverted = side.batch_ended(status, std::mem::take(&mut self.error_in_batch));
                     self.policy.hold_each_batch(side.transaction_scoped());
@@ -530,6 +551,9 @@ impl RelayCore {
                     if let Some(stats) = &self.stats {
                         stats.error(error.code.code());
                     }
+                    if let Some(audit) = &mut self.audit {
+                        audit.error(Some(error.code.code().to_owned()), false);
+                    }
                     error.encode(&mut self.to_client);
                     self.last_server_tag = server::ERROR_RESPONSE;
                     self.to_client_ends_ready = false;
@@ -538,6 +562,9 @@ impl RelayCore {
                 server::ERROR_RESPONSE if self.own_pending.is_empty() && self.policy.reads_server_errors() => {
                     if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
                         self.count_sent(&replacement);
+                        if let Some(audit) = &mut self.audit {
+                            audit.error(messages::error_code(&replacement), true);
+                        }
                         self.server_in.advance(header.frame_len);
                         self.to_client.extend_from_slice(&replacement);
                         self.last_server_tag = server::ERROR_RESPONSE;
@@ -597,6 +624,16 @@ impl RelayCore {
                 }
             }
             if !own {
+                if let Some(audit) = &mut self.audit {
+                    match header.tag {
+                        server::COMMAND_COMPLETE => audit.command_complete(&self.server_in[..header.frame_len]),
+                        server::EMPTY_QUERY_RESPONSE | server::PORTAL_SUSPENDED => audit.execute_answered(),
+                        server::ERROR_RESPONSE => {
+                            audit.error(messages::error_code(&self.server_in[..header.frame_len]), false)
+                        }
+                        _ => {}
+                    }
+                }
                 self.last_server_tag = header.tag;
                 self.to_client_ends_ready = header.tag == server::READY_FOR_QUERY;
             }

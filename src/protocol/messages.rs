@@ -36,6 +36,9 @@ pub(crate) mod server {
     pub(crate) const NOTIFICATION_RESPONSE: u8 = b'A';
     pub(crate) const PARSE_COMPLETE: u8 = b'1';
     pub(crate) const CLOSE_COMPLETE: u8 = b'3';
+    pub(crate) const COMMAND_COMPLETE: u8 = b'C';
+    pub(crate) const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub(crate) const PORTAL_SUSPENDED: u8 = b's';
     pub(crate) const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 }
 

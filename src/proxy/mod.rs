@@ -52,6 +52,8 @@ pub struct ProxyState {
     pub(crate) notifiers: Arc<crate::notifiers::Notifiers>,
     /// The other pgtenant processes on this catalog, for cancels.
     pub(crate) fleet: Arc<crate::fleet::Fleet>,
+    /// The audit log, when `[audit] enabled`.
+    pub(crate) audit: Option<Arc<crate::audit::AuditLog>>,
     /// Per-tenant figures for /metrics and the admin API.
     pub(crate) tenant_stats: crate::tenant_stats::TenantStats,
     /// Key of server-side statement names (transaction pooling), random per

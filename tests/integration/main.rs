@@ -4,6 +4,7 @@ mod common;
 
 mod admin;
 mod assume;
+mod audit;
 mod auth;
 mod cli;
 mod config_example;
