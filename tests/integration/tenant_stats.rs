@@ -74,8 +74,10 @@ async fn a_tenants_statements_errors_and_transactions_are_counted_as_its_own() {
         assert_eq!(count(&after, "sessions_started"), 1);
         assert_eq!(after["slug"], "hsbc-hk");
         if mode == PoolMode::Transaction {
-            // A server connection per transaction.
-            assert!(delta("server_checkouts") >= 6, "{mode:?}: {after}");
+            // A server connection per transaction (the first may still be the one the session started with).
+            assert!(delta("server_checkouts") >= 5, "{mode:?}: {after}");
+        } else {
+            assert_eq!(delta("server_checkouts"), 0, "session pooling keeps its first one: {after}");
         }
         assert!(after["transaction_seconds"].as_f64().is_some_and(|s| s > 0.0), "{after}");
         // Nothing of it is barclays'.
