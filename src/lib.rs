@@ -22,6 +22,7 @@ pub mod pg_client;
 pub mod protocol;
 pub(crate) mod proxy;
 pub mod quote;
+pub(crate) mod rfc3339;
 pub(crate) mod routing;
 pub mod server;
 pub mod service_manager;

@@ -76,6 +76,9 @@ impl Server {
             .await
             .context("cannot register this process in pgtenant.proxy_processes")?;
         let fleet = Arc::new(fleet);
+        let console_verifier = crate::blocking::scram_verifier(&config.admin.token)
+            .await
+            .context("cannot make the admin console's verifier")?;
         let tokens =
             crate::tokens::TokenVerifier::from_config(&config.jwt).map_err(|e| anyhow::anyhow!("{e}"))?.map(Arc::new);
         if let Some(tokens) = &tokens {
@@ -109,6 +112,7 @@ impl Server {
             statement_secret: rand::random(),
             tenant_stats: crate::tenant_stats::TenantStats::new(config.metrics.tenant_labels),
             fleet: Arc::clone(&fleet),
+            console_verifier,
             audit: crate::audit::AuditLog::start(&config.audit).context("cannot open audit.path")?,
             notifiers: Default::default(),
             hierarchy: Default::default(),

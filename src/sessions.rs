@@ -28,6 +28,16 @@ pub(crate) enum SessionState {
 }
 
 impl SessionState {
+    /// As `/v1/sessions` spells it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Idle => "idle",
+            SessionState::Active => "active",
+            SessionState::IdleInTransaction => "idle_in_transaction",
+            SessionState::IdleInFailedTransaction => "idle_in_failed_transaction",
+        }
+    }
+
     fn from_u8(v: u8) -> SessionState {
         match v {
             1 => SessionState::Active,

@@ -197,6 +197,13 @@ impl TenantStats {
         figures
     }
 
+    /// Every tenant's figures on this process, by slug.
+    pub(crate) fn all(&self) -> Vec<TenantFigures> {
+        let mut all: Vec<TenantFigures> = lock(&self.inner).tenants.values().map(|c| c.snapshot()).collect();
+        all.sort_by(|a, b| a.slug.cmp(&b.slug));
+        all
+    }
+
     /// The Prometheus text of every tenant's figures.
     pub(crate) fn render(&self) -> String {
         let (labelled, other) = self.labelled_figures();

@@ -205,6 +205,15 @@ pub enum PoolMode {
     Transaction,
 }
 
+impl PoolMode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
 impl std::str::FromStr for PoolMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

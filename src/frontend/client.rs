@@ -192,6 +192,14 @@ async fn run_session(
     state: &ProxyState,
     deadline: Instant,
 ) -> Result<(), ClientError> {
+    if super::admin_console::is_console(startup.param("user").unwrap_or_default(), startup.param("database")) {
+        let result = Box::pin(super::admin_console::serve(&mut socket, &mut inbuf, state, peer, deadline)).await;
+        if let Err(error) = &result {
+            crate::metrics::connection_refused(error);
+            refuse(&mut socket, error).await;
+        }
+        return result;
+    }
     // Boxed: the handshake's state is freed once it is over, instead of
     // sizing every idle client's task for it.
     let result = Box::pin(establish(&mut socket, &mut inbuf, &startup, state, peer, deadline)).await;

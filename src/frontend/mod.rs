@@ -1,6 +1,7 @@
 //! The client side: accepting connections, startup and authentication, and
 //! the relay that carries a session.
 
+pub(crate) mod admin_console;
 pub(crate) mod assume;
 pub mod attach;
 pub mod auth;

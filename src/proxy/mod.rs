@@ -46,6 +46,8 @@ pub struct ProxyState {
     pub(crate) hierarchy: crate::tenancy::events::HierarchyVersion,
     /// Key that signs tenant contexts (from `pgtenant.context_key`).
     pub context_key: Vec<u8>,
+    /// The SCRAM-SHA-256 verifier of `admin.token`, the admin console's password.
+    pub(crate) console_verifier: String,
     /// Key for the decoy verifiers of unknown users; random per process.
     pub decoy_secret: [u8; 32],
     /// Which client sent NOTIFY through which server backend.

@@ -49,6 +49,9 @@ pub(crate) fn username(value: &str) -> Result<(), Invalid> {
             "must match [a-z0-9_][a-z0-9_.-]{0,62} (lower-case letters, digits, '_', '.', '-'; at most 63)",
         ));
     }
+    if value == "pgtenant" {
+        return Err(Invalid::new("username", "pgtenant is the admin console's user"));
+    }
     Ok(())
 }
 

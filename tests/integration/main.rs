@@ -3,6 +3,7 @@
 mod common;
 
 mod admin;
+mod admin_console;
 mod assume;
 mod audit;
 mod auth;

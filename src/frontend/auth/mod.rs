@@ -67,6 +67,35 @@ where
     Ok(login)
 }
 
+/// The admin console's login: SCRAM-SHA-256 against `admin.token` (its
+/// verifier made once per process), never the login catalog. Failures are
+/// throttled like any other login's.
+pub(crate) async fn authenticate_console<C>(
+    client: &mut C,
+    inbuf: &mut BytesMut,
+    state: &ProxyState,
+    binding: Option<&[u8; 32]>,
+    peer: IpAddr,
+) -> Result<(), ClientError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let verifier = Verifier::parse(&state.console_verifier)
+        .unwrap_or_else(|| Verifier::decoy(super::admin_console::CONSOLE_USER, &state.decoy_secret));
+    let mut out = BytesMut::with_capacity(256);
+    let proven = scram_exchange(client, inbuf, verifier, binding, &mut out).await?;
+    let Some(server_final) = proven else {
+        tokio::time::sleep(state.auth_throttle.failure(peer)).await;
+        return Err(ClientError::password_failed(super::admin_console::CONSOLE_USER));
+    };
+    state.auth_throttle.success(peer);
+    if let Some(server_final) = server_final {
+        backend::authentication_sasl_final(&mut out, server_final.as_bytes());
+    }
+    backend::authentication_ok(&mut out);
+    write(client, &mut out).await
+}
+
 /// A login with a token as its password (`jwt.username`): asked for in
 /// cleartext, so only over TLS, or over loopback when
 /// `jwt.allow_plaintext_loopback` is on. The tenant, access and subject come
