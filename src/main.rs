@@ -179,17 +179,20 @@ async fn serve(config: &Config, path: Option<&std::path::Path>) -> anyhow::Resul
     let stop = pgtenant::shutdown::stop_signal();
     tokio::pin!(stop);
     notify("READY=1\nSTATUS=serving");
+    // SIGHUP and the admin console's RELOAD: the per-tenant limits of the file, for new sessions.
+    let reload = |why: &str| {
+        notify(&reloading());
+        match Config::load(path) {
+            Ok(reloaded) => server.reload(reloaded),
+            Err(e) => tracing::error!(error = %e, "{why}: configuration not reloaded, the running one stays"),
+        }
+        notify("READY=1\nSTATUS=serving");
+    };
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = hangup.recv() => {
-                notify(&reloading());
-                match Config::load(path) {
-                    Ok(reloaded) => server.reload(reloaded),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded, the running one stays"),
-                }
-                notify("READY=1\nSTATUS=serving");
-            }
+            _ = server.reload_requested() => reload("RELOAD"),
+            _ = hangup.recv() => reload("SIGHUP"),
         }
     }
     tracing::info!("shutting down");

@@ -113,6 +113,8 @@ impl Server {
             tenant_stats: crate::tenant_stats::TenantStats::new(config.metrics.tenant_labels),
             fleet: Arc::clone(&fleet),
             console_verifier,
+            reload_requests: Default::default(),
+            reloadable: Default::default(),
             audit: crate::audit::AuditLog::start(&config.audit).context("cannot open audit.path")?,
             notifiers: Default::default(),
             hierarchy: Default::default(),
@@ -173,6 +175,13 @@ impl Server {
             tenants,
             "configuration reloaded: per-tenant limits apply to new sessions; other keys need a restart"
         );
+    }
+
+    /// Resolves when the admin console asks for a RELOAD; from the first
+    /// call on, RELOAD is accepted.
+    pub async fn reload_requested(&self) {
+        self.state.reloadable.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.state.reload_requests.notified().await;
     }
 
     pub async fn stop(self, drain: Duration) {

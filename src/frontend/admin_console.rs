@@ -1,7 +1,7 @@
 //! The admin console (SPEC §5), for people with PgBouncer habits:
 //! `psql -h … -p 6432 -d pgtenant -U pgtenant` with `admin.token` as the
 //! password. It answers SHOW POOLS / CLIENTS / SERVERS / STATS / TENANTS /
-//! CONFIG / VERSION / HELP and KILL_CLIENT <id> itself, over the simple query
+//! CONFIG / VERSION / HELP, KILL_CLIENT <id> and RELOAD itself, over the simple query
 //! protocol, and never reaches a PostgreSQL server. No tenant login can reach
 //! it: the console is chosen by user and database name before any login
 //! lookup, it authenticates against the admin token only, and the admin API
@@ -129,6 +129,16 @@ async fn run(text: &str, state: &ProxyState) -> Result<BytesMut, ClientError> {
             write_table(&mut out, &table);
             command_complete(&mut out, "SHOW");
         }
+        ["RELOAD"] => {
+            if !state.reloadable.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ClientError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "this process has no configuration file to reload (pgtenant dev)",
+                ));
+            }
+            state.reload_requests.notify_one();
+            command_complete(&mut out, "RELOAD");
+        }
         ["KILL_CLIENT", id] => {
             let id: i32 = id.parse().map_err(|_| unknown_client(id))?;
             let ended = state.sessions.terminate(
@@ -171,6 +181,7 @@ async fn show(what: &str, state: &ProxyState) -> Result<Table, ClientError> {
                 ("SHOW CONFIG", "the settings in effect (no secrets)"),
                 ("SHOW VERSION", "pgtenant's version"),
                 ("KILL_CLIENT <id>", "end a client session (57P01), as DELETE /v1/sessions/{id}"),
+                ("RELOAD", "re-read the configuration file, as SIGHUP (pgtenant serve)"),
             ]
             .iter()
             .map(|(c, s)| vec![c.to_string(), s.to_string()])

@@ -46,6 +46,11 @@ pub struct ProxyState {
     pub(crate) hierarchy: crate::tenancy::events::HierarchyVersion,
     /// Key that signs tenant contexts (from `pgtenant.context_key`).
     pub context_key: Vec<u8>,
+    /// The admin console's RELOAD: `serve` re-reads its configuration as on
+    /// SIGHUP when woken here (`Server::reload_requested`).
+    pub(crate) reload_requests: tokio::sync::Notify,
+    /// Someone listens on `reload_requests` (`serve`; not `pgtenant dev` or tests).
+    pub(crate) reloadable: std::sync::atomic::AtomicBool,
     /// The SCRAM-SHA-256 verifier of `admin.token`, the admin console's password.
     pub(crate) console_verifier: String,
     /// Key for the decoy verifiers of unknown users; random per process.

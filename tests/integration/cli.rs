@@ -301,3 +301,50 @@ fn tempfile_dir(purpose: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     dir
 }
+
+/// The admin console's RELOAD re-reads the configuration file of a running
+/// `serve`, as SIGHUP does: a tenant limit added to the file applies to new sessions.
+#[tokio::test]
+async fn the_console_reload_rereads_the_configuration_file() {
+    let env = TestEnv::start().await;
+    let dir = tempfile_dir("reload");
+    let file = dir.join("pgtenant.toml");
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let token = "0123456789abcdef0123";
+    let base = format!(
+        "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{token}\"\n\
+         [upstream]\nurl = \"{}\"\n[control]\nurl = \"{}\"\n",
+        env.cluster.url("pgtenant_app", &env.database),
+        env.cluster.url("pgtenant_owner", &env.database)
+    );
+    std::fs::write(&file, &base).unwrap();
+    let mut child = pgtenant(&["serve", "--config", file.to_str().unwrap()], &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pgtenant serve");
+    let console = format!("postgres://pgtenant:{token}@127.0.0.1:{proxy_port}/pgtenant");
+    let hk = format!("postgres://hk_teller:{PASSWORD}@127.0.0.1:{proxy_port}/{}", env.database);
+    eventually("serve to accept", || async { psql(&console, &["-c", "SHOW VERSION"]).await.0 }).await;
+    let (first, connection) = tokio_postgres::connect(&hk, tokio_postgres::NoTls).await.expect("hk_teller");
+    tokio::spawn(connection);
+    let (_second, connection) = tokio_postgres::connect(&hk, tokio_postgres::NoTls).await.expect("no limit yet");
+    tokio::spawn(connection);
+
+    std::fs::write(&file, format!("{base}[tenants.hsbc-hk]\nmax_client_connections = 2\n")).unwrap();
+    let (ok, out, err) = psql(&console, &["-c", "RELOAD"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "RELOAD");
+    eventually("the new limit to apply", || async {
+        match tokio_postgres::connect(&hk, tokio_postgres::NoTls).await {
+            Ok(_) => false,
+            Err(e) => e.code().is_some_and(|c| c.code() == "53300"),
+        }
+    })
+    .await;
+    first.simple_query("SELECT 1").await.expect("open sessions keep going");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
