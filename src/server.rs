@@ -114,6 +114,7 @@ impl Server {
             fleet: Arc::clone(&fleet),
             console_verifier,
             reload_requests: Default::default(),
+            pause: Default::default(),
             reloadable: Default::default(),
             audit: crate::audit::AuditLog::start(&config.audit).context("cannot open audit.path")?,
             notifiers: Default::default(),

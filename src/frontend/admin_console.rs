@@ -1,7 +1,7 @@
 //! The admin console (SPEC §5), for people with PgBouncer habits:
 //! `psql -h … -p 6432 -d pgtenant -U pgtenant` with `admin.token` as the
 //! password. It answers SHOW POOLS / CLIENTS / SERVERS / STATS / TENANTS /
-//! CONFIG / VERSION / HELP, KILL_CLIENT <id> and RELOAD itself, over the simple query
+//! CONFIG / VERSION / HELP, KILL_CLIENT <id>, RELOAD, PAUSE and RESUME itself, over the simple query
 //! protocol, and never reaches a PostgreSQL server. No tenant login can reach
 //! it: the console is chosen by user and database name before any login
 //! lookup, it authenticates against the admin token only, and the admin API
@@ -139,6 +139,27 @@ async fn run(text: &str, state: &ProxyState) -> Result<BytesMut, ClientError> {
             state.reload_requests.notify_one();
             command_complete(&mut out, "RELOAD");
         }
+        ["PAUSE"] | ["PAUSE", _] | ["RESUME"] | ["RESUME", _] => {
+            if let Some(database) = words.get(1) {
+                if !database.eq_ignore_ascii_case(&state.database) {
+                    return Err(ClientError::error(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("no database {:?} here; this process serves {:?}", truncate(database), state.database),
+                    ));
+                }
+            }
+            if words[0] == "PAUSE" {
+                state.pause.pause();
+                // As PgBouncer's: it returns once no server connection is in use.
+                while state.routes.pools().iter().any(|entry| entry.pool.figures().active > 0) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                command_complete(&mut out, "PAUSE");
+            } else {
+                state.pause.resume();
+                command_complete(&mut out, "RESUME");
+            }
+        }
         ["KILL_CLIENT", id] => {
             let id: i32 = id.parse().map_err(|_| unknown_client(id))?;
             let ended = state.sessions.terminate(
@@ -182,6 +203,8 @@ async fn show(what: &str, state: &ProxyState) -> Result<Table, ClientError> {
                 ("SHOW VERSION", "pgtenant's version"),
                 ("KILL_CLIENT <id>", "end a client session (57P01), as DELETE /v1/sessions/{id}"),
                 ("RELOAD", "re-read the configuration file, as SIGHUP (pgtenant serve)"),
+                ("PAUSE [db]", "hold every new checkout of a server connection; returns once none is in use"),
+                ("RESUME [db]", "let the held clients go on"),
             ]
             .iter()
             .map(|(c, s)| vec![c.to_string(), s.to_string()])
@@ -213,7 +236,7 @@ async fn show(what: &str, state: &ProxyState) -> Result<Table, ClientError> {
                     vec![
                         entry.pool.target().database.clone(),
                         entry.pool.target().user.clone(),
-                        f.waiting.to_string(),
+                        (f.waiting + state.pause.waiting()).to_string(),
                         f.active.to_string(),
                         f.idle.to_string(),
                         "0".to_owned(),

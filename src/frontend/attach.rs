@@ -50,6 +50,8 @@ pub(crate) struct Attachment {
     assumptions: Option<Assumptions>,
     /// The tenant tree's version as this process last published it.
     hierarchy: HierarchyVersion,
+    /// The admin console's PAUSE gate, which checkouts pass first.
+    pause: Option<std::sync::Arc<crate::proxy::pause::PauseGate>>,
 }
 
 /// What one of pgtenant's own exchanges (each ending with one
@@ -108,7 +110,13 @@ impl Attachment {
             tenant_cap,
             assumptions: None,
             hierarchy,
+            pause: None,
         }
+    }
+
+    /// Checkouts wait at `gate` while the admin console has paused them.
+    pub(crate) fn pause_at(&mut self, gate: std::sync::Arc<crate::proxy::pause::PauseGate>) {
+        self.pause = Some(gate);
     }
 
     /// A service login's session: it may assume tenants, starting from its
@@ -158,6 +166,9 @@ impl Attachment {
 
     /// Checks a server session out for this client.
     pub(crate) async fn acquire(&mut self) -> Result<Attached, ClientError> {
+        if let Some(gate) = &self.pause {
+            gate.pass().await;
+        }
         let mut lease = self
             .pool
             .checkout(&self.context.tenant_id, self.client_id, self.tenant_cap)

@@ -417,6 +417,7 @@ async fn establish(
         cancel,
         state.hierarchy.clone(),
     );
+    attachment.pause_at(Arc::clone(&state.pause));
     let asked = std::time::Instant::now();
     let lease = attachment.acquire_ready().await?;
     let waited = asked.elapsed();

@@ -3,6 +3,7 @@
 //! of sessions and cancel keys, client TLS and the login throttle. `server`
 //! builds it; `frontend` and `admin` read it.
 
+pub(crate) mod pause;
 pub(crate) mod throttle;
 pub(crate) mod tls;
 
@@ -46,6 +47,8 @@ pub struct ProxyState {
     pub(crate) hierarchy: crate::tenancy::events::HierarchyVersion,
     /// Key that signs tenant contexts (from `pgtenant.context_key`).
     pub context_key: Vec<u8>,
+    /// The admin console's PAUSE / RESUME.
+    pub(crate) pause: Arc<pause::PauseGate>,
     /// The admin console's RELOAD: `serve` re-reads its configuration as on
     /// SIGHUP when woken here (`Server::reload_requested`).
     pub(crate) reload_requests: tokio::sync::Notify,

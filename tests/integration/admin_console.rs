@@ -88,3 +88,41 @@ async fn only_the_admin_token_opens_it_and_only_its_commands_run() {
     let rows = client.simple_query("SHOW VERSION").await.expect("the simple protocol works after it");
     assert!(!rows.is_empty());
 }
+
+/// PAUSE waits for the server connections in use to come back and then holds
+/// every new checkout; RESUME lets the held clients go on (transaction pooling).
+#[tokio::test]
+async fn pause_holds_new_transactions_until_resume() {
+    let env = TestEnv::start_with(|c| c.pool.mode = pgtenant::config::PoolMode::Transaction).await;
+    let token = env.config.admin.token.clone();
+    let console_client = || async {
+        let (client, connection) =
+            tokio_postgres::connect(&console_url(&env, &token), tokio_postgres::NoTls).await.expect("the console");
+        tokio::spawn(connection);
+        client
+    };
+    let hk = env.connect("hk_teller").await;
+    // Logged in before the pause (a login checks a server connection out too).
+    let barclays = env.connect("barclays_ops").await;
+    hk.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let pausing = console_client().await;
+    let pause = tokio::spawn(async move { pausing.simple_query("PAUSE").await.map(|_| ()) });
+    // The open transaction keeps its server connection; PAUSE returns once it is back.
+    hk.batch_execute("COMMIT").await.unwrap();
+    pause.await.unwrap().expect("PAUSE");
+
+    let held = tokio::spawn(async move { barclays.simple_query("SELECT 7").await.map(|m| m.len()) });
+    let watching = console_client().await;
+    eventually("barclays to wait at the gate", || async {
+        let rows = watching.simple_query("SHOW POOLS").await.unwrap();
+        rows.iter().any(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get("cl_waiting").is_some_and(|n| n != "0"),
+            _ => false,
+        })
+    })
+    .await;
+    watching.simple_query("RESUME").await.expect("RESUME");
+    assert!(held.await.unwrap().expect("the held query runs after RESUME") > 0);
+    let err = watching.simple_query("PAUSE other_db").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42704");
+}
