@@ -36,11 +36,11 @@ pub(crate) const AUDIT_DROPPED: &str = "pgtenant_audit_dropped_total";
 /// The process's audit log: where sessions send their lines.
 pub(crate) struct AuditLog {
     config: AuditConfig,
-    lines: mpsc::Sender<Line>,
+    lines: mpsc::Sender<Queued>,
     normalised: Mutex<HashMap<Arc<str>, Arc<str>>>,
 }
 
-enum Line {
+enum Queued {
     Record(String),
     /// Close and open the file again (SIGHUP).
     Reopen,
@@ -60,7 +60,7 @@ impl AuditLog {
 
     /// Reopens the file (after logrotate moved it).
     pub(crate) fn reopen(&self) {
-        let _ = self.lines.try_send(Line::Reopen);
+        let _ = self.lines.try_send(Queued::Reopen);
     }
 
     /// A trail for one session, or none when the tenant is not sampled.
@@ -99,7 +99,7 @@ impl AuditLog {
 
     fn send(&self, record: &Record<'_>) {
         let Ok(line) = serde_json::to_string(record) else { return };
-        if self.lines.try_send(Line::Record(line)).is_err() {
+        if self.lines.try_send(Queued::Record(line)).is_err() {
             metrics::counter!(AUDIT_DROPPED).increment(1);
         }
     }
@@ -122,6 +122,7 @@ struct Record<'a> {
     session: i32,
     login: &'a str,
     tenant: &'a str,
+    tenant_id: &'a str,
     client_addr: String,
     application_name: &'a str,
     statement: &'a str,
@@ -134,6 +135,8 @@ struct Record<'a> {
 /// One client request that runs statements, until it is answered.
 struct Request {
     sql: Arc<str>,
+    /// The tenant it ran as (a service login's assumed one).
+    tenant_id: String,
     /// An Execute is answered by its own completion; a Query by ReadyForQuery.
     extended: bool,
     sent: Instant,
@@ -153,6 +156,7 @@ struct Names {
 /// A transaction's requests, folded together (`level = "transaction"`).
 struct Transaction {
     statements: Vec<Arc<str>>,
+    tenant_id: String,
     began: Instant,
     rows: u64,
     sqlstate: Option<String>,
@@ -170,12 +174,12 @@ pub(crate) struct AuditTrail {
 
 impl AuditTrail {
     /// A client message, whole: Query, Parse, Bind and Execute are noted.
-    pub(crate) fn client_message(&mut self, tag: u8, frame: &[u8]) {
+    pub(crate) fn client_message(&mut self, tag: u8, frame: &[u8], tenant_id: impl FnOnce() -> String) {
         use crate::protocol::messages::{client, Bind, Parse, Query};
         match tag {
             client::QUERY => {
                 if let Some(query) = Query::read(frame) {
-                    self.request(text(query.sql), false);
+                    self.request(text(query.sql), false, tenant_id());
                 }
             }
             client::PARSE => {
@@ -195,15 +199,16 @@ impl AuditTrail {
                     .and_then(|name| std::str::from_utf8(name).ok())
                     .unwrap_or_default();
                 let sql = self.names.portals.get(portal).cloned().unwrap_or_else(|| Arc::from(""));
-                self.request(sql, true);
+                self.request(sql, true, tenant_id());
             }
             _ => {}
         }
     }
 
-    fn request(&mut self, sql: Arc<str>, extended: bool) {
+    fn request(&mut self, sql: Arc<str>, extended: bool, tenant_id: String) {
         self.pending.push_back(Request {
             sql,
+            tenant_id,
             extended,
             sent: Instant::now(),
             rows: 0,
@@ -263,17 +268,11 @@ impl AuditTrail {
             }
             let done = *request.done.get_or_insert(now);
             match level {
-                AuditLevel::Statement => self.write(
-                    &request.sql,
-                    request.sent,
-                    done,
-                    request.rows,
-                    request.sqlstate.as_deref(),
-                    request.refused,
-                ),
+                AuditLevel::Statement => self.write(&request, done),
                 AuditLevel::Transaction => {
                     let transaction = self.transaction.get_or_insert_with(|| Transaction {
                         statements: Vec::new(),
+                        tenant_id: request.tenant_id.clone(),
                         began: request.sent,
                         rows: 0,
                         sqlstate: None,
@@ -292,32 +291,33 @@ impl AuditTrail {
             if let Some(transaction) = self.transaction.take() {
                 let texts: Vec<Arc<str>> = transaction.statements.iter().map(|s| self.log.statement_text(s)).collect();
                 let joined: Vec<&str> = texts.iter().map(|s| &**s).collect();
-                self.write_text(
-                    &joined.join("; "),
-                    transaction.began,
-                    now,
-                    transaction.rows,
-                    transaction.sqlstate.as_deref(),
-                    transaction.refused,
-                );
+                self.write_text(&Line {
+                    statement: &joined.join("; "),
+                    tenant_id: &transaction.tenant_id,
+                    sent: transaction.began,
+                    done: now,
+                    rows: transaction.rows,
+                    sqlstate: transaction.sqlstate.as_deref(),
+                    refused: transaction.refused,
+                });
             }
         }
     }
 
-    fn write(&self, sql: &Arc<str>, sent: Instant, done: Instant, rows: u64, sqlstate: Option<&str>, refused: bool) {
-        let text = self.log.statement_text(sql);
-        self.write_text(&text, sent, done, rows, sqlstate, refused);
+    fn write(&self, request: &Request, done: Instant) {
+        let text = self.log.statement_text(&request.sql);
+        self.write_text(&Line {
+            statement: &text,
+            tenant_id: &request.tenant_id,
+            sent: request.sent,
+            done,
+            rows: request.rows,
+            sqlstate: request.sqlstate.as_deref(),
+            refused: request.refused,
+        });
     }
 
-    fn write_text(
-        &self,
-        statement: &str,
-        sent: Instant,
-        done: Instant,
-        rows: u64,
-        sqlstate: Option<&str>,
-        refused: bool,
-    ) {
+    fn write_text(&self, line: &Line<'_>) {
         if !self.log.sampled(&self.who.tenant) {
             return;
         }
@@ -328,15 +328,27 @@ impl AuditTrail {
             session: who.session,
             login: &who.login,
             tenant: &who.tenant,
+            tenant_id: line.tenant_id,
             client_addr: who.client_addr.to_string(),
             application_name: &who.application_name,
-            statement,
-            duration_ms: done.saturating_duration_since(sent).as_secs_f64() * 1000.0,
-            rows,
-            sqlstate,
-            refused,
+            statement: line.statement,
+            duration_ms: line.done.saturating_duration_since(line.sent).as_secs_f64() * 1000.0,
+            rows: line.rows,
+            sqlstate: line.sqlstate,
+            refused: line.refused,
         });
     }
+}
+
+/// What one line says beyond who the session is.
+struct Line<'a> {
+    statement: &'a str,
+    tenant_id: &'a str,
+    sent: Instant,
+    done: Instant,
+    rows: u64,
+    sqlstate: Option<&'a str>,
+    refused: bool,
 }
 
 /// Statement text as sent, lossily as UTF-8 (the server's encoding is UTF-8).
@@ -400,13 +412,13 @@ impl Sink {
 }
 
 /// The writer: lines as they come, flushed whenever the queue is empty.
-fn write_lines(mut sink: Sink, mut queue: mpsc::Receiver<Line>) {
+fn write_lines(mut sink: Sink, mut queue: mpsc::Receiver<Queued>) {
     while let Some(line) = queue.blocking_recv() {
         let mut next = Some(line);
         while let Some(line) = next.take() {
             let result = match line {
-                Line::Record(text) => sink.write_line(&text),
-                Line::Reopen => sink.reopen(),
+                Queued::Record(text) => sink.write_line(&text),
+                Queued::Reopen => sink.reopen(),
             };
             if let Err(e) = result {
                 tracing::error!(error = %e, "cannot write the audit log");

@@ -159,6 +159,11 @@ impl Attachment {
         }
     }
 
+    /// The tenant the client's statements run as now.
+    pub(crate) fn tenant_id(&self) -> &str {
+        &self.context.tenant_id
+    }
+
     /// The current tenant was assumed for the open transaction only.
     pub(crate) fn transaction_scoped(&self) -> bool {
         self.assumptions.as_ref().is_some_and(Assumptions::transaction_scoped)

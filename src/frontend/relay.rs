@@ -125,6 +125,10 @@ impl ServerSide for Attachments<'_> {
         }
     }
 
+    fn tenant_id(&self) -> String {
+        self.attachment.tenant_id().to_owned()
+    }
+
     fn awaits_cancellation(&self) -> bool {
         self.timer.awaits_cancellation()
     }

@@ -87,6 +87,9 @@ pub trait ServerSide {
     fn transaction_scoped(&self) -> bool;
     /// The server reported a setting.
     fn note_parameter(&mut self, name: &str, value: &str);
+    /// The tenant the client's statements run as now (a service login's
+    /// assumed one), for the audit log.
+    fn tenant_id(&self) -> String;
     /// A cancel for the tenant's statement timeout is on its way.
     fn awaits_cancellation(&self) -> bool;
     /// This ErrorResponse is the one that cancel caused.
@@ -179,6 +182,10 @@ impl ServerSide for ScriptedServerSide {
 
     fn note_parameter(&mut self, name: &str, value: &str) {
         self.parameters.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn tenant_id(&self) -> String {
+        String::new()
     }
 
     fn awaits_cancellation(&self) -> bool {
@@ -386,7 +393,7 @@ impl RelayCore {
                 let frame = self.client_in.split_to(header.frame_len);
                 self.count_client_message(header.tag, header.frame_len);
                 if let Some(audit) = &mut self.audit {
-                    audit.client_message(header.tag, &frame);
+                    audit.client_message(header.tag, &frame, || side.tenant_id());
                 }
                 if let Err(error) = self.policy.client_frame(&frame, &mut self.to_server, side.statements()) {
                     return Err(self.fatal(error));
@@ -414,7 +421,7 @@ impl RelayCore {
                     if self.client_in.len() < header.frame_len {
                         return Ok(());
                     }
-                    audit.client_message(header.tag, &self.client_in[..header.frame_len]);
+                    audit.client_message(header.tag, &self.client_in[..header.frame_len], || side.tenant_id());
                 }
             }
             self.policy.streamed(header.tag);

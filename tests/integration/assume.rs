@@ -20,7 +20,7 @@ const SERVICE_PASSWORD: &str = "service-password-1234";
 const NO_TENANT: &str = "00000000-0000-0000-0000-000000000000";
 
 /// A proxy with token keys and a readwrite service login `orders_api`.
-async fn service_env(configure: impl FnOnce(&mut Config)) -> TestEnv {
+pub(crate) async fn service_env(configure: impl FnOnce(&mut Config)) -> TestEnv {
     let env = TestEnv::start_with(configure).await;
     let admin = Admin::new(env.server.admin_addr, &env.config.admin.token);
     let created = admin
@@ -30,16 +30,16 @@ async fn service_env(configure: impl FnOnce(&mut Config)) -> TestEnv {
     env
 }
 
-async fn service(env: &TestEnv) -> Client {
+pub(crate) async fn service(env: &TestEnv) -> Client {
     env.try_connect("orders_api", SERVICE_PASSWORD).await.expect("the service login connects")
 }
 
-fn token(tenant: &str) -> String {
+pub(crate) fn token(tenant: &str) -> String {
     sign(Algorithm::HS256, &claims(tenant), SECRET)
 }
 
 /// `SELECT pgtenant.assume($1)` with the token bound, as drivers send it.
-async fn assume(client: &Client, token: &str) -> Result<String, tokio_postgres::Error> {
+pub(crate) async fn assume(client: &Client, token: &str) -> Result<String, tokio_postgres::Error> {
     let row = client.query_one("SELECT pgtenant.assume($1)", &[&token]).await?;
     Ok(row.get::<_, uuid_text::Uuid>(0).0)
 }

@@ -63,6 +63,7 @@ async fn every_statement_is_logged_with_who_ran_it_and_its_literals_redacted() {
     assert_eq!(select["statement"], "SELECT id FROM accounts WHERE holder <> $1 ORDER BY id");
     assert_eq!(select["rows"], 2);
     assert_eq!(select["tenant"], "hsbc-hk");
+    assert_eq!(select["tenant_id"], HSBC_HK);
     assert_eq!(select["login"], "hk_teller");
     assert_eq!(select["sqlstate"], Value::Null);
     assert_eq!(select["refused"], false);
@@ -123,4 +124,38 @@ async fn a_transaction_is_one_line_and_the_file_is_reopened_on_reload() {
     assert_eq!(lines(&rotated).len(), 1, "the rotated file keeps what it had");
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&rotated);
+}
+
+/// A service login's lines name the tenant each statement ran as: the one
+/// it assumed, then none again after release().
+#[tokio::test]
+async fn a_service_logins_lines_name_the_tenant_it_assumed() {
+    use crate::assume::{assume, service, service_env, token};
+    let path = audit_path("service");
+    let log_path = path.clone();
+    let env = service_env(move |c| {
+        crate::tokens::with_tokens(c, pgtenant::config::PoolMode::Transaction);
+        c.audit.enabled = true;
+        c.audit.path = Some(log_path);
+    })
+    .await;
+    let orders = service(&env).await;
+    orders.simple_query("SELECT 'before'").await.unwrap();
+    assume(&orders, &token("hsbc-hk")).await.unwrap();
+    orders.simple_query("SELECT count(*) FROM accounts").await.unwrap();
+    orders.simple_query("SELECT pgtenant.release()").await.unwrap();
+    orders.simple_query("SELECT 'after'").await.unwrap();
+
+    let log = lines_when(&path, 5).await;
+    let tenant_of = |statement: &str| {
+        let line = log.iter().find(|l| l["statement"] == statement).unwrap_or_else(|| panic!("{statement}: {log:?}"));
+        assert_eq!((line["login"].as_str(), line["tenant"].as_str()), (Some("orders_api"), Some("")), "{line}");
+        line["tenant_id"].as_str().unwrap_or_default().to_owned()
+    };
+    const NO_TENANT: &str = "00000000-0000-0000-0000-000000000000";
+    assert_eq!(tenant_of("SELECT $1"), NO_TENANT, "before any assume");
+    assert_eq!(tenant_of("SELECT count(*) FROM accounts"), HSBC_HK);
+    let after = log.iter().rev().find(|l| l["statement"] == "SELECT $1").unwrap();
+    assert_eq!(after["tenant_id"], NO_TENANT, "after release(): {after}");
+    let _ = std::fs::remove_file(&path);
 }
