@@ -271,43 +271,6 @@ impl RelayCore {
         }
     }
 
-    /// Counts a client message taken whole or streamed.
-    fn count_client_message(&mut self, tag: u8, len: usize) {
-        if let Some(stats) = &self.stats {
-            stats.received(len);
-            if matches!(tag, client::QUERY | client::EXECUTE) {
-                stats.query();
-            }
-            if self.transaction_began.is_none() {
-                self.transaction_began = Some(Instant::now());
-            }
-        }
-    }
-
-    /// Counts a ReadyForQuery that goes to the client: an idle server ends a
-    /// transaction (its time counted from the first message of it the relay
-    /// saw while none was open; a pipelined one's time is not counted).
-    fn count_client_ready(&mut self, status: TxnStatus) {
-        if let Some(stats) = &self.stats {
-            if status == TxnStatus::Idle {
-                let took = self.transaction_began.take().map(|began| began.elapsed()).unwrap_or_default();
-                stats.transaction(took);
-            }
-        }
-    }
-
-    /// Counts bytes of server messages that go to the client, and the SQLSTATE of an error among them.
-    fn count_sent(&self, frame: &[u8]) {
-        if let Some(stats) = &self.stats {
-            stats.sent(frame.len());
-            if frame.first() == Some(&server::ERROR_RESPONSE) {
-                if let Some(code) = messages::error_code(frame) {
-                    stats.error(&code);
-                }
-            }
-        }
-    }
-
     /// The server session is idle and nothing is in flight either way: it may
     /// go back to the pool.
     pub(crate) fn at_rest(&self) -> bool {
@@ -673,6 +636,10 @@ fn client_frame_error(e: FrameError) -> ClientError {
         )),
     }
 }
+
+// The per-tenant counting the relay does on its way (src/tenant_stats.rs).
+#[path = "relay_counting.rs"]
+mod counting;
 
 #[cfg(test)]
 #[path = "relay_core_tests.rs"]
