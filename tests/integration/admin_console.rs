@@ -126,3 +126,21 @@ async fn pause_holds_new_transactions_until_resume() {
     let err = watching.simple_query("PAUSE other_db").await.unwrap_err();
     assert_eq!(sqlstate(&err), "42704");
 }
+
+/// A message larger than the console reads ends that connection with an
+/// error; the console and the proxy go on.
+#[tokio::test]
+async fn malformed_console_traffic_ends_that_connection_only() {
+    let env = TestEnv::start().await;
+    let token = env.config.admin.token.clone();
+    let (client, connection) =
+        tokio_postgres::connect(&console_url(&env, &token), tokio_postgres::NoTls).await.expect("the console");
+    let watched = tokio::spawn(connection);
+    let huge = format!("SHOW {}", "X".repeat(100_000));
+    assert!(client.simple_query(&huge).await.is_err(), "a 100 kB command is more than the console reads");
+    let _ = watched.await;
+    let (ok, out, err) = psql(&console_url(&env, &token), &["-c", "SHOW VERSION"]).await;
+    assert!(ok && out.starts_with("pgtenant "), "{err}");
+    let hk = env.connect("hk_teller").await;
+    assert_eq!(account_ids(&hk).await, vec![3, 4]);
+}

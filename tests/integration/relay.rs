@@ -314,3 +314,29 @@ async fn a_cancel_landing_on_another_process_of_the_fleet_reaches_its_session() 
     second.stop(std::time::Duration::from_secs(1)).await;
     assert_eq!(value(&direct, processes).await, "1", "a stopped process leaves the list");
 }
+
+/// The cancel listener peers pass cancels to takes exactly one well-formed
+/// CancelRequest per connection: anything else is dropped, and the process
+/// goes on serving.
+#[tokio::test]
+async fn the_cancel_listener_drops_what_is_not_a_cancel_request() {
+    let env = TestEnv::start().await;
+    let address = value(&env.superuser().await, "SELECT cancel_addr FROM pgtenant.proxy_processes").await;
+    let hk = env.connect("hk_teller").await;
+    let junk: [&[u8]; 5] = [
+        b"",
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0, 0, 0, 16, 0, 3, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2],
+        &[0, 0, 0, 8, 4, 210, 22, 47],
+        &[0xff; 4096],
+    ];
+    for bytes in junk {
+        let mut socket = tokio::net::TcpStream::connect(address.as_str()).await.expect("the cancel listener");
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut socket, bytes).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut socket).await;
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await;
+        assert!(rest.is_empty(), "no reply to {bytes:?}");
+    }
+    assert_eq!(account_ids(&hk).await, vec![3, 4], "the process goes on serving");
+}
