@@ -121,8 +121,7 @@ impl Server {
             hierarchy: Default::default(),
         });
 
-        let proxy = TcpListener::bind(config.proxy.listen)
-            .await
+        let proxy = bind_proxy(config.proxy.listen, config.proxy.reuse_port)
             .with_context(|| format!("cannot listen on proxy.listen {}", config.proxy.listen))?;
         let admin = TcpListener::bind(config.admin.listen)
             .await
@@ -207,6 +206,19 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// The proxy's listener; with `reuse_port`, several processes may listen on
+/// the same address (SO_REUSEPORT: the kernel spreads new connections
+/// among them; cancels find their session through the fleet).
+fn bind_proxy(address: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(address)?;
+    socket.listen(1024)
 }
 
 /// Every second: closes expired idle server sessions and keeps `min_idle` open.

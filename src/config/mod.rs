@@ -137,6 +137,9 @@ pub struct ProxyConfig {
     /// the same catalog pass on (sql/0013); it must be reachable from them.
     #[serde(deserialize_with = "from_str_or_native")]
     pub cancel_listen: SocketAddr,
+    /// Let several pgtenant processes listen on `listen` (SO_REUSEPORT).
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub reuse_port: bool,
 }
 
 impl Default for ProxyConfig {
@@ -150,6 +153,7 @@ impl Default for ProxyConfig {
             startup_timeout_secs: 15,
             statement_guard: true,
             cancel_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            reuse_port: false,
         }
     }
 }

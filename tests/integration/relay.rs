@@ -340,3 +340,53 @@ async fn the_cancel_listener_drops_what_is_not_a_cancel_request() {
     }
     assert_eq!(account_ids(&hk).await, vec![3, 4], "the process goes on serving");
 }
+
+/// Two processes sharing one port (`proxy.reuse_port`): clients land on
+/// either, and a cancel sent to the shared port reaches the session
+/// whichever process the kernel hands it to.
+#[tokio::test]
+async fn two_processes_on_one_port_cancel_each_others_sessions() {
+    let env = TestEnv::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = env.config.clone();
+    config.proxy.listen = ([127, 0, 0, 1], port).into();
+    config.proxy.reuse_port = true;
+    let first = pgtenant::server::Server::start(&config).await.expect("a first process on the port");
+    let second = pgtenant::server::Server::start(&config).await.expect("a second process on the same port");
+    assert_eq!((first.proxy_addr.port(), second.proxy_addr.port()), (port, port));
+    let direct = env.superuser().await;
+    direct.batch_execute("BEGIN; SELECT * FROM accounts WHERE id = 3 FOR UPDATE").await.unwrap();
+    // A few clients, so that both processes hold some; each is cancelled through the shared port.
+    for n in 0..4 {
+        let mut victim =
+            crate::common::raw::login(first.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+        victim
+            .send(&{
+                let mut out = bytes::BytesMut::new();
+                postgres_protocol::message::frontend::query(
+                    "UPDATE accounts SET balance = balance WHERE id = 3",
+                    &mut out,
+                )
+                .unwrap();
+                out
+            })
+            .await;
+        eventually("the victim to wait on the lock", || async {
+            env.superuser()
+                .await
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        })
+        .await;
+        send_cancel_request(first.proxy_addr, victim.key).await;
+        let replies = victim.until_ready().await;
+        let error = replies.iter().find(|m| m.tag == b'E').unwrap_or_else(|| panic!("client {n} was not cancelled"));
+        assert_eq!(error.code().as_deref(), Some("57014"), "client {n}");
+    }
+    direct.batch_execute("COMMIT").await.unwrap();
+    first.stop(std::time::Duration::from_secs(1)).await;
+    second.stop(std::time::Duration::from_secs(1)).await;
+}
