@@ -12,16 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::cancel::{CancelKey, CancelRegistry};
+use crate::protocol::startup::{self, InitialPacket};
 use crate::shutdown::Shutdown;
 use crate::tenancy::catalog::{Catalog, CatalogError};
+use crate::upstream::connect::{send_cancel, CancelTarget, UpstreamAddress};
 
-/// The protocol's CancelRequest code (PostgreSQL's 1234 5678).
-const CANCEL_REQUEST_CODE: i32 = 80_877_102;
 /// How long a peer has to take (or send) one request.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests passed on at once; more are dropped, so a flood of made-up
@@ -62,26 +62,26 @@ impl Fleet {
                 return;
             }
         };
-        let packet = crate::protocol::frontend::cancel_request(key.process_id, key.secret_key).freeze();
         let mut sends = tokio::task::JoinSet::new();
         for peer in peers {
-            sends.spawn(send_to_peer(peer, packet.clone()));
+            sends.spawn(send_to_peer(peer, key));
         }
         while sends.join_next().await.is_some() {}
     }
 }
 
-/// Sends one CancelRequest to a peer and waits for it to close.
-async fn send_to_peer(peer: String, packet: bytes::Bytes) {
-    let sent = tokio::time::timeout(PEER_TIMEOUT, async {
-        let mut stream = TcpStream::connect(peer.as_str()).await?;
-        stream.write_all(&packet).await?;
-        // The peer closes once it has read the request.
-        let _ = stream.read(&mut [0u8; 1]).await;
-        std::io::Result::Ok(())
-    })
-    .await;
-    if !matches!(sent, Ok(Ok(()))) {
+/// Sends one CancelRequest to a peer, as pgtenant sends one to a server.
+async fn send_to_peer(peer: String, key: CancelKey) {
+    let Ok(address) = peer.parse::<SocketAddr>() else {
+        tracing::warn!(peer, "a pgtenant process registered an address that is not one");
+        return;
+    };
+    let target = CancelTarget {
+        address: UpstreamAddress::Tcp { host: address.ip().to_string(), port: address.port() },
+        process_id: key.process_id,
+        secret_key: key.secret_key,
+    };
+    if !matches!(tokio::time::timeout(PEER_TIMEOUT, send_cancel(&target)).await, Ok(Ok(()))) {
         tracing::warn!(peer, "cannot pass a cancel request on to another pgtenant process");
     }
 }
@@ -135,13 +135,12 @@ async fn serve_peer(mut stream: TcpStream, cancels: Arc<CancelRegistry>) {
     if !matches!(tokio::time::timeout(PEER_TIMEOUT, stream.read_exact(&mut packet)).await, Ok(Ok(_))) {
         return;
     }
-    let field = |at: usize| i32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]);
-    if field(0) != 16 || field(4) != CANCEL_REQUEST_CODE {
+    if !matches!(startup::declared_len(&packet), Ok(Some(16))) {
         return;
     }
-    let key = CancelKey { process_id: field(8), secret_key: field(12) };
-    if let Some(target) = cancels.lookup(key) {
-        if let Err(e) = crate::upstream::connect::send_cancel(&target).await {
+    let Ok(InitialPacket::Cancel { process_id, secret_key }) = startup::parse(&packet) else { return };
+    if let Some(target) = cancels.lookup(CancelKey { process_id, secret_key }) {
+        if let Err(e) = send_cancel(&target).await {
             tracing::warn!(error = %e, "forwarding a passed-on cancel request failed");
         }
     }

@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod observability;
+mod tenant_limits;
+
+pub use observability::{AuditConfig, AuditLevel, LogConfig, LogFormat, MetricsConfig};
+pub(crate) use tenant_limits::TenantLimits;
+pub use tenant_limits::TenantOverrides;
+
 /// The whole configuration of `serve`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,40 +83,6 @@ pub(crate) struct Placement {
     pub admin_url: Option<String>,
     /// Server connections per pool here; `pool.size` when unset.
     pub pool_size: Option<usize>,
-}
-
-/// What one tenant does differently from the `[pool]` defaults: in the
-/// config file (`[tenants.<slug>]`) or in the catalog (the admin API's
-/// `limits`, which win over the file's).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct TenantOverrides {
-    /// `session` or `transaction`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pool_mode: Option<PoolMode>,
-    /// Milliseconds a request of this tenant may keep its server session busy
-    /// before pgtenant cancels it (0: no limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement_timeout_ms: Option<u64>,
-    /// Server sessions this tenant may hold at once (0: no limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_server_connections: Option<usize>,
-    /// Client sessions this tenant may have open at once on one process (0: no limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_client_connections: Option<usize>,
-}
-
-impl TenantOverrides {
-    /// These overrides, with `under`'s where these have none.
-    pub(crate) fn over(&self, under: Option<&TenantOverrides>) -> TenantOverrides {
-        let under = under.cloned().unwrap_or_default();
-        TenantOverrides {
-            pool_mode: self.pool_mode.or(under.pool_mode),
-            statement_timeout_ms: self.statement_timeout_ms.or(under.statement_timeout_ms),
-            max_server_connections: self.max_server_connections.or(under.max_server_connections),
-            max_client_connections: self.max_client_connections.or(under.max_client_connections),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,95 +282,6 @@ pub struct TlsConfig {
     pub cleartext_password: bool,
 }
 
-/// `[audit]`: the audit log (src/audit.rs).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    pub enabled: bool,
-    /// A file (appended to, reopened on SIGHUP), or `-` (the default) for stdout.
-    pub path: Option<std::path::PathBuf>,
-    /// A line per request that runs statements, or per transaction.
-    pub level: AuditLevel,
-    /// Literals in statements become `$n` (by PostgreSQL's parser).
-    pub redact_literals: bool,
-    /// The share of lines written, 0 to 1.
-    pub sample_rate: f64,
-    /// The same per tenant slug.
-    pub tenant_sample_rates: std::collections::BTreeMap<String, f64>,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            enabled: false,
-            path: None,
-            level: AuditLevel::Statement,
-            redact_literals: true,
-            sample_rate: 1.0,
-            tenant_sample_rates: Default::default(),
-        }
-    }
-}
-
-/// What one audit line covers (`audit.level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditLevel {
-    Statement,
-    Transaction,
-}
-
-/// `[metrics]`: what `/metrics` exposes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Tenants with their own `tenant` label on the per-tenant series (the
-    /// busiest first, for good); the rest are summed under `tenant="other"`.
-    pub tenant_labels: usize,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig { tenant_labels: 100 }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// A tracing filter, e.g. `info` or `pgtenant=debug`.
-    pub level: String,
-    /// Lines for people (`text`) or one JSON object per line (`json`).
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Text }
-    }
-}
-
-/// How log lines are written (`log.format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    /// One object per line: time, level, target, message and the event's and
-    /// its spans' fields as keys (a session's peer, user, tenant and id).
-    Json,
-}
-
-/// What applies to one tenant's sessions: `[pool]`, with its `[tenants.<slug>]` overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TenantLimits {
-    pub pool_mode: PoolMode,
-    pub statement_timeout: Option<std::time::Duration>,
-    /// 0: no limit.
-    pub max_server_connections: usize,
-    /// Client sessions on this process; 0: no limit.
-    pub max_client_connections: usize,
-}
-
 /// A configuration problem, reported as one line naming the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid config: {key}: {problem}")]
@@ -550,19 +434,6 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         Ok(())
-    }
-
-    /// The limits of the tenant `slug`'s new sessions: the catalog's
-    /// (`catalog`), else its `[tenants.<slug>]`, else `[pool]`'s.
-    pub(crate) fn tenant_limits(&self, slug: &str, catalog: &TenantOverrides) -> TenantLimits {
-        let overrides = catalog.over(self.tenants.get(slug));
-        let timeout_ms = overrides.statement_timeout_ms.unwrap_or(self.pool.statement_timeout_ms);
-        TenantLimits {
-            pool_mode: overrides.pool_mode.unwrap_or(self.pool.mode),
-            statement_timeout: (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms)),
-            max_server_connections: overrides.max_server_connections.unwrap_or(self.pool.max_per_tenant),
-            max_client_connections: overrides.max_client_connections.unwrap_or(0),
-        }
     }
 
     /// Every server tenants can be placed on: `default` (`[upstream]`) first.

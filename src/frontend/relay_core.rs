@@ -469,7 +469,13 @@ impl RelayCore {
                     }
                     // This ReadyForQuery goes to the client; a context exchange
                     // it releases is queued for the server behind it.
-                    self.count_sent(&self.server_in[..header.frame_len]);
+                    observe::to_client(
+                        self.stats.as_ref(),
+                        None,
+                        &self.server_in[..header.frame_len],
+                        header.frame_len,
+                        false,
+                    );
                     self.count_client_ready(status);
                     if let Some(audit) = &mut self.audit {
                         audit.ready(status == TxnStatus::Idle);
@@ -502,7 +508,7 @@ impl RelayCore {
                     let rewritten = self.policy.notification(&self.server_in[..header.frame_len]);
                     self.server_in.advance(header.frame_len);
                     if let Some(frame) = rewritten {
-                        self.count_sent(&frame);
+                        observe::to_client(self.stats.as_ref(), None, &frame, frame.len(), false);
                         self.to_client.extend_from_slice(&frame);
                         self.last_server_tag = server::NOTIFICATION_RESPONSE;
                         self.to_client_ends_ready = false;
@@ -518,12 +524,7 @@ impl RelayCore {
                 {
                     self.server_in.advance(header.frame_len);
                     let error = side.timeout_error();
-                    if let Some(stats) = &self.stats {
-                        stats.error(error.code.code());
-                    }
-                    if let Some(audit) = &mut self.audit {
-                        audit.error(Some(error.code.code().to_owned()), false);
-                    }
+                    observe::error(self.stats.as_ref(), self.audit.as_mut(), Some(error.code.code().to_owned()), false);
                     error.encode(&mut self.to_client);
                     self.last_server_tag = server::ERROR_RESPONSE;
                     self.to_client_ends_ready = false;
@@ -531,10 +532,13 @@ impl RelayCore {
                 }
                 server::ERROR_RESPONSE if self.own_pending.is_empty() && self.policy.reads_server_errors() => {
                     if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
-                        self.count_sent(&replacement);
-                        if let Some(audit) = &mut self.audit {
-                            audit.error(messages::error_code(&replacement), true);
-                        }
+                        observe::to_client(
+                            self.stats.as_ref(),
+                            self.audit.as_mut(),
+                            &replacement,
+                            replacement.len(),
+                            true,
+                        );
                         self.server_in.advance(header.frame_len);
                         self.to_client.extend_from_slice(&replacement);
                         self.last_server_tag = server::ERROR_RESPONSE;
@@ -585,25 +589,12 @@ impl RelayCore {
                 && !(header.tag == server::PARAMETER_STATUS
                     && self.own_pending.front() == Some(&OwnExchange::RestoredSetting));
             self.server_frame_left = header.frame_len;
-            if !self.server_frame_dropped && self.stats.is_some() {
-                // Only an ErrorResponse is sure to be whole here; others count by length.
-                if header.tag == server::ERROR_RESPONSE {
-                    self.count_sent(&self.server_in[..header.frame_len]);
-                } else if let Some(stats) = &self.stats {
-                    stats.sent(header.frame_len);
-                }
+            if !self.server_frame_dropped {
+                // What of it is here: all of an ErrorResponse or CommandComplete (read whole above).
+                let here = &self.server_in[..header.frame_len.min(self.server_in.len())];
+                observe::to_client(self.stats.as_ref(), self.audit.as_mut(), here, header.frame_len, false);
             }
             if !own {
-                if let Some(audit) = &mut self.audit {
-                    match header.tag {
-                        server::COMMAND_COMPLETE => audit.command_complete(&self.server_in[..header.frame_len]),
-                        server::EMPTY_QUERY_RESPONSE | server::PORTAL_SUSPENDED => audit.execute_answered(),
-                        server::ERROR_RESPONSE => {
-                            audit.error(messages::error_code(&self.server_in[..header.frame_len]), false)
-                        }
-                        _ => {}
-                    }
-                }
                 self.last_server_tag = header.tag;
                 self.to_client_ends_ready = header.tag == server::READY_FOR_QUERY;
             }
@@ -637,9 +628,9 @@ fn client_frame_error(e: FrameError) -> ClientError {
     }
 }
 
-// The per-tenant counting the relay does on its way (src/tenant_stats.rs).
-#[path = "relay_counting.rs"]
-mod counting;
+// What the relay notes on its way for the tenant's counters and the audit log.
+#[path = "relay_observe.rs"]
+mod observe;
 
 #[cfg(test)]
 #[path = "relay_core_tests.rs"]

@@ -250,18 +250,14 @@ async fn a_large_error_message_reaches_the_client_and_the_session_goes_on() {
     }
 }
 
-/// Sends one CancelRequest to `addr` and waits until it closes the socket
-/// (a pgtenant process does once the request went wherever it goes).
-async fn send_cancel_request(addr: std::net::SocketAddr, (pid, secret): (i32, i32)) {
-    let mut packet = Vec::new();
-    for field in [16i32, 80_877_102, pid, secret] {
-        packet.extend_from_slice(&field.to_be_bytes());
-    }
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut socket, &packet).await.unwrap();
-    let mut rest = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await.unwrap();
-    assert!(rest.is_empty(), "a cancel request gets no reply");
+/// Backends waiting on a lock now.
+async fn lock_waiters(env: &TestEnv) -> i64 {
+    env.superuser()
+        .await
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Two pgtenant processes on one catalog, as behind a load balancer: a
@@ -279,33 +275,18 @@ async fn a_cancel_landing_on_another_process_of_the_fleet_reaches_its_session() 
         crate::common::raw::login(second.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
     // The superuser holds a row lock the victim's query waits for.
     direct.batch_execute("BEGIN; SELECT * FROM accounts WHERE id = 3 FOR UPDATE").await.unwrap();
-    victim
-        .send(&{
-            let mut out = bytes::BytesMut::new();
-            postgres_protocol::message::frontend::query("UPDATE accounts SET balance = balance WHERE id = 3", &mut out)
-                .unwrap();
-            out
-        })
-        .await;
-    let waiting = || async {
-        env.superuser()
-            .await
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
-    eventually("the victim to wait on the lock", || async { waiting().await == 1 }).await;
+    victim.send_query("UPDATE accounts SET balance = balance WHERE id = 3").await;
+    eventually("the victim to wait on the lock", || async { lock_waiters(&env).await == 1 }).await;
 
     let (pid, secret) = victim.key;
     for forged in [(pid, secret.wrapping_add(1)), (pid, !secret), (pid.wrapping_add(1), secret)] {
-        send_cancel_request(env.server.proxy_addr, forged).await;
-        send_cancel_request(second.proxy_addr, forged).await;
+        crate::common::raw::send_cancel_request(env.server.proxy_addr, forged).await;
+        crate::common::raw::send_cancel_request(second.proxy_addr, forged).await;
     }
-    assert_eq!(waiting().await, 1, "forged keys cancelled nothing");
+    assert_eq!(lock_waiters(&env).await, 1, "forged keys cancelled nothing");
 
     // The genuine key, sent to the process that does not hold the session.
-    send_cancel_request(env.server.proxy_addr, victim.key).await;
+    crate::common::raw::send_cancel_request(env.server.proxy_addr, victim.key).await;
     let replies = victim.until_ready().await;
     let error = replies.iter().find(|m| m.tag == b'E').expect("the victim's query was cancelled");
     assert_eq!(error.code().as_deref(), Some("57014"));
@@ -360,28 +341,9 @@ async fn two_processes_on_one_port_cancel_each_others_sessions() {
     for n in 0..4 {
         let mut victim =
             crate::common::raw::login(first.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
-        victim
-            .send(&{
-                let mut out = bytes::BytesMut::new();
-                postgres_protocol::message::frontend::query(
-                    "UPDATE accounts SET balance = balance WHERE id = 3",
-                    &mut out,
-                )
-                .unwrap();
-                out
-            })
-            .await;
-        eventually("the victim to wait on the lock", || async {
-            env.superuser()
-                .await
-                .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 1
-        })
-        .await;
-        send_cancel_request(first.proxy_addr, victim.key).await;
+        victim.send_query("UPDATE accounts SET balance = balance WHERE id = 3").await;
+        eventually("the victim to wait on the lock", || async { lock_waiters(&env).await == 1 }).await;
+        crate::common::raw::send_cancel_request(first.proxy_addr, victim.key).await;
         let replies = victim.until_ready().await;
         let error = replies.iter().find(|m| m.tag == b'E').unwrap_or_else(|| panic!("client {n} was not cancelled"));
         assert_eq!(error.code().as_deref(), Some("57014"), "client {n}");

@@ -261,14 +261,7 @@ async fn forged_cancel_key_cancels_nothing() {
     let mut victim = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
     // The superuser holds a row lock the victim's query will wait for.
     direct.batch_execute("BEGIN; SELECT * FROM accounts WHERE id = 3 FOR UPDATE").await.unwrap();
-    victim
-        .send(&{
-            let mut out = bytes::BytesMut::new();
-            postgres_protocol::message::frontend::query("UPDATE accounts SET balance = balance WHERE id = 3", &mut out)
-                .unwrap();
-            out
-        })
-        .await;
+    victim.send_query("UPDATE accounts SET balance = balance WHERE id = 3").await;
     eventually("the victim to wait on the lock", || async {
         let n: i64 = direct
             .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
@@ -280,17 +273,7 @@ async fn forged_cancel_key_cancels_nothing() {
     .await;
     let (pid, secret) = victim.key;
     for forged in [secret.wrapping_add(1), !secret, 0] {
-        let mut packet = Vec::new();
-        packet.extend_from_slice(&16i32.to_be_bytes());
-        packet.extend_from_slice(&80_877_102i32.to_be_bytes());
-        packet.extend_from_slice(&pid.to_be_bytes());
-        packet.extend_from_slice(&forged.to_be_bytes());
-        let mut socket = tokio::net::TcpStream::connect(env.server.proxy_addr).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut socket, &packet).await.unwrap();
-        let mut rest = Vec::new();
-        // The proxy closes the socket once it has handled the request.
-        tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await.unwrap();
-        assert!(rest.is_empty());
+        raw::send_cancel_request(env.server.proxy_addr, (pid, forged)).await;
     }
     direct.batch_execute("COMMIT").await.unwrap();
     let replies = victim.until_ready().await;

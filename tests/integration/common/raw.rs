@@ -162,11 +162,16 @@ impl RawSession {
         }
     }
 
-    /// Runs a simple query and returns every message up to ReadyForQuery.
-    pub async fn query(&mut self, sql: &str) -> Vec<Message> {
+    /// Sends a simple query without waiting for its reply.
+    pub async fn send_query(&mut self, sql: &str) {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out).unwrap();
         self.send(&out).await;
+    }
+
+    /// Runs a simple query and returns every message up to ReadyForQuery.
+    pub async fn query(&mut self, sql: &str) -> Vec<Message> {
+        self.send_query(sql).await;
         self.until_ready().await
     }
 }
@@ -203,4 +208,19 @@ pub fn function_call(oid: u32, args: &[&str]) -> BytesMut {
     out.put_i32(body.len() as i32 + 4);
     out.put_slice(&body);
     out
+}
+
+/// Sends one CancelRequest for `(pid, secret)` to `addr` and waits until
+/// the listener closes the socket (pgtenant does once the request went
+/// wherever it goes); a cancel request gets no reply.
+pub async fn send_cancel_request(addr: std::net::SocketAddr, (pid, secret): (i32, i32)) {
+    let mut packet = Vec::new();
+    for field in [16i32, 80_877_102, pid, secret] {
+        packet.extend_from_slice(&field.to_be_bytes());
+    }
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut socket, &packet).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut rest).await.unwrap();
+    assert!(rest.is_empty(), "a cancel request gets no reply");
 }
