@@ -77,6 +77,7 @@ pub mod sqlstate {
     pub(crate) const CANNOT_CONNECT_NOW: SqlState = SqlState("57P03");
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     pub(crate) const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
+    pub(crate) const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub(crate) const QUERY_CANCELED: SqlState = SqlState("57014");
     pub(crate) const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
     pub(crate) const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");

@@ -23,6 +23,7 @@ use crate::tenancy::context::{self, ContextChange};
 use crate::tenancy::events::HierarchyVersion;
 use crate::tenancy::{TenantContext, NO_TENANT};
 use crate::upstream::connect::read_message;
+use crate::upstream::listen_hub::{NotificationQueue, Subscriber};
 use crate::upstream::pool::{Lease, Pool};
 use crate::upstream::server_session::{ServerSession, SettingExchange};
 use crate::upstream::settings::Settings;
@@ -67,6 +68,14 @@ pub enum OwnExchange {
     /// One of the client's own settings: a failure refuses the login, and
     /// later is logged (the value is no longer accepted).
     ClientSetting,
+    /// After a transaction that ran LISTEN/UNLISTEN (transaction pooling):
+    /// reads what the server session listens on and UNLISTENs it all
+    /// (`listening.rs`). A failure ends the session.
+    ListenSync,
+    /// Before a NOTIFY of a listening client's: the server session LISTENs on
+    /// the client's channels. A failure (a failed transaction) is the
+    /// client's NOTIFY's too, and harmless.
+    ListenReplay,
     /// One of the client's startup settings put back after its RESET: like
     /// [`OwnExchange::ClientSetting`], and the client hears of the value
     /// (ParameterStatus), as it would from PostgreSQL's own RESET.
@@ -112,6 +121,11 @@ impl Attachment {
             hierarchy,
             pause: None,
         }
+    }
+
+    /// Joins the pool's listen hub (transaction pooling's LISTEN).
+    pub(crate) fn join_listen_hub(&self) -> (Subscriber, NotificationQueue) {
+        self.pool.listen_hub().join(self.client_id)
     }
 
     /// Checkouts wait at `gate` while the admin console has paused them.

@@ -1,5 +1,5 @@
 //! What executing a prepared statement does beyond its rows — resets,
-//! setting changes, DISCARD — recorded at Parse and applied at each Bind,
+//! setting changes, DISCARD, LISTEN — recorded at Parse and applied at each Bind,
 //! and set_config() calls with bind parameters, judged with the bound values.
 
 use crate::error::ClientError;
@@ -15,6 +15,8 @@ pub(super) struct PreparedEffects {
     pub(super) resets_context: bool,
     pub(super) wipes_settings: bool,
     pub(super) setting_changes: Vec<(String, Option<String>)>,
+    /// Its LISTEN/UNLISTEN, when the listen hub serves them.
+    pub(super) channel_ops: Vec<super::listening::ChannelOp>,
 }
 
 impl PreparedEffects {
@@ -24,6 +26,7 @@ impl PreparedEffects {
             || self.resets_context
             || self.wipes_settings
             || !self.setting_changes.is_empty()
+            || !self.channel_ops.is_empty()
     }
 }
 

@@ -21,6 +21,9 @@ pub(crate) fn channel_prefix(tenant_id: &str) -> String {
     format!("t{}.", crate::hex::hex(&digest[..6]))
 }
 
+/// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1 bytes).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
 pub(crate) struct TenantChannels {
     /// Prefix of this tenant's channels on the server.
     prefix: String,
@@ -62,9 +65,35 @@ impl TenantChannels {
     /// the client listened on; `None` drops a notification of any other channel.
     pub(crate) fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
         let Notification { pid, channel, payload } = Notification::read(frame)?;
-        let channel = channel.strip_prefix(&self.prefix)?;
         let pid = if pid == self.server_pid { self.client_pid } else { self.notifiers.client_of(pid).unwrap_or(pid) };
-        let mut out = BytesMut::with_capacity(frame.len());
+        self.notification_of(pid, channel, payload)
+    }
+
+    /// The server channel a client's LISTEN of `channel` names, as the server
+    /// keeps it: identifiers are cut to 63 bytes (NAMEDATALEN - 1).
+    pub(crate) fn server_channel(&self, channel: &str) -> String {
+        let mut scoped = crate::guard::scoped_channel(&self.prefix, channel);
+        let mut end = scoped.len().min(MAX_IDENTIFIER_BYTES);
+        while !scoped.is_char_boundary(end) {
+            end -= 1;
+        }
+        scoped.truncate(end);
+        scoped
+    }
+
+    /// What the client gets for a notification the pool's listen hub
+    /// received: its server session is shared, so the sender is whoever last
+    /// sent NOTIFY through the backend that carried it.
+    pub(crate) fn hub_notification(&self, pid: i32, channel: &str, payload: &str) -> Option<BytesMut> {
+        self.notification_of(self.notifiers.client_of(pid).unwrap_or(pid), channel, payload)
+    }
+
+    /// The NotificationResponse the client gets for a notification on the
+    /// server `channel` sent by the client `pid`; `None` for a channel that
+    /// is not its tenant's.
+    fn notification_of(&self, pid: i32, channel: &str, payload: &str) -> Option<BytesMut> {
+        let channel = channel.strip_prefix(&self.prefix)?;
+        let mut out = BytesMut::with_capacity(channel.len() + payload.len() + 16);
         write_message(&mut out, server::NOTIFICATION_RESPONSE, |b| {
             b.put_i32(pid);
             put_cstr(b, channel);

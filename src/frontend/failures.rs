@@ -62,3 +62,29 @@ pub(crate) fn token_expired() -> ClientError {
 pub(crate) fn client_lost(stage: &str) -> ClientError {
     ClientError::fatal(sqlstate::CONNECTION_FAILURE, format!("client connection lost during {stage}"))
 }
+
+/// The pool's listening connection could not listen on a channel the
+/// client's LISTEN committed.
+pub(crate) fn listen_failed(why: &str) -> ClientError {
+    tracing::error!(error = why, "the listening connection could not listen");
+    ClientError::fatal(sqlstate::CONNECTION_FAILURE, "pgtenant could not listen on the channel for this session")
+}
+
+/// The pool's listening connection closed: notifications would be lost.
+pub(crate) fn listener_lost() -> ClientError {
+    ClientError::fatal(
+        sqlstate::CONNECTION_FAILURE,
+        "the server connection that listened for this session closed; connect again and LISTEN again",
+    )
+}
+
+/// The client let more notifications pile up than pgtenant keeps for it.
+pub(crate) fn too_many_notifications() -> ClientError {
+    ClientError::fatal(
+        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "more than {} notifications are waiting for this session, which does not read them",
+            super::listening::MAX_WAITING_NOTIFICATIONS
+        ),
+    )
+}

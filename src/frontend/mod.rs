@@ -11,6 +11,7 @@ pub(crate) mod channels;
 pub(crate) mod client;
 pub(crate) mod failures;
 pub(crate) mod listener;
+pub(crate) mod listening;
 pub(crate) mod markers;
 pub mod params;
 pub mod policy;

@@ -24,6 +24,7 @@ use super::stream::{poll_drain, poll_read_some, ClientStream};
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::sessions::{SessionHandle, SessionState};
+use crate::upstream::listen_hub::{NotificationQueue, Subscriber};
 use crate::upstream::pool::Lease;
 
 /// Stop reading from a side while this much is waiting to be written to the other.
@@ -43,6 +44,10 @@ pub(crate) struct Relay<C> {
     expires_at: Option<std::time::SystemTime>,
     /// A service login's: verifies the tokens of its `pgtenant.assume()`.
     assumer: Option<Assumer>,
+    /// In transaction pooling, from the client's first LISTEN: its
+    /// membership of the pool's listen hub and the queue its notifications
+    /// arrive on.
+    hub: Option<(Subscriber, NotificationQueue)>,
 }
 
 #[derive(Default)]
@@ -52,6 +57,12 @@ struct Progress {
     client_closed: bool,
     server_closed: bool,
     request_timed_out: bool,
+    /// Notifications arrived from the listen hub.
+    notifications: bool,
+    /// More notifications wait than the session keeps.
+    notifications_overflow: bool,
+    /// The listen hub's connection closed.
+    hub_lost: bool,
 }
 
 /// The server side of the core, as the relay has it now.
@@ -155,14 +166,19 @@ impl Relay<ClientStream> {
     ) -> Self {
         let Attached { lease, prefix: to_server, exchanges } = attached;
         policy.set_server_pid(lease.session_ref().backend_pid());
+        let mut core = RelayCore::new(policy, max_message_bytes, to_client, to_server, exchanges);
+        if attachment.mode == PoolMode::Transaction {
+            core.listen_through_hub();
+        }
         Relay {
             client,
             server: Some(lease),
             attachment,
-            core: RelayCore::new(policy, max_message_bytes, to_client, to_server, exchanges),
+            core,
             timer: RequestTimer::default(),
             expires_at: None,
             assumer: None,
+            hub: None,
         }
     }
 
@@ -221,6 +237,7 @@ impl Relay<ClientStream> {
         loop {
             let (core, mut side) = self.split();
             core.take_client_frames(&mut side)?;
+            self.register_listens().await?;
             let Some(token) = self.core.verification.take() else { return Ok(()) };
             let verified = match &self.assumer {
                 Some(assumer) => assumer.verify(&token).await,
@@ -238,9 +255,63 @@ impl Relay<ClientStream> {
         }
     }
 
-    fn take_server_frames(&mut self) -> Result<(), RelayEnd> {
+    async fn take_server_frames(&mut self) -> Result<(), RelayEnd> {
         let (core, mut side) = self.split();
-        core.take_server_frames(&mut side)
+        core.take_server_frames(&mut side)?;
+        self.settle_listens().await
+    }
+
+    /// Has the pool's listen hub listen on the channels the client's
+    /// statements are about to LISTEN on, before they go out: a notification
+    /// sent once the client's LISTEN has committed is not missed.
+    async fn register_listens(&mut self) -> Result<(), RelayEnd> {
+        let Some(listens) = self.core.listens.as_mut() else { return Ok(()) };
+        let channels = listens.take_to_register();
+        // A failure here is the upstream's: the client's LISTEN meets it too,
+        // and the sync after its transaction settles what committed.
+        self.hub_listen(channels, false).await
+    }
+
+    /// After the server's replies: the hub follows what the client's
+    /// transaction settled, and notifications go out if the client is between
+    /// transactions.
+    async fn settle_listens(&mut self) -> Result<(), RelayEnd> {
+        let Some(listens) = self.core.listens.as_mut() else { return Ok(()) };
+        let leaving = listens.take_leaving();
+        let missing = if listens.syncing() { Vec::new() } else { listens.unregistered() };
+        if let Some((subscriber, _)) = &self.hub {
+            for channel in &leaving {
+                subscriber.unlisten(channel);
+            }
+        }
+        self.hub_listen(missing, true).await?;
+        self.core.deliver_notifications();
+        Ok(())
+    }
+
+    async fn hub_listen(&mut self, channels: Vec<String>, required: bool) -> Result<(), RelayEnd> {
+        if channels.is_empty() {
+            return Ok(());
+        }
+        if self.hub.is_none() {
+            self.hub = Some(self.attachment.join_listen_hub());
+        }
+        for channel in channels {
+            let listened = match &self.hub {
+                Some((subscriber, _)) => subscriber.listen(&channel).await,
+                None => Err("no listen hub".into()),
+            };
+            match listened {
+                Ok(()) => {
+                    if let Some(listens) = self.core.listens.as_mut() {
+                        listens.registered(channel);
+                    }
+                }
+                Err(why) if required => return Err(self.fatal(failures::listen_failed(&why))),
+                Err(why) => tracing::warn!(%channel, error = why, "the listen hub could not listen yet"),
+            }
+        }
+        Ok(())
     }
 
     fn fatal(&mut self, error: ClientError) -> RelayEnd {
@@ -373,8 +444,17 @@ impl Relay<ClientStream> {
                     self.timer.cancel(lease.session_ref().cancel_target().clone());
                 }
             }
+            if progress.hub_lost {
+                return self.fatal(failures::listener_lost());
+            }
+            if progress.notifications_overflow {
+                return self.fatal(failures::too_many_notifications());
+            }
+            if progress.notifications {
+                self.core.deliver_notifications();
+            }
             if progress.server_data {
-                if let Err(end) = self.take_server_frames() {
+                if let Err(end) = self.take_server_frames().await {
                     return end;
                 }
                 // A ReadyForQuery may have released client messages held for a reset.
@@ -438,11 +518,30 @@ impl Relay<ClientStream> {
             }
         }
         progress.request_timed_out = self.timer.poll_expired(cx);
+        if let (Some((_, queue)), Some(listens)) = (self.hub.as_mut(), self.core.listens.as_mut()) {
+            while let Poll::Ready(received) = queue.poll_recv(cx) {
+                match received {
+                    Some(notification) => {
+                        progress.notifications = true;
+                        if !listens.arrived(notification) {
+                            progress.notifications_overflow = true;
+                            break;
+                        }
+                    }
+                    None => {
+                        progress.hub_lost = true;
+                        break;
+                    }
+                }
+            }
+        }
         if progress.client_data
             || progress.server_data
             || progress.client_closed
             || progress.server_closed
             || progress.request_timed_out
+            || progress.notifications
+            || progress.hub_lost
         {
             Poll::Ready(Ok(progress))
         } else {

@@ -14,15 +14,20 @@ use bytes::{Buf, BytesMut};
 
 use super::attach::OwnExchange;
 use super::failures;
+use super::listening::SessionListens;
 use super::policy::{ClientPolicy, FrameStep};
 use super::statements::{Edit, ServerStatements};
 use crate::audit::AuditTrail;
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::write_message;
+use crate::protocol::backend::{put_cstr, write_message};
 use crate::protocol::frame::{peek_header, FrameError};
 use crate::protocol::messages::{self, client, parameter_status, server};
 use crate::setting_rules;
 use crate::tenant_stats::TenantSession;
+
+/// pgtenant's own exchange after a transaction that ran LISTEN/UNLISTEN in
+/// transaction pooling: what the server session listens on, then nothing.
+const LISTEN_SYNC: &str = "SELECT pg_catalog.pg_listening_channels(); UNLISTEN *";
 
 /// Transaction state of the server session, from its last ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +241,9 @@ pub struct RelayCore {
     /// When the client's current transaction began (its first message since
     /// the server was last idle), while counting.
     transaction_began: Option<Instant>,
+    /// In transaction pooling: the client's channels, which the pool's
+    /// listen hub serves.
+    pub(crate) listens: Option<SessionListens>,
 }
 
 impl RelayCore {
@@ -268,6 +276,47 @@ impl RelayCore {
             stats: None,
             audit: None,
             transaction_began: None,
+            listens: None,
+        }
+    }
+
+    /// LISTEN is served by the pool's listen hub from now on.
+    pub(crate) fn listen_through_hub(&mut self) {
+        self.policy.listen_through_hub();
+        self.listens = Some(SessionListens::default());
+    }
+
+    /// Before a listening client's own NOTIFY (a simple Query, nothing in
+    /// flight): the server session LISTENs on the client's channels first, so
+    /// that PostgreSQL delivers the client its own notification before the
+    /// ReadyForQuery, where a driver may look for it.
+    fn replay_listens_for_notify(&mut self, frame: &[u8]) {
+        let Some(listens) = self.listens.as_mut() else { return };
+        if !listens.has_active() || !self.policy.query_notifies(frame) {
+            return;
+        }
+        let statements = listens.replay();
+        write_message(&mut self.to_server, client::QUERY, |b| put_cstr(b, &statements));
+        self.policy.own_batches_sent(1);
+        self.own_pending.push_back(OwnExchange::ListenReplay);
+    }
+
+    /// Queues the notifications that wait for the client, if it is between
+    /// transactions with nothing in flight (as PostgreSQL delivers them).
+    pub(crate) fn deliver_notifications(&mut self) {
+        let Some(listens) = self.listens.as_mut() else { return };
+        let between_transactions = self.status == TxnStatus::Idle
+            && self.server_frame_left == 0
+            && self.own_pending.is_empty()
+            && self.policy.at_rest();
+        if !between_transactions || !listens.has_ready() {
+            return;
+        }
+        for notification in listens.take_ready() {
+            if let Some(frame) = self.policy.hub_notification(&notification) {
+                observe::to_client(self.stats.as_ref(), None, &frame, frame.len(), false);
+                self.to_client.extend_from_slice(&frame);
+            }
         }
     }
 
@@ -321,7 +370,9 @@ impl RelayCore {
                     return Ok(());
                 }
             }
-            if self.policy.holding() {
+            if self.policy.holding() || self.listens.as_ref().is_some_and(|l| l.syncing()) {
+                // A ReadyForQuery brings the relay back here; after a sync the
+                // client's channels are settled before its next statement.
                 return Ok(());
             }
             let header = match peek_header(&self.client_in, self.max_message_bytes) {
@@ -354,6 +405,9 @@ impl RelayCore {
                     }
                 }
                 let frame = self.client_in.split_to(header.frame_len);
+                if quiet && header.tag == client::QUERY {
+                    self.replay_listens_for_notify(&frame);
+                }
                 self.count_client_message(header.tag, header.frame_len);
                 if let Some(audit) = &mut self.audit {
                     audit.client_message(header.tag, &frame, || side.tenant_id());
@@ -366,6 +420,9 @@ impl RelayCore {
                 }
                 let own = self.policy.take_own_exchanges();
                 self.own_pending.extend(std::iter::repeat_n(OwnExchange::Required, own));
+                if let Some(listens) = self.listens.as_mut() {
+                    listens.sent(self.policy.take_channel_ops());
+                }
                 let changes = self.policy.take_setting_changes();
                 if !changes.is_empty() && side.settings_changed(changes) {
                     self.policy.restore_after(header.tag);
@@ -429,7 +486,8 @@ impl RelayCore {
                             || self.stats.is_some()
                             || self.audit.is_some()
                     }
-                    server::COMMAND_COMPLETE => self.audit.is_some(),
+                    server::COMMAND_COMPLETE => self.audit.is_some() || self.listens.is_some(),
+                    server::DATA_ROW => self.own_pending.front() == Some(&OwnExchange::ListenSync),
                     _ => false,
                 };
             if whole && self.server_in.len() < header.frame_len {
@@ -453,6 +511,9 @@ impl RelayCore {
             }
             if header.tag == server::ERROR_RESPONSE && self.own_pending.is_empty() {
                 self.error_in_batch = true;
+                if let Some(listens) = self.listens.as_mut() {
+                    listens.note_error();
+                }
             }
             match header.tag {
                 server::READY_FOR_QUERY => {
@@ -463,7 +524,12 @@ impl RelayCore {
                     };
                     self.status = status;
                     self.policy.batch_done();
-                    if self.own_pending.pop_front().is_some() {
+                    if let Some(own) = self.own_pending.pop_front() {
+                        if own == OwnExchange::ListenSync {
+                            if let Some(listens) = self.listens.as_mut() {
+                                listens.synced();
+                            }
+                        }
                         self.server_in.advance(header.frame_len);
                         continue;
                     }
@@ -502,7 +568,50 @@ impl RelayCore {
                         self.policy.own_batches_sent(exchanges.len() as u32);
                         self.own_pending.extend(exchanges);
                     }
+                    let quiet = self.policy.quiet() && side.attached();
+                    if let Some(listens) = self.listens.as_mut().filter(|_| status == TxnStatus::Idle) {
+                        if listens.transaction_ended(quiet) {
+                            write_message(&mut self.to_server, client::QUERY, |b| put_cstr(b, LISTEN_SYNC));
+                            self.policy.own_batches_sent(1);
+                            self.own_pending.push_back(OwnExchange::ListenSync);
+                        }
+                    }
                     continue;
+                }
+                // The pool's listen hub delivers this client's notifications;
+                // the server session listens only for a moment, and what it
+                // delivers (the client's own NOTIFY) the hub's copy does not repeat.
+                server::NOTIFICATION_RESPONSE if self.listens.is_some() => {
+                    let frame = &self.server_in[..header.frame_len];
+                    let echo = match (messages::Notification::read(frame), self.listens.as_mut()) {
+                        (Some(n), Some(listens)) if listens.wants(n.channel) => {
+                            listens.echoed(n.pid, n.channel, n.payload);
+                            self.policy.notification(frame)
+                        }
+                        _ => None,
+                    };
+                    self.server_in.advance(header.frame_len);
+                    if let Some(frame) = echo {
+                        observe::to_client(self.stats.as_ref(), None, &frame, frame.len(), false);
+                        self.to_client.extend_from_slice(&frame);
+                        self.last_server_tag = server::NOTIFICATION_RESPONSE;
+                        self.to_client_ends_ready = false;
+                    }
+                    continue;
+                }
+                server::DATA_ROW if self.own_pending.front() == Some(&OwnExchange::ListenSync) => {
+                    let channel = messages::first_column(&self.server_in[..header.frame_len]).map(str::to_owned);
+                    if let (Some(listens), Some(channel)) = (self.listens.as_mut(), channel) {
+                        listens.server_listened(channel);
+                    }
+                }
+                server::COMMAND_COMPLETE => {
+                    let frame = &self.server_in[..header.frame_len.min(self.server_in.len())];
+                    if let (Some(listens), Some(verb)) = (self.listens.as_mut(), messages::command_verb(frame)) {
+                        if self.own_pending.is_empty() {
+                            listens.note_command(verb);
+                        }
+                    }
                 }
                 server::NOTIFICATION_RESPONSE => {
                     let rewritten = self.policy.notification(&self.server_in[..header.frame_len]);
@@ -550,9 +659,12 @@ impl RelayCore {
                     let error =
                         failures::own_exchange(messages::body(&self.server_in[..header.frame_len]).unwrap_or_default());
                     match self.own_pending.front() {
-                        Some(OwnExchange::Required) => return Err(self.fatal(error)),
+                        Some(OwnExchange::Required | OwnExchange::ListenSync) => return Err(self.fatal(error)),
                         Some(OwnExchange::ClientSetting | OwnExchange::RestoredSetting) => {
                             tracing::warn!(code = %error.code, message = %error.message, "a client setting could not be replayed");
+                        }
+                        Some(OwnExchange::ListenReplay) => {
+                            tracing::debug!(code = %error.code, "listening before the client's NOTIFY failed")
                         }
                         // A setting that never took effect has nothing to reset.
                         _ => {

@@ -29,8 +29,12 @@ pub struct Inspection {
     /// LISTEN / UNLISTEN / NOTIFY statements, whose channels pgtenant scopes to the tenant.
     pub channel_statements: Vec<ChannelStatement>,
     /// It leaves state on the server session that pgtenant cannot carry to
-    /// another one (PREPARE, a WITH HOLD cursor, LISTEN, SET SESSION CHARACTERISTICS).
+    /// another one (PREPARE, a WITH HOLD cursor, SET SESSION CHARACTERISTICS).
+    /// LISTEN is among `channel_statements`: transaction pooling serves it
+    /// with the pool's listening connection.
     pub session_state: bool,
+    /// It contains DISCARD ALL, which also stops every LISTEN.
+    pub unlistens_all: bool,
     /// It drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
     pub discards_statements: bool,
     /// Session-level `SET name …` and `RESET name` (None), in order: the
@@ -75,6 +79,11 @@ pub enum ChannelCommand {
 }
 
 impl Inspection {
+    /// It contains a LISTEN.
+    pub fn listens(&self) -> bool {
+        self.channel_statements.iter().any(|s| s.kind == ChannelCommand::Listen)
+    }
+
     fn deny(error: ClientError) -> Inspection {
         Inspection { denial: Some(error), ..Inspection::default() }
     }
@@ -159,7 +168,7 @@ fn denied(danger: Danger, name: &str) -> ClientError {
 /// The refusal of one top-level statement, if any; notes context resets.
 fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspection) -> Option<ClientError> {
     match node {
-        NodeEnum::PrepareStmt(_) | NodeEnum::ListenStmt(_) => inspection.session_state = true,
+        NodeEnum::PrepareStmt(_) => inspection.session_state = true,
         NodeEnum::DeclareCursorStmt(cursor) if cursor.options & CURSOR_OPT_HOLD != 0 => inspection.session_state = true,
         _ => {}
     }
@@ -192,6 +201,7 @@ fn judge_statement(node: &NodeEnum, tenant_setting: &str, inspection: &mut Inspe
         }
         NodeEnum::DiscardStmt(discard) => {
             if discard.target == protobuf::DiscardMode::DiscardAll as i32 {
+                inspection.unlistens_all = true;
                 inspection.resets_context = true;
                 inspection.wipes_settings = true;
                 inspection.discards_statements = true;

@@ -271,7 +271,6 @@ mod session_state {
     fn statements_that_need_a_whole_session() {
         for sql in [
             "PREPARE p AS SELECT 1",
-            "LISTEN jobs",
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
         ] {
@@ -281,9 +280,15 @@ mod session_state {
             "SET statement_timeout = 5",
             "BEGIN; SET LOCAL statement_timeout = 5; COMMIT",
             "DECLARE c CURSOR FOR SELECT 1",
+            // The pool's listening connection serves it (frontend/listening.rs).
+            "LISTEN jobs",
         ] {
             assert!(!inspect(sql, "app.tenant_id").session_state, "{sql}");
         }
+        assert!(inspect("SELECT 1; LISTEN jobs", "app.tenant_id").listens());
+        assert!(!inspect("UNLISTEN jobs", "app.tenant_id").listens());
+        assert!(inspect("DISCARD ALL", "app.tenant_id").unlistens_all);
+        assert!(!inspect("RESET ALL; DEALLOCATE ALL", "app.tenant_id").unlistens_all);
         let i = inspect("SET statement_timeout = '5s'; RESET search_path", "app.tenant_id");
         assert_eq!(
             i.setting_changes,

@@ -37,6 +37,7 @@ pub(crate) mod server {
     pub(crate) const PARSE_COMPLETE: u8 = b'1';
     pub(crate) const CLOSE_COMPLETE: u8 = b'3';
     pub(crate) const COMMAND_COMPLETE: u8 = b'C';
+    pub(crate) const DATA_ROW: u8 = b'D';
     pub(crate) const EMPTY_QUERY_RESPONSE: u8 = b'I';
     pub(crate) const PORTAL_SUSPENDED: u8 = b's';
     pub(crate) const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
@@ -121,6 +122,24 @@ impl<'a> Target<'a> {
 /// ReadyForQuery: the transaction status byte (`I`, `T` or `E`).
 pub(crate) fn ready_status(frame: &[u8]) -> Option<u8> {
     body(frame)?.first().copied()
+}
+
+/// CommandComplete: the command tag's first word (`COMMIT`, `ROLLBACK`, `SELECT`, …).
+pub(crate) fn command_verb(frame: &[u8]) -> Option<&[u8]> {
+    let (tag, _) = read_cstr(body(frame)?)?;
+    tag.split(' ').next().map(str::as_bytes)
+}
+
+/// DataRow: its first column as text (`None` when NULL, absent or malformed).
+pub(crate) fn first_column(frame: &[u8]) -> Option<&str> {
+    let body = body(frame)?;
+    let (count, rest) = body.split_first_chunk::<2>()?;
+    if i16::from_be_bytes(*count) < 1 {
+        return None;
+    }
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
+    std::str::from_utf8(rest.get(..len)?).ok()
 }
 
 /// ParameterStatus: a setting's name and value, from the message body.
@@ -221,6 +240,13 @@ mod tests {
     #[test]
     fn server_messages() {
         assert_eq!(ready_status(&frame(server::READY_FOR_QUERY, b"T")), Some(b'T'));
+        assert_eq!(command_verb(&frame(server::COMMAND_COMPLETE, b"ROLLBACK\0")), Some(&b"ROLLBACK"[..]));
+        assert_eq!(command_verb(&frame(server::COMMAND_COMPLETE, b"SELECT 1\0")), Some(&b"SELECT"[..]));
+        assert_eq!(command_verb(&frame(server::COMMAND_COMPLETE, b"SELECT 1")), None, "unterminated");
+        let row = frame(server::DATA_ROW, b"\0\x01\0\0\0\x04t1.a");
+        assert_eq!(first_column(&row), Some("t1.a"));
+        assert_eq!(first_column(&frame(server::DATA_ROW, b"\0\x01\xff\xff\xff\xff")), None, "NULL");
+        assert_eq!(first_column(&frame(server::DATA_ROW, b"\0\x01\0\0\0\x09t1")), None, "short");
         let n = frame(server::NOTIFICATION_RESPONSE, b"\0\0\0\x07chan\0hello\0");
         assert_eq!(Notification::read(&n), Some(Notification { pid: 7, channel: "chan", payload: "hello" }));
         assert_eq!(parameter_status(b"TimeZone\0UTC\0"), Some(("TimeZone", "UTC")));

@@ -2,6 +2,7 @@
 //! the session role, and hand the raw stream to the relay.
 
 pub(crate) mod connect;
+pub(crate) mod listen_hub;
 pub(crate) mod pool;
 pub mod role_check;
 pub(crate) mod server_session;

@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::connect::{connect, UpstreamError, UpstreamTarget};
+use super::listen_hub::ListenHub;
 use super::server_session::ServerSession;
 
 /// Sizes and timeouts of one pool.
@@ -109,6 +110,9 @@ struct Inner {
     state: Mutex<State>,
     freed: Notify,
     counters: PoolCounters,
+    /// The connection that listens for this pool's clients in transaction
+    /// pooling, started by the first LISTEN.
+    listen_hub: OnceLock<ListenHub>,
 }
 
 /// A pool of server sessions for one upstream role.
@@ -154,6 +158,7 @@ impl Pool {
                 state: Mutex::new(State::default()),
                 freed: Notify::new(),
                 counters: PoolCounters::default(),
+                listen_hub: OnceLock::new(),
             }),
         }
     }
@@ -164,6 +169,11 @@ impl Pool {
 
     pub(crate) fn counters(&self) -> &PoolCounters {
         &self.inner.counters
+    }
+
+    /// The pool's listening connection (one task, started on first use).
+    pub(crate) fn listen_hub(&self) -> &ListenHub {
+        self.inner.listen_hub.get_or_init(|| ListenHub::start(self.inner.target.clone()))
     }
 
     /// A server session for `client` of `tenant`, which may hold at most

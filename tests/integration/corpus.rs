@@ -279,7 +279,7 @@ async fn scratch_schema(env: &TestEnv) {
 
 #[tokio::test]
 async fn the_corpus_reads_the_same_directly_and_through_pgtenant() {
-    // Transaction pooling over two server sessions: the client's LISTEN pins one.
+    // Transaction pooling over two server sessions; the client's LISTEN is the listen hub's.
     for (mode, size) in [(PoolMode::Session, 2), (PoolMode::Transaction, 2)] {
         let direct_env = TestEnv::start().await;
         let env = TestEnv::start_with(|c| {

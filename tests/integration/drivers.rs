@@ -1,5 +1,6 @@
 //! Real drivers through pgtenant in transaction pooling: asyncpg (its pool
-//! sends RESET ALL on release and uses named prepared statements) and pgjdbc
+//! sends RESET ALL on release and uses named prepared statements; its
+//! add_listener, with psycopg's notifies()) and pgjdbc
 //! (server-side prepared statements from the first use, metadata, batches).
 
 use std::process::Command;
@@ -28,6 +29,27 @@ async fn asyncpg_pool_and_prepared_statements_in_transaction_mode() {
     assert_eq!(stdout.trim(), "ok");
     let pool = env.server.state.routes.default_placement().readwrite.figures();
     assert!(pool.created <= 2, "four asyncpg connections share two server sessions: {pool:?}");
+}
+
+/// asyncpg's add_listener and psycopg's notifies() in transaction pooling
+/// over one server session: listeners hold none between transactions.
+#[tokio::test]
+async fn asyncpg_and_psycopg_listen_in_transaction_mode() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.size = 1;
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.checkout_timeout_secs = 5;
+    })
+    .await;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/listen_check.py");
+    let mut command = Command::new("python3");
+    command.arg(script).arg(env.url("hk_teller", PASSWORD)).arg(env.url("barclays_ops", PASSWORD));
+    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("python3 on PATH");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "listen_check.py failed:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "ok");
+    let pool = env.server.state.routes.default_placement().readwrite.figures();
+    assert_eq!(pool.created, 1, "every client shared the one server session: {pool:?}");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod examples;
 mod hierarchy;
 mod isolation;
 mod layering;
+mod listen;
 mod pooled_state;
 mod pooling;
 mod psql;

@@ -381,7 +381,7 @@ async fn session_pooling_shows_a_client_its_own_statements() {
 async fn a_reset_server_session_is_reset_once() {
     let env = env_with(PoolMode::Transaction, 1).await;
     let pinned = env.connect("hk_teller").await;
-    pinned.simple_query("LISTEN jobs").await.unwrap();
+    pinned.simple_query("PREPARE pinning AS SELECT 1").await.unwrap();
     drop(pinned);
     let next = env.connect("barclays_ops").await;
     let before = env.server.state.routes.default_placement().readwrite.figures().resets;

@@ -13,15 +13,17 @@ use bytes::{BufMut, BytesMut};
 use super::batches::Batches;
 use super::bind_effects::{judge_bound_set_config, BindValues, PreparedEffects};
 use super::channels::TenantChannels;
+use super::listening::ChannelOp;
 use super::markers::Markers;
 use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
 use crate::guard::context_calls;
-use crate::guard::{self, Guard, Inspection};
+use crate::guard::{self, ChannelCommand, Guard, Inspection};
 use crate::notifiers::Notifiers;
 use crate::protocol::backend::{put_cstr, write_message};
 use crate::protocol::messages::{client, Bind, Parse, Query};
+use crate::upstream::listen_hub::HubNotification;
 
 mod assume_calls;
 
@@ -69,6 +71,11 @@ pub struct ClientPolicy {
     own_exchanges: usize,
     /// A release went out.
     released: bool,
+    /// In transaction pooling: the pool's listening connection serves LISTEN
+    /// (`listening.rs`), which then needs no whole server session.
+    listen_hub: bool,
+    /// LISTEN/UNLISTEN statements sent since the relay last took them.
+    channel_ops: Vec<ChannelOp>,
 }
 
 impl ClientPolicy {
@@ -100,7 +107,52 @@ impl ClientPolicy {
             verified: None,
             own_exchanges: 0,
             released: false,
+            listen_hub: false,
+            channel_ops: Vec::new(),
         }
+    }
+
+    /// True when a Query frame runs a NOTIFY or `pg_notify()` the guard lets through.
+    pub(crate) fn query_notifies(&self, frame: &[u8]) -> bool {
+        let Some(sql) = Query::read(frame).and_then(|q| std::str::from_utf8(q.sql).ok()) else { return false };
+        let verdict = self.guard.check(sql);
+        verdict.denial.is_none()
+            && verdict
+                .channel_statements
+                .iter()
+                .any(|s| matches!(s.kind, ChannelCommand::Notify | ChannelCommand::NotifyCall))
+    }
+
+    /// LISTEN is served by the pool's listening connection (transaction pooling).
+    pub(crate) fn listen_through_hub(&mut self) {
+        self.listen_hub = true;
+    }
+
+    /// Takes the LISTEN/UNLISTEN statements sent (with the listen hub only).
+    pub(crate) fn take_channel_ops(&mut self) -> Vec<ChannelOp> {
+        std::mem::take(&mut self.channel_ops)
+    }
+
+    /// What `verdict`'s statements do to the client's channels, when the
+    /// listen hub serves them.
+    fn channel_ops_of(&self, verdict: &Inspection) -> Vec<ChannelOp> {
+        if !self.listen_hub {
+            return Vec::new();
+        }
+        let mut ops: Vec<ChannelOp> = verdict
+            .channel_statements
+            .iter()
+            .filter_map(|statement| match statement.kind {
+                ChannelCommand::Listen => Some(ChannelOp::Listen(self.channels.server_channel(&statement.channel))),
+                ChannelCommand::Unlisten if statement.channel.is_empty() => Some(ChannelOp::UnlistenAll),
+                ChannelCommand::Unlisten => Some(ChannelOp::Unlisten(self.channels.server_channel(&statement.channel))),
+                ChannelCommand::Notify | ChannelCommand::NotifyCall => None,
+            })
+            .collect();
+        if verdict.unlistens_all {
+            ops.push(ChannelOp::UnlistenAll);
+        }
+        ops
     }
 
     /// The session is a service login's: it may assume tenants.
@@ -335,6 +387,8 @@ impl ClientPolicy {
         }
         self.note_settings(&verdict);
         self.channels.note_notify(&verdict);
+        let ops = self.channel_ops_of(&verdict);
+        self.channel_ops.extend(ops);
         if verdict.discards_statements {
             self.forget_statements(server);
         }
@@ -367,7 +421,7 @@ impl ClientPolicy {
                      pgtenant: it judges those parameters when the statement is bound",
                 ))
             }
-            None => self.session_feature(verdict.session_state),
+            None => self.session_feature(verdict.session_state || (verdict.listens() && !self.listen_hub)),
         }
     }
 
@@ -450,6 +504,7 @@ impl ClientPolicy {
             resets_context: verdict.resets_context,
             wipes_settings: verdict.wipes_settings,
             setting_changes: verdict.setting_changes.clone(),
+            channel_ops: self.channel_ops_of(&verdict),
         };
         if effects.any() {
             self.prepared_effects.insert(name.to_owned(), effects);
@@ -489,6 +544,7 @@ impl ClientPolicy {
         self.setting_changes.extend(effects.setting_changes.iter().cloned());
         self.setting_changes.extend(bound.setting_changes);
         self.settings_untracked |= bound.untracked_settings;
+        self.channel_ops.extend(effects.channel_ops.iter().cloned());
         Ok(())
     }
 
@@ -550,6 +606,11 @@ impl ClientPolicy {
     /// A NotificationResponse as the client sees it (`None`: not its tenant's).
     pub(crate) fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
         self.channels.notification(frame)
+    }
+
+    /// The NotificationResponse for a notification the listen hub received.
+    pub(crate) fn hub_notification(&self, n: &HubNotification) -> Option<BytesMut> {
+        self.channels.hub_notification(n.pid, &n.channel, &n.payload)
     }
 }
 
