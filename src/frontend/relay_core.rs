@@ -241,9 +241,10 @@ pub struct RelayCore {
     /// When the client's current transaction began (its first message since
     /// the server was last idle), while counting.
     transaction_began: Option<Instant>,
-    /// In transaction pooling: the client's channels, which the pool's
-    /// listen hub serves.
-    pub(crate) listens: Option<SessionListens>,
+    /// In transaction pooling, from the client's first LISTEN/UNLISTEN: its
+    /// channels, which the pool's listen hub serves (boxed: most sessions
+    /// never listen, and idle sessions should cost little).
+    pub(crate) listens: Option<Box<SessionListens>>,
 }
 
 impl RelayCore {
@@ -283,7 +284,6 @@ impl RelayCore {
     /// LISTEN is served by the pool's listen hub from now on.
     pub(crate) fn listen_through_hub(&mut self) {
         self.policy.listen_through_hub();
-        self.listens = Some(SessionListens::default());
     }
 
     /// Before a listening client's own NOTIFY (a simple Query, nothing in
@@ -405,7 +405,9 @@ impl RelayCore {
                     }
                 }
                 let frame = self.client_in.split_to(header.frame_len);
-                if quiet && header.tag == client::QUERY {
+                // Own exchanges queued ahead (a context refresh at checkout)
+                // keep their place: nothing of the client's is in flight.
+                if self.policy.quiet() && header.tag == client::QUERY {
                     self.replay_listens_for_notify(&frame);
                 }
                 self.count_client_message(header.tag, header.frame_len);
@@ -420,8 +422,9 @@ impl RelayCore {
                 }
                 let own = self.policy.take_own_exchanges();
                 self.own_pending.extend(std::iter::repeat_n(OwnExchange::Required, own));
-                if let Some(listens) = self.listens.as_mut() {
-                    listens.sent(self.policy.take_channel_ops());
+                let channel_ops = self.policy.take_channel_ops();
+                if !channel_ops.is_empty() {
+                    self.listens.get_or_insert_with(Box::default).sent(channel_ops);
                 }
                 let changes = self.policy.take_setting_changes();
                 if !changes.is_empty() && side.settings_changed(changes) {

@@ -744,3 +744,59 @@ async fn a_database_tenant_starts_from_the_template_database() {
     assert_eq!(rows(&client, "SELECT v FROM from_template").await, ["templated"]);
     assert_eq!(rows(&client, "SELECT body FROM notes").await, ["seed"], "migrations still apply");
 }
+
+/// A connection whose notifications arrive on the returned queue.
+async fn listening_login(
+    env: &TestEnv,
+    slug: &str,
+) -> (Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>) {
+    use futures_util::StreamExt;
+    let url = env.url(&username(slug, "readwrite"), LOGIN_PASSWORD);
+    let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            let _ = tx.send(message);
+        }
+    });
+    (client, rx)
+}
+
+async fn next_payload(rx: &mut tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>) -> String {
+    loop {
+        if let tokio_postgres::AsyncMessage::Notification(n) = next_message(rx).await {
+            return format!("{}: {}", n.channel(), n.payload());
+        }
+    }
+}
+
+/// Attack, in both pool modes (transaction pooling: the listen hub of each
+/// tenant's own pool): schema and database tenants on one channel name hear
+/// only their own notifications, whatever the other sends or listens on.
+#[tokio::test]
+async fn listen_and_notify_stay_within_each_isolation_model() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let env = env_with(&format!("listen-{mode:?}"), |c| c.pool.mode = mode).await;
+        let admin = admin_api(&env);
+        for isolation in ["schema", "database"] {
+            let (victim, thief) = (format!("quiet-{isolation}"), format!("loud-{isolation}"));
+            tenant_with_logins(&admin, &victim, isolation).await;
+            tenant_with_logins(&admin, &thief, isolation).await;
+            let (victim_listener, mut victim_rx) = listening_login(&env, &victim).await;
+            victim_listener.batch_execute("LISTEN jobs").await.unwrap();
+            let (thief_listener, mut thief_rx) = listening_login(&env, &thief).await;
+            thief_listener.batch_execute("LISTEN jobs").await.unwrap();
+            let attacker = login(&env, &thief, "readwrite").await;
+            attacker.batch_execute("NOTIFY jobs, 'forged'").await.unwrap();
+            attacker.execute("SELECT pg_notify($1, 'bound')", &[&"jobs"]).await.unwrap();
+            let victim_sender = login(&env, &victim, "readwrite").await;
+            victim_sender.batch_execute("NOTIFY jobs, 'genuine'").await.unwrap();
+            // Had the attacker's crossed over, they would come first.
+            assert_eq!(next_payload(&mut victim_rx).await, "jobs: genuine", "{mode:?} {isolation}");
+            assert_eq!(next_payload(&mut thief_rx).await, "jobs: forged", "{mode:?} {isolation}");
+            assert_eq!(next_payload(&mut thief_rx).await, "jobs: bound", "{mode:?} {isolation}");
+            assert_eq!(value(&attacker, "SELECT count(*) FROM pg_listening_channels()").await, "0");
+        }
+    }
+}

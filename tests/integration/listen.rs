@@ -251,7 +251,12 @@ async fn a_clients_own_notification_comes_before_its_ready_for_query() {
     let env = one_server_session().await;
     let mut client = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
     client.query("LISTEN jobs").await;
+    // A setting of its own, which another client's turn on the one server
+    // session takes away: the NOTIFY's checkout puts it back first.
+    client.query("SET statement_timeout = '7s'").await;
+    let other = env.connect("barclays_ops").await;
     for round in 0..3 {
+        value(&other, "SELECT 1").await;
         let replies = client.query(&format!("NOTIFY jobs, 'round {round}'")).await;
         let tags: Vec<u8> = replies.iter().map(|m| m.tag).collect();
         assert_eq!(tags, b"CAZ", "round {round}: {replies:?}");
