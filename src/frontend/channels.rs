@@ -57,7 +57,7 @@ impl TenantChannels {
             .iter()
             .any(|s| matches!(s.kind, ChannelCommand::Notify | ChannelCommand::NotifyCall))
         {
-            self.notifiers.record(self.server_pid, self.client_pid);
+            self.notifiers.record(self.server_pid, &self.prefix, self.client_pid);
         }
     }
 
@@ -65,7 +65,11 @@ impl TenantChannels {
     /// the client listened on; `None` drops a notification of any other channel.
     pub(crate) fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
         let Notification { pid, channel, payload } = Notification::read(frame)?;
-        let pid = if pid == self.server_pid { self.client_pid } else { self.notifiers.client_of(pid).unwrap_or(pid) };
+        let pid = if pid == self.server_pid {
+            self.client_pid
+        } else {
+            self.notifiers.client_of(pid, &self.prefix).unwrap_or(pid)
+        };
         self.notification_of(pid, channel, payload)
     }
 
@@ -85,7 +89,7 @@ impl TenantChannels {
     /// received: its server session is shared, so the sender is whoever last
     /// sent NOTIFY through the backend that carried it.
     pub(crate) fn hub_notification(&self, pid: i32, channel: &str, payload: &str) -> Option<BytesMut> {
-        self.notification_of(self.notifiers.client_of(pid).unwrap_or(pid), channel, payload)
+        self.notification_of(self.notifiers.client_of(pid, &self.prefix).unwrap_or(pid), channel, payload)
     }
 
     /// The NotificationResponse the client gets for a notification on the

@@ -267,3 +267,27 @@ async fn a_clients_own_notification_comes_before_its_ready_for_query() {
     let tags: Vec<u8> = replies.iter().map(|m| m.tag).collect();
     assert_eq!(tags, b"TDCZ", "{replies:?}");
 }
+
+/// Attack on the sender pid: a notification waits while its listener is in
+/// a transaction, and meanwhile a client of another tenant NOTIFYs through
+/// the same server session. The pid the listener sees is still its own
+/// tenant's sender's, never the other tenant's client's.
+#[tokio::test]
+async fn a_late_notification_never_shows_another_tenants_client() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.size = 2;
+    })
+    .await;
+    let mut listener = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    listener.query("LISTEN jobs").await;
+    // Holds one server session; the senders share the other.
+    listener.query("BEGIN").await;
+    let mut hk = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    hk.query("NOTIFY jobs, 'from hk'").await;
+    let mut barclays = raw::login(env.server.proxy_addr, "barclays_ops", PASSWORD, &env.database, &[]).await.unwrap();
+    barclays.query("NOTIFY jobs, 'from barclays'").await;
+    let replies = listener.query("COMMIT").await;
+    let body = raw_notification(&mut listener, &replies).await;
+    assert_eq!(notification_pid(&body), hk.key.0, "hk's sender, not barclays' {}", barclays.key.0);
+}
