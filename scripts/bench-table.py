@@ -45,23 +45,24 @@ def main():
     matrix = {}
     order = []
     for r in rows:
-        if r["kind"] != "matrix":
+        if r["kind"] not in ("matrix", "matrix-same"):
             continue
-        key = (r["workload"], r["protocol"], r["clients"])
+        mode = "same policy" if r["kind"] == "matrix-same" else "enforced"
+        key = (r["workload"], r["protocol"], r["clients"], mode)
         if key not in matrix:
             matrix[key] = {}
             order.append(key)
         matrix[key][r["target"]] = r
     if order:
         out.append("")
-        out.append("| workload | protocol | clients | direct TPS | PgBouncer TPS | pgtenant TPS | pgtenant / PgBouncer | pgtenant / direct | avg latency ms: direct / PgBouncer / pgtenant |")
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        out.append("| workload | protocol | clients | mode | direct TPS | PgBouncer TPS | pgtenant TPS | pgtenant / PgBouncer | pgtenant / direct | avg latency ms: direct / PgBouncer / pgtenant |")
+        out.append("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
     for key in order:
         d, b, t = (matrix[key].get(x) for x in ("direct", "pgbouncer", "pgtenant"))
         cells = [cell(d), cell(b), cell(t)]
         rb = ratio(t and t["tps"], b and b["tps"]) if b and num(b["tps"]) and not b["error"] else "–"
         rd = ratio(t and t["tps"], d and d["tps"])
-        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {cells[0]} | {cells[1]} | {cells[2]} | {rb} | {rd} | {lat(d)} / {lat(b)} / {lat(t)} |")
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cells[0]} | {cells[1]} | {cells[2]} | {rb} | {rd} | {lat(d)} / {lat(b)} / {lat(t)} |")
 
     # Extra latency over direct at 1 client.
     one = [k for k in order if k[2] == "1"]
@@ -69,8 +70,8 @@ def main():
         out.append("")
         out.append("Extra latency over direct PostgreSQL at 1 client (average, ms):")
         out.append("")
-        out.append("| workload | protocol | direct | PgBouncer extra | pgtenant extra | pgtenant extra / PgBouncer extra |")
-        out.append("|---|---|---:|---:|---:|---:|")
+        out.append("| workload | protocol | mode | direct | PgBouncer extra | pgtenant extra | pgtenant extra / PgBouncer extra |")
+        out.append("|---|---|---|---:|---:|---:|---:|")
         for k in one:
             d, b, t = (num(lat(matrix[k].get(x))) for x in ("direct", "pgbouncer", "pgtenant"))
             if d is None:
@@ -78,7 +79,7 @@ def main():
             eb = f"{b - d:+.3f}" if b is not None else "–"
             et = f"{t - d:+.3f}" if t is not None else "–"
             rr = f"{(t - d) / (b - d):.2f}" if b is not None and t is not None and b - d > 0 else "–"
-            out.append(f"| {k[0]} | {k[1]} | {d:.3f} | {eb} | {et} | {rr} |")
+            out.append(f"| {k[0]} | {k[1]} | {k[3]} | {d:.3f} | {eb} | {et} | {rr} |")
 
     # Connection rate.
     conn = {r["target"]: r for r in rows if r["kind"] == "connect"}

@@ -286,6 +286,38 @@ impl RelayCore {
         self.policy.listen_through_hub();
     }
 
+    /// A named Parse + Sync between transactions, with no server session
+    /// attached: answered here (ParseComplete, ReadyForQuery) when the policy
+    /// can remember the statement without one (`parse_without_server`).
+    fn answer_parse_without_server(&mut self) -> bool {
+        let between_transactions = self.status == TxnStatus::Idle
+            && self.own_pending.is_empty()
+            && self.to_server.is_empty()
+            && self.server_frame_left == 0
+            && self.policy.quiet();
+        if !between_transactions {
+            return false;
+        }
+        let Ok(Some(parse)) = peek_header(&self.client_in, self.max_message_bytes) else { return false };
+        if parse.tag != client::PARSE || self.client_in.len() < parse.frame_len {
+            return false;
+        }
+        let Ok(Some(sync)) = peek_header(&self.client_in[parse.frame_len..], self.max_message_bytes) else {
+            return false;
+        };
+        if sync.tag != client::SYNC || !self.policy.parse_without_server(&self.client_in[..parse.frame_len]) {
+            return false;
+        }
+        self.count_client_message(parse.tag, parse.frame_len);
+        self.count_client_message(sync.tag, sync.frame_len);
+        self.client_in.advance(parse.frame_len + sync.frame_len);
+        write_message(&mut self.to_client, server::PARSE_COMPLETE, |_| {});
+        write_message(&mut self.to_client, server::READY_FOR_QUERY, |b| b.extend_from_slice(b"I"));
+        self.last_server_tag = server::READY_FOR_QUERY;
+        self.to_client_ends_ready = true;
+        true
+    }
+
     /// Before a listening client's own NOTIFY (a simple Query, nothing in
     /// flight): the server session LISTENs on the client's channels first, so
     /// that PostgreSQL delivers the client its own notification before the
@@ -384,6 +416,9 @@ impl RelayCore {
                 return Err(RelayEnd::ClientTerminated);
             }
             if !side.attached() && side.transaction_pooling() {
+                if self.answer_parse_without_server() {
+                    continue;
+                }
                 // Messages are judged against the server session that will run
                 // them; the relay loop attaches one first.
                 self.wants_server = true;

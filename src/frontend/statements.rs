@@ -120,6 +120,17 @@ impl ClientStatements {
         self.by_name.clear();
     }
 
+    /// A named Parse answered without a server session: remembered, and
+    /// prepared on whichever server session first runs its Bind or Describe.
+    /// False (nothing done) for a name the client already uses.
+    pub(crate) fn remember(&mut self, name: &str, query_and_types: &[u8]) -> bool {
+        if self.by_name.contains_key(name) {
+            return false;
+        }
+        self.by_name.insert(name.to_owned(), Arc::new(Prepared::new(&self.namespace, query_and_types)));
+        true
+    }
+
     /// A named Parse: remembered; sent to the server only if it lacks it.
     pub(crate) fn parse(
         &mut self,

@@ -81,6 +81,13 @@ impl Guard {
     }
 }
 
+/// True when PostgreSQL's grammar (pg_query) accepts `sql`: a statement
+/// pgtenant answers for without the server (a Parse outside a transaction)
+/// fails at its first use, not at Parse, only for reasons past the grammar.
+pub(crate) fn parses(sql: &str) -> bool {
+    pg_query::parse(sql, 0).is_ok()
+}
+
 /// The channel name a tenant's LISTEN/NOTIFY uses on the server: a prefix
 /// derived from the tenant keeps tenants' channels apart in the shared database.
 pub(crate) fn scoped_channel(prefix: &str, channel: &str) -> String {

@@ -30,6 +30,9 @@ use super::Isolation;
 use crate::config::Placement;
 use crate::quote::{quote_ident, quote_literal};
 
+/// Attempts at dropping what a failed provisioning made.
+const UNDO_ATTEMPTS: u32 = 4;
+
 /// One versioned tenant migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TenantMigration {
@@ -168,8 +171,20 @@ impl Provisioner {
         let mut made = Made::default();
         let result = self.provision_steps(tenant_id, isolation, upstream, &mut made).await;
         if result.is_err() && made.roles + usize::from(made.home) > 0 {
-            if let Err(e) = self.undo(tenant_id, isolation, upstream, &made).await {
-                tracing::warn!(error = %e, tenant = tenant_id, "could not drop a failed provisioning's objects");
+            // The failed migration's server session may still be exiting (a
+            // terminated backend holds its locks until it is gone): try again
+            // a few times before leaving the objects for a retry or a delete.
+            for attempt in 1..=UNDO_ATTEMPTS {
+                match self.undo(tenant_id, isolation, upstream, &made).await {
+                    Ok(()) => break,
+                    Err(e) if attempt == UNDO_ATTEMPTS => {
+                        tracing::warn!(error = %e, tenant = tenant_id, "could not drop a failed provisioning's objects")
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, attempt, "dropping a failed provisioning's objects failed; again");
+                        tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                    }
+                }
             }
         }
         result

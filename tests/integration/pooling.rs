@@ -4,6 +4,7 @@
 use pgtenant::config::{PoolMode, SessionFeatures, TenantOverrides};
 use tokio_postgres::Client;
 
+use crate::common::raw;
 use crate::common::*;
 
 /// A test database served with transaction pooling over `size` server sessions.
@@ -479,4 +480,61 @@ async fn limits_set_through_the_admin_api_apply_to_the_next_sessions() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "23514");
+}
+
+fn parse_and_sync(name: &str, sql: &str) -> Vec<u8> {
+    use postgres_protocol::message::frontend;
+    let mut out = bytes::BytesMut::new();
+    frontend::parse(name, sql, [], &mut out).unwrap();
+    frontend::sync(&mut out);
+    out.to_vec()
+}
+
+fn bind_execute_sync(name: &str) -> Vec<u8> {
+    use postgres_protocol::message::frontend;
+    let mut out = bytes::BytesMut::new();
+    frontend::bind("", name, [], std::iter::empty::<i32>(), |_, _| Ok(postgres_protocol::IsNull::No), [], &mut out)
+        .map_err(|_| "bind")
+        .unwrap();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    out.to_vec()
+}
+
+fn tags(messages: &[raw::Message]) -> String {
+    messages.iter().map(|m| m.tag as char).collect()
+}
+
+/// pgbench -M prepared prepares with Parse + Sync and waits: in transaction
+/// pooling that needs no server connection (the one there is is held by a
+/// client mid-transaction), and the statement is prepared on whichever
+/// connection runs it. A statement the grammar refuses still fails at Parse,
+/// as on PostgreSQL; one that fails past the grammar fails at first use.
+#[tokio::test]
+async fn a_parse_between_transactions_is_answered_without_a_server_connection() {
+    let env = TestEnv::start_with(|c| {
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.size = 1;
+        c.pool.checkout_timeout_secs = 30;
+    })
+    .await;
+    let mut client = raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    let holder = env.connect("barclays_ops").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    client.send(&parse_and_sync("ids", "SELECT count(*) FROM accounts")).await;
+    assert_eq!(tags(&client.until_ready().await), "1Z", "answered while the only server connection is held");
+    client.send(&parse_and_sync("missing", "SELECT * FROM no_such_table")).await;
+    assert_eq!(tags(&client.until_ready().await), "1Z");
+    // Past the grammar's reach: waits for a server connection and fails at Parse.
+    client.send(&parse_and_sync("broken", "SELEC 1")).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let replies = client.until_ready().await;
+    assert_eq!((tags(&replies), replies[0].code()), ("EZ".into(), Some("42601".into())));
+    client.send(&bind_execute_sync("ids")).await;
+    let replies = client.until_ready().await;
+    assert_eq!(tags(&replies), "2DCZ", "{replies:?}");
+    assert_eq!(raw::first_column(&replies), ["2"], "hk's rows only");
+    client.send(&bind_execute_sync("missing")).await;
+    let replies = client.until_ready().await;
+    assert_eq!((tags(&replies), replies[0].code()), ("EZ".into(), Some("42P01".into())));
 }

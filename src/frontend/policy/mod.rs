@@ -112,6 +112,32 @@ impl ClientPolicy {
         }
     }
 
+    /// In transaction pooling, a named Parse that is followed by Sync outside a
+    /// transaction: remembered without a server session when its statement
+    /// is plain (the guard has nothing to say, the grammar accepts it, no
+    /// effects, a new name), so the caller answers ParseComplete itself.
+    /// pgbench's PQprepare then never waits for a server connection that its
+    /// own thread's clients hold mid-transaction. Errors past the grammar (an
+    /// unknown table) come at the statement's first Bind or Describe.
+    pub(crate) fn parse_without_server(&mut self, frame: &[u8]) -> bool {
+        let Some(parse) = Parse::read(frame) else { return false };
+        let Ok(sql) = std::str::from_utf8(parse.sql) else { return false };
+        if parse.name.is_empty() || self.statements.is_none() || context_calls::recognize(sql).is_some() {
+            return false;
+        }
+        let verdict = self.guard.check(sql);
+        if *verdict != Inspection::default() || self.refusal(&verdict).is_some() || !guard::parses(sql) {
+            return false;
+        }
+        let Some(statements) = self.statements.as_mut() else { return false };
+        if !statements.remember(parse.name, parse.sql_and_types) {
+            return false;
+        }
+        self.prepared_effects.remove(parse.name);
+        self.context_statements.remove(parse.name);
+        true
+    }
+
     /// True when a Query frame runs a NOTIFY or `pg_notify()` the guard lets through.
     pub(crate) fn query_notifies(&self, frame: &[u8]) -> bool {
         let Some(sql) = Query::read(frame).and_then(|q| std::str::from_utf8(q.sql).ok()) else { return false };
