@@ -14,6 +14,14 @@
  * setting still names it (a client that resets or rewrites the setting gets
  * false for every row). The probe reads the ancestry under the statement's
  * snapshot, so tree changes are seen as a query would see them.
+ *
+ * Since 1.1 the policy's first arm and its range start are here too
+ * (native_policy_tenants, native_policy_range_start): each statement on a
+ * tenant table evaluates both once, and two PL/pgSQL calls per statement were
+ * a tenth of a leaf's select-only throughput. They answer the cases that read
+ * no table (a leaf whose recorded scope is current, a tenant with more than 64
+ * descendants) and hand every other case to pgtenant.policy_tenants_by_lookup(),
+ * the PL/pgSQL function with the same answers.
  */
 #include "postgres.h"
 
@@ -23,7 +31,12 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -36,6 +49,8 @@
 PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(pgtenant_native_is_descendant);
+PG_FUNCTION_INFO_V1(pgtenant_native_policy_tenants);
+PG_FUNCTION_INFO_V1(pgtenant_native_policy_range_start);
 
 /* What one query's calls share: the catalog objects, looked up once. */
 typedef struct CatalogObjects
@@ -47,6 +62,8 @@ typedef struct CatalogObjects
 	AttrNumber	tenant_column;
 	Oid			verified_hi;
 	Oid			verified_lo;
+	Oid			verified_scope;
+	Oid			hierarchy_version;
 } CatalogObjects;
 
 /* One remembered answer: whether a tenant descends from the verified one. */
@@ -81,6 +98,10 @@ lookup_catalog_objects(CatalogObjects *objects)
 	objects->ancestry_key = get_relname_relid("tenant_ancestry_pkey", schema);
 	objects->verified_hi = get_relname_relid("verified_tenant_hi", schema);
 	objects->verified_lo = get_relname_relid("verified_tenant_lo", schema);
+	objects->verified_scope = get_relname_relid("verified_scope", schema);
+	objects->hierarchy_version = get_relname_relid("hierarchy_version", schema);
+	if (!OidIsValid(objects->verified_scope) || !OidIsValid(objects->hierarchy_version))
+		return;
 	if (!OidIsValid(objects->ancestry) || !OidIsValid(objects->ancestry_key) ||
 		!OidIsValid(objects->verified_hi) || !OidIsValid(objects->verified_lo))
 		return;
@@ -256,4 +277,133 @@ pgtenant_native_is_descendant(PG_FUNCTION_ARGS)
 		answer->descendant = known;
 	}
 	PG_RETURN_BOOL(known);
+}
+
+/* The scope kind of a tenant recorded with more than 64 descendants. */
+#define SCOPE_KIND_WIDE 2
+
+/* currval() of a session-local sequence (errors as currval() does when unset). */
+static int64
+current_value(Oid sequence)
+{
+	return DatumGetInt64(DirectFunctionCall1(currval_oid, ObjectIdGetDatum(sequence)));
+}
+
+/* pg_sequence_last_value(): false when the sequence was never advanced (NULL). */
+static bool
+last_value(Oid sequence, int64 *value)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(sequence);
+	fcinfo->args[0].isnull = false;
+	result = pg_sequence_last_value(fcinfo);
+	if (fcinfo->isnull)
+		return false;
+	*value = DatumGetInt64(result);
+	return true;
+}
+
+static ArrayType *
+uuid_array(pg_uuid_t *elements, int count)
+{
+	Datum	   *datums = palloc(sizeof(Datum) * (count > 0 ? count : 1));
+	int			i;
+
+	for (i = 0; i < count; i++)
+		datums[i] = UUIDPGetDatum(&elements[i]);
+	return construct_array(datums, count, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
+}
+
+/* The fifth dot-separated field equals the fourth: the visible field names the tenant itself. */
+static bool
+context_visible_is_tenant(const char *raw)
+{
+	const char *field = raw;
+	const char *fourth;
+	const char *fifth;
+	size_t		length;
+	int			skipped;
+
+	for (skipped = 0; skipped < 3; skipped++)
+	{
+		field = strchr(field, '.');
+		if (field == NULL)
+			return false;
+		field++;
+	}
+	fourth = field;
+	fifth = strchr(fourth, '.');
+	if (fifth == NULL)
+		return false;
+	length = (size_t) (fifth - fourth);
+	fifth++;
+	return strncmp(fourth, fifth, length) == 0 && (fifth[length] == '.' || fifth[length] == '\0');
+}
+
+/* pgtenant.policy_tenants_by_lookup(), for the cases that read the ancestry or verify a payload. */
+static Datum
+policy_tenants_by_lookup(FunctionCallInfo outer)
+{
+	List	   *name = list_make2(makeString("pgtenant"), makeString("policy_tenants_by_lookup"));
+	Oid			function = LookupFuncName(name, 0, NULL, false);
+	LOCAL_FCINFO(fcinfo, 0);
+	FmgrInfo	flinfo;
+	Datum		result;
+
+	fmgr_info(function, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
+	result = FunctionCallInvoke(fcinfo);
+	outer->isnull = fcinfo->isnull;
+	return result;
+}
+
+/*
+ * The policy's first arm: what pgtenant.policy_tenants_by_lookup() returns,
+ * computed here when no table needs reading.
+ */
+Datum
+pgtenant_native_policy_tenants(PG_FUNCTION_ARGS)
+{
+	CatalogObjects objects;
+	const char *raw = GetConfigOption("pgtenant.context", true, false);
+	pg_uuid_t	tenant;
+	int64		scope;
+	int64		version;
+
+	if (raw == NULL || raw[0] == '\0')
+		PG_RETURN_ARRAYTYPE_P(uuid_array(NULL, 0));
+	lookup_catalog_objects(&objects);
+	if (!objects.present)
+		return policy_tenants_by_lookup(fcinfo);
+	if (!verified_tenant(&objects, &tenant))
+		PG_RETURN_ARRAYTYPE_P(uuid_array(NULL, 0));
+	/* A visible list (a tenant placed on another server) is verified in PL/pgSQL. */
+	if (!context_visible_is_tenant(raw))
+		return policy_tenants_by_lookup(fcinfo);
+	scope = current_value(objects.verified_scope);
+	if ((scope & 3) == SCOPE_KIND_WIDE)
+		PG_RETURN_ARRAYTYPE_P(uuid_array(&tenant, 1));
+	if (last_value(objects.hierarchy_version, &version) && scope == 4 * version)
+		PG_RETURN_ARRAYTYPE_P(uuid_array(&tenant, 1));
+	return policy_tenants_by_lookup(fcinfo);
+}
+
+/* Where the policy's range arm starts: pgtenant.policy_range_start()'s answer. */
+Datum
+pgtenant_native_policy_range_start(PG_FUNCTION_ARGS)
+{
+	CatalogObjects objects;
+	const char *raw = GetConfigOption("pgtenant.context", true, false);
+	pg_uuid_t  *start = palloc(sizeof(pg_uuid_t));
+
+	memset(start->data, 0xff, UUID_LEN);
+	if (raw == NULL || raw[0] == '\0')
+		PG_RETURN_UUID_P(start);
+	lookup_catalog_objects(&objects);
+	if (OidIsValid(objects.verified_scope) && (current_value(objects.verified_scope) & 3) == SCOPE_KIND_WIDE)
+		memset(start->data, 0, UUID_LEN);
+	PG_RETURN_UUID_P(start);
 }

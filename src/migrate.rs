@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 11, name: "native_descendants", sql: include_str!("../sql/0011_native_descendants.sql") },
     Migration { version: 12, name: "tenant_limits", sql: include_str!("../sql/0012_tenant_limits.sql") },
     Migration { version: 13, name: "proxy_processes", sql: include_str!("../sql/0013_proxy_processes.sql") },
+    Migration { version: 14, name: "native_policy", sql: include_str!("../sql/0014_native_policy.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.
@@ -226,7 +227,26 @@ async fn use_native_extension(client: &Client) -> anyhow::Result<bool> {
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .context("cannot choose the descendant check")?;
-    tracing::info!(native, "descendant check chosen");
+    // 1.1 added the policy's first arm; an older build installed on the server keeps PL/pgSQL for it.
+    if native {
+        if let Err(e) = client.batch_execute("ALTER EXTENSION pgtenant_native UPDATE").await {
+            tracing::warn!(error = %describe(&e), "pgtenant_native could not be updated");
+        }
+    }
+    let native_policy: bool = client
+        .query_one(
+            "SELECT $1::bool AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                                          WHERE n.nspname = 'pgtenant' AND p.proname = 'native_policy_tenants')",
+            &[&native],
+        )
+        .await?
+        .get(0);
+    client
+        .execute("SELECT pgtenant.use_native_policy($1)", &[&native_policy])
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))
+        .context("cannot choose the policy's first arm")?;
+    tracing::info!(native, native_policy, "descendant check and policy functions chosen");
     Ok(native)
 }
 

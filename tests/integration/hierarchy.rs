@@ -29,7 +29,7 @@ async fn owner(env: &TestEnv) -> Client {
     connect_url(&env.cluster.url("pgtenant_owner", &env.database)).await
 }
 
-/// Which per-row descendant check the policies use (sql/0011).
+/// Which per-row descendant check and first arm the policies use (sql/0011, sql/0014).
 #[derive(Clone, Copy, Debug)]
 enum DescendantCheck {
     /// extension/pgtenant_native, which `migrate` installs when the server has it.
@@ -47,12 +47,20 @@ async fn use_check(env: &TestEnv, check: DescendantCheck) {
         .execute("SELECT pgtenant.use_native_descendants($1)", &[&matches!(check, DescendantCheck::Native)])
         .await
         .expect("choose the descendant check");
-    let body = value(&owner, "SELECT pg_get_functiondef('pgtenant.is_descendant'::regproc)").await;
-    let callee = match check {
-        DescendantCheck::Native => "pgtenant.native_is_descendant(tenant)",
-        DescendantCheck::ByLookup => "pgtenant.is_descendant_by_lookup(tenant)",
+    owner
+        .execute("SELECT pgtenant.use_native_policy($1)", &[&matches!(check, DescendantCheck::Native)])
+        .await
+        .expect("choose the policy's first arm");
+    let (callee, first_arm) = match check {
+        DescendantCheck::Native => ("pgtenant.native_is_descendant(tenant)", "pgtenant.native_policy_tenants()"),
+        DescendantCheck::ByLookup => {
+            ("pgtenant.is_descendant_by_lookup(tenant)", "pgtenant.policy_tenants_by_lookup()")
+        }
     };
+    let body = value(&owner, "SELECT pg_get_functiondef('pgtenant.is_descendant'::regproc)").await;
     assert!(body.contains(callee), "{check:?}: {body}");
+    let body = value(&owner, "SELECT pg_get_functiondef('pgtenant.policy_tenants'::regproc)").await;
+    assert!(body.contains(first_arm), "{check:?}: {body}");
 }
 
 async fn create_child(admin: &Admin, slug: &str, parent: &str) -> String {
@@ -340,7 +348,9 @@ async fn the_native_check_trusts_only_the_verified_tenant() {
         "SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'pgtenant_native'), 'missing')",
     )
     .await;
-    assert_eq!(installed, "1.0", "migrate installs pgtenant_native when the server has it (make -C extension install)");
+    assert_eq!(installed, "1.1", "migrate installs pgtenant_native when the server has it (make -C extension install)");
+    let first_arm = value(&env.superuser().await, "SELECT pg_get_functiondef('pgtenant.policy_tenants'::regproc)").await;
+    assert!(first_arm.contains("pgtenant.native_policy_tenants()"), "migrate chose the C first arm: {first_arm}");
     use_check(&env, DescendantCheck::Native).await;
     grow_barclays(&env).await;
     add_account(&env, 30, BC_7).await;
@@ -358,6 +368,10 @@ async fn the_native_check_trusts_only_the_verified_tenant() {
         "ALTER EXTENSION pgtenant_native DROP FUNCTION pgtenant.native_is_descendant(uuid)",
         "CREATE OR REPLACE FUNCTION pgtenant.native_is_descendant(tenant uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
         "CREATE OR REPLACE FUNCTION pgtenant.is_descendant(tenant uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+        "SELECT pgtenant.use_native_policy(false)",
+        "CREATE OR REPLACE FUNCTION pgtenant.native_policy_tenants() RETURNS uuid[] LANGUAGE sql AS 'SELECT NULL::uuid[]'",
+        "CREATE OR REPLACE FUNCTION pgtenant.policy_tenants() RETURNS uuid[] LANGUAGE sql AS 'SELECT NULL::uuid[]'",
+        "CREATE OR REPLACE FUNCTION pgtenant.native_policy_range_start() RETURNS uuid LANGUAGE sql AS 'SELECT NULL::uuid'",
     ] {
         let err = app.batch_execute(attack).await.unwrap_err();
         assert_eq!(sqlstate(&err), "42501", "{attack}: {}", message(&err));
@@ -393,6 +407,14 @@ async fn the_native_check_trusts_only_the_verified_tenant() {
     app.batch_execute("RESET pgtenant.context").await.unwrap();
     assert_eq!(value(&app, &bc_7_descends).await, "false");
     assert_eq!(value(&app, "SELECT pgtenant.native_is_descendant(NULL)::text").await, "false");
+    // The first arm names no tenant; the range start (a pre-filter only) is the PL/pgSQL one's.
+    let first_arm = "SELECT pgtenant.native_policy_tenants()::text || ' ' \
+                            || (pgtenant.native_policy_range_start() = pgtenant.policy_range_start_by_lookup())";
+    assert_eq!(value(&app, first_arm).await, "{} true", "no context");
+    app.batch_execute(&format!("SET pgtenant.context = '{hsbc}'")).await.unwrap();
+    assert_eq!(value(&app, first_arm).await, "{} true", "another tenant's context");
+    app.batch_execute("SET pgtenant.context = 'v1.forged'").await.unwrap();
+    assert_eq!(value(&app, first_arm).await, "{} true", "a forged setting");
 }
 
 #[tokio::test]
