@@ -19,15 +19,11 @@ use super::policy::{ClientPolicy, FrameStep};
 use super::statements::{Edit, ServerStatements};
 use crate::audit::AuditTrail;
 use crate::error::{sqlstate, ClientError};
-use crate::protocol::backend::{put_cstr, write_message};
+use crate::protocol::backend::write_message;
 use crate::protocol::frame::{peek_header, FrameError};
 use crate::protocol::messages::{self, client, parameter_status, server};
 use crate::setting_rules;
 use crate::tenant_stats::TenantSession;
-
-/// pgtenant's own exchange after a transaction that ran LISTEN/UNLISTEN in
-/// transaction pooling: what the server session listens on, then nothing.
-const LISTEN_SYNC: &str = "SELECT pg_catalog.pg_listening_channels(); UNLISTEN *";
 
 /// Transaction state of the server session, from its last ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,77 +274,6 @@ impl RelayCore {
             audit: None,
             transaction_began: None,
             listens: None,
-        }
-    }
-
-    /// LISTEN is served by the pool's listen hub from now on.
-    pub(crate) fn listen_through_hub(&mut self) {
-        self.policy.listen_through_hub();
-    }
-
-    /// A named Parse + Sync between transactions, with no server session
-    /// attached: answered here (ParseComplete, ReadyForQuery) when the policy
-    /// can remember the statement without one (`parse_without_server`).
-    fn answer_parse_without_server(&mut self) -> bool {
-        let between_transactions = self.status == TxnStatus::Idle
-            && self.own_pending.is_empty()
-            && self.to_server.is_empty()
-            && self.server_frame_left == 0
-            && self.policy.quiet();
-        if !between_transactions {
-            return false;
-        }
-        let Ok(Some(parse)) = peek_header(&self.client_in, self.max_message_bytes) else { return false };
-        if parse.tag != client::PARSE || self.client_in.len() < parse.frame_len {
-            return false;
-        }
-        let Ok(Some(sync)) = peek_header(&self.client_in[parse.frame_len..], self.max_message_bytes) else {
-            return false;
-        };
-        if sync.tag != client::SYNC || !self.policy.parse_without_server(&self.client_in[..parse.frame_len]) {
-            return false;
-        }
-        self.count_client_message(parse.tag, parse.frame_len);
-        self.count_client_message(sync.tag, sync.frame_len);
-        self.client_in.advance(parse.frame_len + sync.frame_len);
-        write_message(&mut self.to_client, server::PARSE_COMPLETE, |_| {});
-        write_message(&mut self.to_client, server::READY_FOR_QUERY, |b| b.extend_from_slice(b"I"));
-        self.last_server_tag = server::READY_FOR_QUERY;
-        self.to_client_ends_ready = true;
-        true
-    }
-
-    /// Before a listening client's own NOTIFY (a simple Query, nothing in
-    /// flight): the server session LISTENs on the client's channels first, so
-    /// that PostgreSQL delivers the client its own notification before the
-    /// ReadyForQuery, where a driver may look for it.
-    fn replay_listens_for_notify(&mut self, frame: &[u8]) {
-        let Some(listens) = self.listens.as_mut() else { return };
-        if !listens.has_active() || !self.policy.query_notifies(frame) {
-            return;
-        }
-        let statements = listens.replay();
-        write_message(&mut self.to_server, client::QUERY, |b| put_cstr(b, &statements));
-        self.policy.own_batches_sent(1);
-        self.own_pending.push_back(OwnExchange::ListenReplay);
-    }
-
-    /// Queues the notifications that wait for the client, if it is between
-    /// transactions with nothing in flight (as PostgreSQL delivers them).
-    pub(crate) fn deliver_notifications(&mut self) {
-        let Some(listens) = self.listens.as_mut() else { return };
-        let between_transactions = self.status == TxnStatus::Idle
-            && self.server_frame_left == 0
-            && self.own_pending.is_empty()
-            && self.policy.at_rest();
-        if !between_transactions || !listens.has_ready() {
-            return;
-        }
-        for notification in listens.take_ready() {
-            if let Some(frame) = self.policy.hub_notification(&notification) {
-                observe::to_client(self.stats.as_ref(), None, &frame, frame.len(), false);
-                self.to_client.extend_from_slice(&frame);
-            }
         }
     }
 
@@ -606,13 +531,8 @@ impl RelayCore {
                         self.policy.own_batches_sent(exchanges.len() as u32);
                         self.own_pending.extend(exchanges);
                     }
-                    let quiet = self.policy.quiet() && side.attached();
-                    if let Some(listens) = self.listens.as_mut().filter(|_| status == TxnStatus::Idle) {
-                        if listens.transaction_ended(quiet) {
-                            write_message(&mut self.to_server, client::QUERY, |b| put_cstr(b, LISTEN_SYNC));
-                            self.policy.own_batches_sent(1);
-                            self.own_pending.push_back(OwnExchange::ListenSync);
-                        }
+                    if status == TxnStatus::Idle {
+                        self.queue_listen_sync(side.attached());
                     }
                     continue;
                 }
@@ -620,21 +540,7 @@ impl RelayCore {
                 // the server session listens only for a moment, and what it
                 // delivers (the client's own NOTIFY) the hub's copy does not repeat.
                 server::NOTIFICATION_RESPONSE if self.listens.is_some() => {
-                    let frame = &self.server_in[..header.frame_len];
-                    let echo = match (messages::Notification::read(frame), self.listens.as_mut()) {
-                        (Some(n), Some(listens)) if listens.wants(n.channel) => {
-                            listens.echoed(n.pid, n.channel, n.payload);
-                            self.policy.notification(frame)
-                        }
-                        _ => None,
-                    };
-                    self.server_in.advance(header.frame_len);
-                    if let Some(frame) = echo {
-                        observe::to_client(self.stats.as_ref(), None, &frame, frame.len(), false);
-                        self.to_client.extend_from_slice(&frame);
-                        self.last_server_tag = server::NOTIFICATION_RESPONSE;
-                        self.to_client_ends_ready = false;
-                    }
+                    self.server_session_notification(header.frame_len);
                     continue;
                 }
                 server::DATA_ROW if self.own_pending.front() == Some(&OwnExchange::ListenSync) => {
@@ -781,6 +687,11 @@ fn client_frame_error(e: FrameError) -> ClientError {
 // What the relay notes on its way for the tenant's counters and the audit log.
 #[path = "relay_observe.rs"]
 mod observe;
+
+// Transaction pooling's LISTEN through the pool's listen hub, and the Parse
+// answered without a server session.
+#[path = "relay_hub.rs"]
+mod hub;
 
 #[cfg(test)]
 #[path = "relay_core_tests.rs"]

@@ -349,7 +349,8 @@ async fn the_native_check_trusts_only_the_verified_tenant() {
     )
     .await;
     assert_eq!(installed, "1.1", "migrate installs pgtenant_native when the server has it (make -C extension install)");
-    let first_arm = value(&env.superuser().await, "SELECT pg_get_functiondef('pgtenant.policy_tenants'::regproc)").await;
+    let first_arm =
+        value(&env.superuser().await, "SELECT pg_get_functiondef('pgtenant.policy_tenants'::regproc)").await;
     assert!(first_arm.contains("pgtenant.native_policy_tenants()"), "migrate chose the C first arm: {first_arm}");
     use_check(&env, DescendantCheck::Native).await;
     grow_barclays(&env).await;
