@@ -549,12 +549,12 @@ impl RelayCore {
                         listens.server_listened(channel);
                     }
                 }
-                server::COMMAND_COMPLETE => {
+                // Read only for a session with channel statements in flight: a
+                // transaction's COMMIT or ROLLBACK settles its UNLISTENs.
+                server::COMMAND_COMPLETE if self.listens.is_some() && self.own_pending.is_empty() => {
                     let frame = &self.server_in[..header.frame_len.min(self.server_in.len())];
                     if let (Some(listens), Some(verb)) = (self.listens.as_mut(), messages::command_verb(frame)) {
-                        if self.own_pending.is_empty() {
-                            listens.note_command(verb);
-                        }
+                        listens.note_command(verb);
                     }
                 }
                 server::NOTIFICATION_RESPONSE => {

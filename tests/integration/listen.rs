@@ -291,3 +291,26 @@ async fn a_late_notification_never_shows_another_tenants_client() {
     let body = raw_notification(&mut listener, &replies).await;
     assert_eq!(notification_pid(&body), hk.key.0, "hk's sender, not barclays' {}", barclays.key.0);
 }
+
+/// Attack on the SQL pgtenant writes for the hub (`LISTEN "<prefix><name>"`)
+/// and for a listener's own NOTIFY (the replayed LISTENs): channel names with
+/// quotes, semicolons and spaces stay one identifier under the tenant's
+/// prefix — the hub listens on exactly that channel and nothing else runs.
+#[tokio::test]
+async fn hostile_channel_names_stay_one_channel_of_the_tenant() {
+    let env = one_server_session().await;
+    let (listener, mut rx) = env.connect_listening("hk_teller").await;
+    let hostile = r#"x"; NOTIFY "ledger"; LISTEN "y"#;
+    listener.batch_execute(&format!("LISTEN \"{}\"", hostile.replace('"', "\"\""))).await.unwrap();
+    // Its own NOTIFY makes pgtenant replay the LISTEN on the server session.
+    listener.execute("SELECT pg_notify($1, 'own')", &[&hostile]).await.unwrap();
+    listener.batch_execute(&format!("NOTIFY \"{}\", 'own again'", hostile.replace('"', "\"\""))).await.unwrap();
+    let (barclays_listener, mut barclays_rx) = env.connect_listening("barclays_ops").await;
+    barclays_listener.batch_execute("LISTEN ledger").await.unwrap();
+    env.connect("barclays_ops").await.batch_execute("NOTIFY ledger, 'barclays only'").await.unwrap();
+    assert_eq!(next_notification(&mut rx).await, pair(hostile, "own"));
+    assert_eq!(next_notification(&mut rx).await, pair(hostile, "own again"));
+    // Had an injected NOTIFY "ledger" run, it would come before barclays' own (and under no prefix).
+    assert_eq!(next_notification(&mut barclays_rx).await, pair("ledger", "barclays only"));
+    assert_eq!(value(&listener, "SELECT count(*) FROM pg_listening_channels()").await, "0");
+}

@@ -19,13 +19,13 @@ use super::statements::{ClientStatements, Edit, ServerStatements};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
 use crate::guard::context_calls;
-use crate::guard::{self, ChannelCommand, Guard, Inspection};
+use crate::guard::{self, Guard, Inspection};
 use crate::notifiers::Notifiers;
 use crate::protocol::backend::{put_cstr, write_message};
 use crate::protocol::messages::{client, Bind, Parse, Query};
-use crate::upstream::listen_hub::HubNotification;
 
 mod assume_calls;
+mod channel_ops;
 
 pub(crate) use assume_calls::FrameStep;
 use assume_calls::StatementCall;
@@ -136,49 +136,6 @@ impl ClientPolicy {
         self.prepared_effects.remove(parse.name);
         self.context_statements.remove(parse.name);
         true
-    }
-
-    /// True when a Query frame runs a NOTIFY or `pg_notify()` the guard lets through.
-    pub(crate) fn query_notifies(&self, frame: &[u8]) -> bool {
-        let Some(sql) = Query::read(frame).and_then(|q| std::str::from_utf8(q.sql).ok()) else { return false };
-        let verdict = self.guard.check(sql);
-        verdict.denial.is_none()
-            && verdict
-                .channel_statements
-                .iter()
-                .any(|s| matches!(s.kind, ChannelCommand::Notify | ChannelCommand::NotifyCall))
-    }
-
-    /// LISTEN is served by the pool's listening connection (transaction pooling).
-    pub(crate) fn listen_through_hub(&mut self) {
-        self.listen_hub = true;
-    }
-
-    /// Takes the LISTEN/UNLISTEN statements sent (with the listen hub only).
-    pub(crate) fn take_channel_ops(&mut self) -> Vec<ChannelOp> {
-        std::mem::take(&mut self.channel_ops)
-    }
-
-    /// What `verdict`'s statements do to the client's channels, when the
-    /// listen hub serves them.
-    fn channel_ops_of(&self, verdict: &Inspection) -> Vec<ChannelOp> {
-        if !self.listen_hub {
-            return Vec::new();
-        }
-        let mut ops: Vec<ChannelOp> = verdict
-            .channel_statements
-            .iter()
-            .filter_map(|statement| match statement.kind {
-                ChannelCommand::Listen => Some(ChannelOp::Listen(self.channels.server_channel(&statement.channel))),
-                ChannelCommand::Unlisten if statement.channel.is_empty() => Some(ChannelOp::UnlistenAll),
-                ChannelCommand::Unlisten => Some(ChannelOp::Unlisten(self.channels.server_channel(&statement.channel))),
-                ChannelCommand::Notify | ChannelCommand::NotifyCall => None,
-            })
-            .collect();
-        if verdict.unlistens_all {
-            ops.push(ChannelOp::UnlistenAll);
-        }
-        ops
     }
 
     /// The session is a service login's: it may assume tenants.
@@ -632,11 +589,6 @@ impl ClientPolicy {
     /// A NotificationResponse as the client sees it (`None`: not its tenant's).
     pub(crate) fn notification(&self, frame: &[u8]) -> Option<BytesMut> {
         self.channels.notification(frame)
-    }
-
-    /// The NotificationResponse for a notification the listen hub received.
-    pub(crate) fn hub_notification(&self, n: &HubNotification) -> Option<BytesMut> {
-        self.channels.hub_notification(n.pid, &n.channel, &n.payload)
     }
 }
 
