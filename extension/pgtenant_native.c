@@ -46,47 +46,15 @@
 #include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
+#include "pgtenant_native.h"
+
 PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(pgtenant_native_is_descendant);
 PG_FUNCTION_INFO_V1(pgtenant_native_policy_tenants);
 PG_FUNCTION_INFO_V1(pgtenant_native_policy_range_start);
 
-/* What one query's calls share: the catalog objects, looked up once. */
-typedef struct CatalogObjects
-{
-	bool		present;		/* false in a database without pgtenant's hierarchy */
-	Oid			ancestry;
-	Oid			ancestry_key;
-	AttrNumber	ancestor_column;
-	AttrNumber	tenant_column;
-	Oid			verified_hi;
-	Oid			verified_lo;
-	Oid			verified_scope;
-	Oid			hierarchy_version;
-} CatalogObjects;
-
-/* One remembered answer: whether a tenant descends from the verified one. */
-typedef struct Answer
-{
-	pg_uuid_t	tenant;			/* hash key */
-	bool		descendant;
-} Answer;
-
-/* Answers kept per statement, at most (a bounded amount of memory). */
-#define MAX_ANSWERS 65536
-
-/* What one statement's calls share (fn_extra, freed with the statement). */
-typedef struct StatementState
-{
-	CatalogObjects objects;
-	char	   *context;		/* the setting the verification below was made for */
-	bool		verified_ok;
-	pg_uuid_t	verified;
-	HTAB	   *answers;
-} StatementState;
-
-static void
+void
 lookup_catalog_objects(CatalogObjects *objects)
 {
 	Oid			schema = get_namespace_oid("pgtenant", true);
@@ -126,7 +94,7 @@ put_u64(unsigned char *out, int64 value)
 }
 
 /* The canonical text of a uuid (lower-case, hyphenated), 36 characters. */
-static void
+void
 format_uuid(const pg_uuid_t *uuid, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
@@ -212,23 +180,83 @@ ancestry_has(const CatalogObjects *objects, pg_uuid_t *ancestor, Datum tenant)
 	return found;
 }
 
-Datum
-pgtenant_native_is_descendant(PG_FUNCTION_ARGS)
+/* One remembered answer: whether a tenant descends from the verified one. */
+typedef struct Answer
+{
+	pg_uuid_t	tenant;			/* hash key */
+	bool		descendant;
+} Answer;
+
+/* Answers kept per statement, at most (a bounded amount of memory). */
+#define MAX_ANSWERS 65536
+
+/* The per-row check's memory for this call site, made at its first call. */
+StatementState *
+descendant_check_state(FunctionCallInfo fcinfo)
 {
 	StatementState *state = (StatementState *) fcinfo->flinfo->fn_extra;
-	const char *context;
-	pg_uuid_t  *tenant;
-	Answer	   *answer;
-	bool		known;
 
-	if (PG_ARGISNULL(0))
-		PG_RETURN_BOOL(false);
 	if (state == NULL)
 	{
 		state = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(StatementState));
 		lookup_catalog_objects(&state->objects);
 		fcinfo->flinfo->fn_extra = state;
 	}
+	return state;
+}
+
+/* The verified tenant changed: what was answered for the previous one goes. */
+void
+forget_answers(StatementState *state)
+{
+	if (state->answers != NULL)
+		hash_destroy(state->answers);
+	state->answers = NULL;
+}
+
+/*
+ * Whether the row's tenant (argument 0, not NULL) descends from
+ * state->verified. Rows of one tenant come in runs: each tenant is probed
+ * once per statement.
+ */
+bool
+descends_from_verified(FunctionCallInfo fcinfo, StatementState *state)
+{
+	pg_uuid_t  *tenant = PG_GETARG_UUID_P(0);
+	Answer	   *answer;
+	bool		known;
+
+	if (state->answers == NULL)
+	{
+		HASHCTL		control;
+
+		control.keysize = sizeof(pg_uuid_t);
+		control.entrysize = sizeof(Answer);
+		control.hcxt = fcinfo->flinfo->fn_mcxt;
+		state->answers = hash_create("pgtenant_native answers", 64, &control,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	answer = hash_search(state->answers, tenant, HASH_FIND, NULL);
+	if (answer != NULL)
+		return answer->descendant;
+	known = ancestry_has(&state->objects, &state->verified, PG_GETARG_DATUM(0));
+	if (hash_get_num_entries(state->answers) < MAX_ANSWERS)
+	{
+		answer = hash_search(state->answers, tenant, HASH_ENTER, NULL);
+		answer->descendant = known;
+	}
+	return known;
+}
+
+Datum
+pgtenant_native_is_descendant(PG_FUNCTION_ARGS)
+{
+	StatementState *state;
+	const char *context;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	state = descendant_check_state(fcinfo);
 	if (!state->objects.present)
 		PG_RETURN_BOOL(false);
 
@@ -245,42 +273,15 @@ pgtenant_native_is_descendant(PG_FUNCTION_ARGS)
 
 		if (state->context != NULL)
 			pfree(state->context);
-		if (state->answers != NULL)
-			hash_destroy(state->answers);
+		forget_answers(state);
 		state->context = pstrdup(context);
-		state->answers = NULL;
 		MemoryContextSwitchTo(previous);
 		state->verified_ok = context[0] != '\0' && verified_tenant(&state->objects, &state->verified);
 	}
 	if (!state->verified_ok)
 		PG_RETURN_BOOL(false);
-
-	/* Rows of one tenant come in runs: each tenant is probed once. */
-	if (state->answers == NULL)
-	{
-		HASHCTL		control;
-
-		control.keysize = sizeof(pg_uuid_t);
-		control.entrysize = sizeof(Answer);
-		control.hcxt = fcinfo->flinfo->fn_mcxt;
-		state->answers = hash_create("pgtenant_native answers", 64, &control,
-									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	tenant = PG_GETARG_UUID_P(0);
-	answer = hash_search(state->answers, tenant, HASH_FIND, NULL);
-	if (answer != NULL)
-		PG_RETURN_BOOL(answer->descendant);
-	known = ancestry_has(&state->objects, &state->verified, PG_GETARG_DATUM(0));
-	if (hash_get_num_entries(state->answers) < MAX_ANSWERS)
-	{
-		answer = hash_search(state->answers, tenant, HASH_ENTER, NULL);
-		answer->descendant = known;
-	}
-	PG_RETURN_BOOL(known);
+	PG_RETURN_BOOL(descends_from_verified(fcinfo, state));
 }
-
-/* The scope kind of a tenant recorded with more than 64 descendants. */
-#define SCOPE_KIND_WIDE 2
 
 /* currval() of a session-local sequence (errors as currval() does when unset). */
 static int64
@@ -290,7 +291,7 @@ current_value(Oid sequence)
 }
 
 /* pg_sequence_last_value(): false when the sequence was never advanced (NULL). */
-static bool
+bool
 last_value(Oid sequence, int64 *value)
 {
 	LOCAL_FCINFO(fcinfo, 1);
@@ -306,7 +307,7 @@ last_value(Oid sequence, int64 *value)
 	return true;
 }
 
-static ArrayType *
+ArrayType *
 uuid_array(pg_uuid_t *elements, int count)
 {
 	Datum	   *datums = palloc(sizeof(Datum) * (count > 0 ? count : 1));

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 12, name: "tenant_limits", sql: include_str!("../sql/0012_tenant_limits.sql") },
     Migration { version: 13, name: "proxy_processes", sql: include_str!("../sql/0013_proxy_processes.sql") },
     Migration { version: 14, name: "native_policy", sql: include_str!("../sql/0014_native_policy.sql") },
+    Migration { version: 15, name: "strict_context", sql: include_str!("../sql/0015_strict_context.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.
@@ -55,6 +56,8 @@ pub struct MigrateReport {
     pub placements: Vec<String>,
     /// Whether policies check descendants with the C extension pgtenant_native.
     pub native_descendants: bool,
+    /// Whether the verified tenant lives in pgtenant_native's settings (strict context).
+    pub strict_context: bool,
 }
 
 /// Runs `migrate` for a config: the control URL and the users of both
@@ -177,7 +180,7 @@ async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::R
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .context("database hardening failed")?;
-    report.native_descendants = use_native_extension(client).await?;
+    (report.native_descendants, report.strict_context) = use_native_extension(client).await?;
     for (user, access) in session_users {
         let group = match access {
             Access::Readwrite => "pgtenant_readwrite",
@@ -204,7 +207,7 @@ async fn apply(client: &Client, session_users: &[(String, Access)]) -> anyhow::R
 /// (`make -C extension install`) and points the policies' per-row descendant
 /// check at it; without it, or when it cannot be installed, they keep the
 /// PL/pgSQL check, which gives the same answers more slowly.
-async fn use_native_extension(client: &Client) -> anyhow::Result<bool> {
+async fn use_native_extension(client: &Client) -> anyhow::Result<(bool, bool)> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgtenant_native'),
@@ -246,8 +249,27 @@ async fn use_native_extension(client: &Client) -> anyhow::Result<bool> {
         .await
         .map_err(|e| anyhow::anyhow!(describe(&e)))
         .context("cannot choose the policy's first arm")?;
-    tracing::info!(native, native_policy, "descendant check and policy functions chosen");
-    Ok(native)
+    // Last: in strict mode it points the policy functions at its own readers.
+    let strict: bool = client
+        .query_one(
+            "SELECT CASE WHEN $1::bool AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                                                    WHERE n.nspname = 'pgtenant' AND p.proname = 'native_install_context')
+                         THEN pg_catalog.has_function_privilege('pgtenant.native_install_context(uuid, bigint, uuid[])', 'EXECUTE')
+                         ELSE false END",
+            &[&native],
+        )
+        .await?
+        .get(0);
+    if native && !strict {
+        tracing::warn!("pgtenant_native 1.2 is not installed by the catalog owner: the verified tenant stays in sequences (no strict context)");
+    }
+    client
+        .execute("SELECT pgtenant.use_strict_context($1)", &[&strict])
+        .await
+        .map_err(|e| anyhow::anyhow!(describe(&e)))
+        .context("cannot choose where the verified tenant lives")?;
+    tracing::info!(native, native_policy, strict, "descendant check, policy functions and context store chosen");
+    Ok((native, strict))
 }
 
 /// Loads the fintech demo unless it is already there. Returns whether it loaded.

@@ -2,7 +2,8 @@
 //! read by the startup filter, the statement guard and the relay.
 //!
 //! Two kinds of settings are protected. The *context* settings carry or could
-//! replace the tenant context (the tenant setting, `pgtenant.*`, the role).
+//! replace the tenant context (the tenant setting, `pgtenant.*`, the strict
+//! context's `pgtenant_native.*`, the role).
 //! The *lexical* settings change how the server reads statement text
 //! (`standard_conforming_strings`, `client_encoding`): the guard reads a
 //! client's SQL as PostgreSQL does with standard-conforming strings and an
@@ -17,10 +18,15 @@ pub(crate) const CONTEXT_MANAGED: &str =
     "the tenant context is managed by pgtenant and cannot be changed by the client";
 
 /// True when no client may change `name` (lower case): the tenant setting
-/// (`tenant_setting`, lower case), pgtenant's own settings, the role.
+/// (`tenant_setting`, lower case), pgtenant's own settings and its
+/// extension's, the role.
 pub(crate) fn is_reserved(name: &str, tenant_setting: &str) -> bool {
     let name = name.trim();
-    name == tenant_setting || name.starts_with("pgtenant.") || name == "role" || name == "session_authorization"
+    name == tenant_setting
+        || name.starts_with("pgtenant.")
+        || name.starts_with("pgtenant_native.")
+        || name == "role"
+        || name == "session_authorization"
 }
 
 /// True for `prefix.name` where both parts are plain identifiers.
@@ -185,7 +191,7 @@ mod tests {
 
     #[test]
     fn reserved_names() {
-        for name in ["app.tenant_id", "pgtenant.context", "role", "session_authorization"] {
+        for name in ["app.tenant_id", "pgtenant.context", "pgtenant_native.tenant", "role", "session_authorization"] {
             assert!(is_reserved(name, "app.tenant_id"), "{name}");
         }
         assert!(!is_reserved("application_name", "app.tenant_id"));

@@ -12,7 +12,9 @@ use serde_json::json;
 use tokio_postgres::Client;
 
 use crate::common::http::Admin;
-use crate::common::{account_ids, connect_url, message, sqlstate, value, TestEnv, BARCLAYS, HSBC_HK, PASSWORD};
+use crate::common::{
+    account_ids, connect_url, message, sqlstate, value, TestEnv, BARCLAYS, BOTH_STORES, HSBC_HK, PASSWORD,
+};
 use crate::tokens::signing::{self, sign};
 use crate::tokens::{claims, now, with_tokens, SECRET};
 
@@ -296,36 +298,39 @@ async fn only_a_service_login_may_assume_and_only_as_a_statement_of_its_own() {
 #[tokio::test]
 async fn the_database_installs_nothing_a_client_asks_for_itself() {
     let env = service_env(|c| with_tokens(c, PoolMode::Transaction)).await;
-    let direct = connect_url(&env.cluster.url("pgtenant_app", &env.database)).await;
-    let pid: i32 = direct.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    let forged = format!("v2.{pid}.00.{BARCLAYS}.{BARCLAYS}..{}", "0".repeat(64));
-    for (request, code) in [
-        (token(BARCLAYS), "42501"),
-        (format!("verify {} app.tenant_id {forged}", "0".repeat(32)), "42501"),
-        // No switching secret on this backend: nothing to present one against.
-        (format!("switch {} app.tenant_id {forged}", "0".repeat(32)), "55000"),
-        (String::new(), "42501"),
-    ] {
-        let err = direct.query_one("SELECT pgtenant.assume($1)", &[&request]).await.unwrap_err();
-        assert_eq!(sqlstate(&err), code, "{request}: {}", message(&err));
-    }
-    let err = direct.query_one("SELECT pgtenant.release()", &[]).await.unwrap_err();
-    assert_eq!(sqlstate(&err), "42501");
-    assert!(account_ids(&direct).await.is_empty());
+    for store in BOTH_STORES {
+        env.use_context_store(store).await;
+        let direct = connect_url(&env.cluster.url("pgtenant_app", &env.database)).await;
+        let pid: i32 = direct.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        let forged = format!("v2.{pid}.00.{BARCLAYS}.{BARCLAYS}..{}", "0".repeat(64));
+        // No switching secret on this backend: the switch verifies the token, which is forged.
+        for (request, code) in [
+            (token(BARCLAYS), "42501"),
+            (format!("verify {} app.tenant_id {forged}", "0".repeat(32)), "42501"),
+            (format!("switch {} app.tenant_id {forged}", "0".repeat(32)), "42501"),
+            (String::new(), "42501"),
+        ] {
+            let err = direct.query_one("SELECT pgtenant.assume($1)", &[&request]).await.unwrap_err();
+            assert_eq!(sqlstate(&err), code, "{store:?}: {request}: {}", message(&err));
+        }
+        let err = direct.query_one("SELECT pgtenant.release()", &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501");
+        assert!(account_ids(&direct).await.is_empty());
 
-    // A token login's own tenant cannot be released at the database either.
-    let tokened = env.try_connect("jwt", &token("hsbc-hk")).await.unwrap();
-    let token_text = value(&tokened, "SELECT current_setting('pgtenant.context')").await;
-    assert!(token_text.starts_with("v2."), "{token_text}");
-    // Its identity is signed: a forged one in the setting answers nothing.
-    let identity = signing::b64(&json!({"sub": "root", "claims": {"role": "admin"}}));
-    let mut parts: Vec<String> = token_text.split('.').map(str::to_owned).collect();
-    parts[1] = pid.to_string();
-    parts[5] = identity;
-    direct.batch_execute(&format!("SET pgtenant.context = '{}'", parts.join("."))).await.unwrap();
-    let subject: Option<String> =
-        direct.query_one("SELECT pgtenant.current_subject()", &[]).await.ok().and_then(|r| r.get(0));
-    assert_eq!(subject, None);
+        // A token login's own tenant cannot be released at the database either.
+        let tokened = env.try_connect("jwt", &token("hsbc-hk")).await.unwrap();
+        let token_text = value(&tokened, "SELECT current_setting('pgtenant.context')").await;
+        assert!(token_text.starts_with("v2."), "{token_text}");
+        // Its identity is signed: a forged one in the setting answers nothing.
+        let identity = signing::b64(&json!({"sub": "root", "claims": {"role": "admin"}}));
+        let mut parts: Vec<String> = token_text.split('.').map(str::to_owned).collect();
+        parts[1] = pid.to_string();
+        parts[5] = identity;
+        direct.batch_execute(&format!("SET pgtenant.context = '{}'", parts.join("."))).await.unwrap();
+        let subject: Option<String> =
+            direct.query_one("SELECT pgtenant.current_subject()", &[]).await.ok().and_then(|r| r.get(0));
+        assert_eq!(subject, None);
+    }
 }
 
 #[tokio::test]

@@ -29,29 +29,38 @@ async fn owner(env: &TestEnv) -> Client {
     connect_url(&env.cluster.url("pgtenant_owner", &env.database)).await
 }
 
-/// Which per-row descendant check and first arm the policies use (sql/0011, sql/0014).
+/// Which per-row descendant check and first arm the policies use (sql/0011,
+/// sql/0014), and where they read the verified tenant (sql/0015).
 #[derive(Clone, Copy, Debug)]
 enum DescendantCheck {
-    /// extension/pgtenant_native, which `migrate` installs when the server has it.
+    /// extension/pgtenant_native's strict context: what `migrate` chooses
+    /// when the server has the extension.
+    Strict,
+    /// The extension's C functions over the verified tenant in sequences.
     Native,
     /// The PL/pgSQL lookup, for servers without the extension.
     ByLookup,
 }
 
-const BOTH_CHECKS: [DescendantCheck; 2] = [DescendantCheck::Native, DescendantCheck::ByLookup];
+const ALL_CHECKS: [DescendantCheck; 3] = [DescendantCheck::Strict, DescendantCheck::Native, DescendantCheck::ByLookup];
 
 /// Points the test database's policies at `check`, as `migrate` does.
 async fn use_check(env: &TestEnv, check: DescendantCheck) {
     let owner = owner(env).await;
+    let native = !matches!(check, DescendantCheck::ByLookup);
     owner
-        .execute("SELECT pgtenant.use_native_descendants($1)", &[&matches!(check, DescendantCheck::Native)])
+        .execute("SELECT pgtenant.use_native_descendants($1)", &[&native])
         .await
         .expect("choose the descendant check");
+    owner.execute("SELECT pgtenant.use_native_policy($1)", &[&native]).await.expect("choose the policy's first arm");
     owner
-        .execute("SELECT pgtenant.use_native_policy($1)", &[&matches!(check, DescendantCheck::Native)])
+        .execute("SELECT pgtenant.use_strict_context($1)", &[&matches!(check, DescendantCheck::Strict)])
         .await
-        .expect("choose the policy's first arm");
+        .expect("choose the context store");
     let (callee, first_arm) = match check {
+        DescendantCheck::Strict => {
+            ("pgtenant.native_strict_is_descendant(tenant)", "pgtenant.native_strict_policy_tenants()")
+        }
         DescendantCheck::Native => ("pgtenant.native_is_descendant(tenant)", "pgtenant.native_policy_tenants()"),
         DescendantCheck::ByLookup => {
             ("pgtenant.is_descendant_by_lookup(tenant)", "pgtenant.policy_tenants_by_lookup()")
@@ -69,15 +78,18 @@ async fn create_child(admin: &Admin, slug: &str, parent: &str) -> String {
     reply.json()["id"].as_str().expect("the new tenant's id").to_owned()
 }
 
-/// What the server recorded with the session's verified tenant (sql/0009):
+/// What the server recorded with the session's verified tenant (sql/0009), in
+/// either store (sql/0015):
 /// whether it has descendants, and whether the record is of the tree's
 /// published version.
 async fn recorded_scope(client: &Client) -> String {
     value(
         client,
-        "SELECT CASE currval('pgtenant.verified_scope') & 3 WHEN 0 THEN 'leaf' WHEN 1 THEN 'parent' ELSE 'large parent' END
-                || CASE WHEN currval('pgtenant.verified_scope') >> 2 = pg_sequence_last_value('pgtenant.hierarchy_version')
-                        THEN ', current' ELSE ', stale' END",
+        "SELECT CASE scope & 3 WHEN 0 THEN 'leaf' WHEN 1 THEN 'parent' ELSE 'large parent' END
+                || CASE WHEN scope >> 2 = pg_sequence_last_value('pgtenant.hierarchy_version')
+                        THEN ', current' ELSE ', stale' END
+           FROM (SELECT coalesce(nullif(current_setting('pgtenant_native.scope', true), '')::bigint,
+                                 currval('pgtenant.verified_scope')) AS scope) recorded",
     )
     .await
 }
@@ -169,7 +181,7 @@ const DEEPEST: &str = "d0000000-0000-4000-8000-000000000150";
 
 #[tokio::test]
 async fn a_parent_with_many_and_deep_descendants_sees_exactly_them() {
-    for check in BOTH_CHECKS {
+    for check in ALL_CHECKS {
         a_parent_with_many_and_deep_descendants_sees_exactly_them_with(check).await;
     }
 }
@@ -292,7 +304,14 @@ async fn policies_leave_the_tenant_index_to_the_planner() {
 
 #[tokio::test]
 async fn nothing_a_session_writes_widens_its_visible_set() {
+    for check in [DescendantCheck::Strict, DescendantCheck::Native] {
+        nothing_a_session_writes_widens_its_visible_set_with(check).await;
+    }
+}
+
+async fn nothing_a_session_writes_widens_its_visible_set_with(check: DescendantCheck) {
     let env = TestEnv::start().await;
+    use_check(&env, check).await;
     let app = guard_bypassed(&env).await;
     let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let token = mint_token(&env, pid, HSBC_HK, HSBC_HK).await;
@@ -322,19 +341,24 @@ async fn nothing_a_session_writes_widens_its_visible_set() {
     // The ancestry reads as the session's own descendants only: none for a leaf.
     assert_eq!(value(&app, "SELECT count(*)::text FROM pgtenant.tenant_ancestry").await, "0");
 
-    // A visible list in the context that does not carry the key's MAC: not
-    // even the session's own rows.
+    // A visible list in the context that does not carry the key's MAC, and
+    // the parent's genuine context for this very backend, written in the
+    // setting: with the tenant in sequences, the setting no longer names the
+    // verified tenant and there is no tenant at all; in strict context the
+    // setting decides nothing and the verified tenant stays.
     let forged = format!("v1.{pid}.0123456789abcdef.{HSBC_HK}.{HSBC_HK},{BARCLAYS},{HSBC}.{}", "0".repeat(64));
-    app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
-    assert!(account_ids(&app).await.is_empty());
-    // The parent's genuine context for this very backend, written in the setting: it
-    // does not name the verified tenant, so there is no tenant at all.
     let parent = mint_token(&env, pid, HSBC, HSBC).await;
-    app.batch_execute(&format!("SET pgtenant.context = '{parent}'")).await.unwrap();
-    assert!(account_ids(&app).await.is_empty());
-    let nothing: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
-    assert_eq!(nothing, None);
-    assert_eq!(value(&app, "SELECT count(*)::text FROM pgtenant.tenant_ancestry").await, "0");
+    let strict = matches!(check, DescendantCheck::Strict);
+    let rows = if strict { vec![3, 4] } else { vec![] };
+    // The forged list still names the verified tenant in its tenant field; the parent's does not.
+    for (written, names_verified) in [(forged, true), (parent, false)] {
+        app.batch_execute(&format!("SET pgtenant.context = '{written}'")).await.unwrap();
+        assert_eq!(account_ids(&app).await, rows, "{check:?}");
+        let current: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
+        let tenant = (strict || names_verified).then(|| HSBC_HK.to_owned());
+        assert_eq!(current, tenant, "{check:?}");
+        assert_eq!(value(&app, "SELECT count(*)::text FROM pgtenant.tenant_ancestry").await, "0", "{check:?}");
+    }
 }
 
 /// The C check (extension/pgtenant_native) trusts the verified tenant and
@@ -348,10 +372,10 @@ async fn the_native_check_trusts_only_the_verified_tenant() {
         "SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'pgtenant_native'), 'missing')",
     )
     .await;
-    assert_eq!(installed, "1.1", "migrate installs pgtenant_native when the server has it (make -C extension install)");
+    assert_eq!(installed, "1.2", "migrate installs pgtenant_native when the server has it (make -C extension install)");
     let first_arm =
         value(&env.superuser().await, "SELECT pg_get_functiondef('pgtenant.policy_tenants'::regproc)").await;
-    assert!(first_arm.contains("pgtenant.native_policy_tenants()"), "migrate chose the C first arm: {first_arm}");
+    assert!(first_arm.contains("pgtenant.native_strict_policy_tenants()"), "migrate chose strict context: {first_arm}");
     use_check(&env, DescendantCheck::Native).await;
     grow_barclays(&env).await;
     add_account(&env, 30, BC_7).await;
@@ -370,6 +394,7 @@ async fn the_native_check_trusts_only_the_verified_tenant() {
         "CREATE OR REPLACE FUNCTION pgtenant.native_is_descendant(tenant uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
         "CREATE OR REPLACE FUNCTION pgtenant.is_descendant(tenant uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true'",
         "SELECT pgtenant.use_native_policy(false)",
+        "SELECT pgtenant.use_strict_context(true)",
         "CREATE OR REPLACE FUNCTION pgtenant.native_policy_tenants() RETURNS uuid[] LANGUAGE sql AS 'SELECT NULL::uuid[]'",
         "CREATE OR REPLACE FUNCTION pgtenant.policy_tenants() RETURNS uuid[] LANGUAGE sql AS 'SELECT NULL::uuid[]'",
         "CREATE OR REPLACE FUNCTION pgtenant.native_policy_range_start() RETURNS uuid LANGUAGE sql AS 'SELECT NULL::uuid'",
@@ -454,14 +479,18 @@ async fn a_parent_reads_only_its_own_branch_of_the_tree() {
 #[tokio::test]
 async fn the_policys_descendant_check_answers_only_about_the_sessions_own_subtree() {
     for mode in BOTH_MODES {
-        for check in BOTH_CHECKS {
+        for check in ALL_CHECKS {
             let env = start(mode).await;
             use_check(&env, check).await;
             grow_barclays(&env).await;
             let hsbc = env.connect("hsbc_admin").await;
             let hk = env.connect("hk_teller").await;
             let barclays = env.connect("barclays_ops").await;
-            for function in ["is_descendant", "is_descendant_by_lookup", "native_is_descendant"] {
+            let functions: &[&str] = match check {
+                DescendantCheck::Strict => &["is_descendant", "native_strict_is_descendant"],
+                _ => &["is_descendant", "is_descendant_by_lookup", "native_is_descendant"],
+            };
+            for function in functions {
                 let check_of = |tenant: &str| format!("SELECT pgtenant.{function}('{tenant}')::text");
                 let case = format!("{mode:?}, {check:?}, {function}");
                 assert_eq!(value(&hsbc, &check_of(HSBC_HK)).await, "true", "{case}");

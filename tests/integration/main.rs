@@ -22,6 +22,7 @@ mod psql;
 mod relay;
 mod security;
 mod service_logins;
+mod strict_context;
 mod tenancy;
 mod tenant_stats;
 mod tls;

@@ -288,25 +288,46 @@ pub(crate) async fn guard_bypassed(env: &TestEnv) -> Client {
     connect_url(&env.cluster.url("pgtenant_app", &env.database)).await
 }
 
-/// The error a session gets when its context setting was written by anything
-/// but a successful `pgtenant.set_context()`.
+/// The error a session gets, with the verified tenant in sequences, when its
+/// context setting was written by anything but a successful `pgtenant.set_context()`.
 fn assert_no_verified_tenant(err: &tokio_postgres::Error) {
     assert_eq!(sqlstate(err), "55000", "{}", message(err));
     assert!(message(err).contains("\"verified_tenant_hi\" is not yet defined in this session"), "{}", message(err));
 }
 
+/// A session where set_context() never ran, whatever its context setting
+/// says: an error with the tenant in sequences, no tenant in strict context.
+async fn assert_never_verified(app: &Client, store: ContextStore) {
+    match store {
+        ContextStore::Sequences => {
+            assert_no_verified_tenant(&app.query("SELECT id FROM accounts", &[]).await.unwrap_err());
+            assert_no_verified_tenant(&app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap_err());
+        }
+        ContextStore::Strict => {
+            assert!(account_ids(app).await.is_empty());
+            let tenant: Option<String> =
+                app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
+            assert_eq!(tenant, None);
+        }
+    }
+}
+
 #[tokio::test]
 async fn forged_context_token_sees_nothing() {
     let env = TestEnv::start().await;
-    let app = guard_bypassed(&env).await;
+    for store in BOTH_STORES {
+        env.use_context_store(store).await;
+        forged_context_token_sees_nothing_in(&env, store).await;
+    }
+}
+
+async fn forged_context_token_sees_nothing_in(env: &TestEnv, store: ContextStore) {
+    let app = guard_bypassed(env).await;
     let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let forged = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
     // A custom setting cannot be protected by privileges: the SET succeeds, the value is worthless.
     app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
-    let err = app.query("SELECT id FROM accounts", &[]).await.unwrap_err();
-    assert_no_verified_tenant(&err);
-    let err = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap_err();
-    assert_no_verified_tenant(&err);
+    assert_never_verified(&app, store).await;
     app.batch_execute("RESET pgtenant.context").await.unwrap();
     app.batch_execute(&format!("SET app.tenant_id = '{}'", b())).await.unwrap();
     assert!(account_ids(&app).await.is_empty(), "the plain setting alone grants nothing");
@@ -347,14 +368,29 @@ async fn verified_hk_session(env: &TestEnv) -> (Client, i32) {
 #[tokio::test]
 async fn rewriting_the_setting_after_verification_changes_nothing() {
     let env = TestEnv::start().await;
-    let (app, pid) = verified_hk_session(&env).await;
-    // Another tenant in both token fields: the setting and the verified
-    // tenant disagree, and the session has no tenant at all (fail closed).
+    for store in BOTH_STORES {
+        env.use_context_store(store).await;
+        rewriting_the_setting_after_verification_changes_nothing_in(&env, store).await;
+    }
+}
+
+async fn rewriting_the_setting_after_verification_changes_nothing_in(env: &TestEnv, store: ContextStore) {
+    let (app, pid) = verified_hk_session(env).await;
+    // Another tenant in both token fields. With the tenant in sequences the
+    // setting and the verified tenant disagree, and the session has no tenant
+    // at all (fail closed); in strict context the setting decides nothing.
     let forged = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
     app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
-    assert!(account_ids(&app).await.is_empty());
-    let tenant: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
-    assert_eq!(tenant, None);
+    let (rows, tenant) = match store {
+        ContextStore::Sequences => (vec![], None),
+        ContextStore::Strict => (vec![3, 4], Some(HSBC_HK.to_owned())),
+    };
+    assert_eq!(account_ids(&app).await, rows, "{store:?}");
+    let current: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
+    assert_eq!(current, tenant, "{store:?}");
+    if store == ContextStore::Strict {
+        return;
+    }
     // The verified tenant's own fields with a forged MAC: the record answers.
     let own = format!("v1.{pid}.00.{HSBC_HK}.{HSBC_HK}.{}", "0".repeat(64));
     app.batch_execute(&format!("SET pgtenant.context = '{own}'")).await.unwrap();
@@ -368,12 +404,17 @@ async fn rewriting_the_setting_after_verification_changes_nothing() {
 #[tokio::test]
 async fn genuine_token_of_another_tenant_in_the_setting_sees_nothing() {
     let env = TestEnv::start().await;
-    let (app, pid) = verified_hk_session(&env).await;
-    // A correctly signed token for this backend, of the parent tenant, written
-    // into the setting without set_context(): it does not name the verified tenant.
-    let parent = mint_token(&env, pid, HSBC, &format!("{HSBC},{HSBC_HK},{HSBC_LONDON}")).await;
-    app.batch_execute(&format!("SET pgtenant.context = '{parent}'")).await.unwrap();
-    assert!(account_ids(&app).await.is_empty());
+    for store in BOTH_STORES {
+        env.use_context_store(store).await;
+        let (app, pid) = verified_hk_session(&env).await;
+        // A correctly signed token for this backend, of the parent tenant, written
+        // into the setting without set_context(): it does not name the verified
+        // tenant (sequences: no tenant), or decides nothing (strict context).
+        let parent = mint_token(&env, pid, HSBC, &format!("{HSBC},{HSBC_HK},{HSBC_LONDON}")).await;
+        app.batch_execute(&format!("SET pgtenant.context = '{parent}'")).await.unwrap();
+        let rows = if store == ContextStore::Strict { vec![3, 4] } else { vec![] };
+        assert_eq!(account_ids(&app).await, rows, "{store:?}");
+    }
 }
 
 /// The nonce that commits a token to a switching secret (hex).
@@ -424,20 +465,35 @@ async fn switching_tenants_takes_the_sessions_secret() {
 #[tokio::test]
 async fn switching_without_an_installed_secret_fails() {
     let env = TestEnv::start().await;
-    let (app, pid) = verified_hk_session(&env).await;
+    for store in BOTH_STORES {
+        env.use_context_store(store).await;
+        switching_without_an_installed_secret_fails_in(&env, store).await;
+    }
+}
+
+async fn switching_without_an_installed_secret_fails_in(env: &TestEnv, store: ContextStore) {
+    let (app, pid) = verified_hk_session(env).await;
+    // No secret on the session: the switch verifies the token, which is forged.
     let token = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
     let err =
         app.query_one("SELECT pgtenant.switch_context($1, 'app.tenant_id', $2)", &[&token, &SECRET]).await.unwrap_err();
-    assert_eq!(sqlstate(&err), "55000", "{}", message(&err));
+    assert_eq!(sqlstate(&err), "42501", "{store:?}: {}", message(&err));
     assert_eq!(account_ids(&app).await, vec![3, 4]);
-    // DISCARD ALL forgets an installed secret with everything else.
-    let nonce = commitment(&env, SECRET).await;
-    let signed = mint_token_with_nonce(&env, pid, HSBC_HK, HSBC_HK, &nonce).await;
-    app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id', $2)", &[&signed, &SECRET]).await.unwrap();
+    // A genuine token committed to the secret: verified, and the secret installed.
+    let nonce = commitment(env, SECRET).await;
+    let signed = mint_token_with_nonce(env, pid, HSBC_HK, HSBC_HK, &nonce).await;
+    app.query_one("SELECT pgtenant.switch_context($1, 'app.tenant_id', $2)", &[&signed, &SECRET]).await.unwrap();
+    assert_eq!(account_ids(&app).await, vec![3, 4]);
     app.batch_execute("DISCARD ALL").await.unwrap();
+    if store == ContextStore::Strict {
+        // Settings only the catalog owner may write: DISCARD ALL keeps the tenant.
+        assert_eq!(account_ids(&app).await, vec![3, 4]);
+        return;
+    }
+    // DISCARD ALL forgets the installed secret and the tenant with everything else.
     let err =
         app.query_one("SELECT pgtenant.switch_context($1, 'app.tenant_id', $2)", &[&token, &SECRET]).await.unwrap_err();
-    assert_eq!(sqlstate(&err), "55000");
+    assert_eq!(sqlstate(&err), "42501");
     assert!(account_ids(&app).await.is_empty());
 }
 
@@ -464,13 +520,19 @@ async fn the_verified_tenant_cannot_be_written_by_a_tenant_role() {
 #[tokio::test]
 async fn discard_sequences_forgets_the_verified_tenant_and_pgtenant_restores_it() {
     let env = TestEnv::start().await;
-    let (app, _) = verified_hk_session(&env).await;
-    app.batch_execute("DISCARD SEQUENCES").await.unwrap();
-    let err = app.query("SELECT id FROM accounts", &[]).await.unwrap_err();
-    assert_no_verified_tenant(&err);
-    let hk = env.connect("hk_teller").await;
-    hk.batch_execute("DISCARD SEQUENCES").await.unwrap();
-    assert_isolated(&hk).await;
+    for store in BOTH_STORES {
+        env.use_context_store(store).await;
+        let (app, _) = verified_hk_session(&env).await;
+        app.batch_execute("DISCARD SEQUENCES").await.unwrap();
+        match store {
+            ContextStore::Sequences => assert_no_verified_tenant(&app.query("SELECT id FROM accounts", &[]).await.unwrap_err()),
+            // Strict context keeps nothing in sequences.
+            ContextStore::Strict => assert_eq!(account_ids(&app).await, vec![3, 4]),
+        }
+        let hk = env.connect("hk_teller").await;
+        hk.batch_execute("DISCARD SEQUENCES").await.unwrap();
+        assert_isolated(&hk).await;
+    }
 }
 
 #[tokio::test]

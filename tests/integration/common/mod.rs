@@ -80,6 +80,18 @@ pub async fn shared_env() -> &'static TestEnv {
         .await
 }
 
+/// Where the test database keeps the verified tenant (sql/0015).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextStore {
+    /// pgtenant_native's settings (strict context): what `migrate` chooses
+    /// when the server has the extension, as the test cluster does.
+    Strict,
+    /// Session-local sequences, for servers without the extension.
+    Sequences,
+}
+
+pub const BOTH_STORES: [ContextStore; 2] = [ContextStore::Strict, ContextStore::Sequences];
+
 /// One test's database, served by an in-process pgtenant.
 pub struct TestEnv {
     pub cluster: &'static Cluster,
@@ -111,6 +123,20 @@ impl TestEnv {
         adjust(&mut config);
         let server = Server::start(&config).await.expect("start pgtenant");
         TestEnv { cluster, database, config, server }
+    }
+
+    /// Moves the database to `store` as `migrate` would choose it, with the
+    /// C policy functions. Sessions opened before keep what they recorded.
+    pub async fn use_context_store(&self, store: ContextStore) {
+        let owner = connect_url(&self.cluster.url("pgtenant_owner", &self.database)).await;
+        let strict = store == ContextStore::Strict;
+        for sql in [
+            "SELECT pgtenant.use_native_descendants(true)",
+            "SELECT pgtenant.use_native_policy(true)",
+            if strict { "SELECT pgtenant.use_strict_context(true)" } else { "SELECT pgtenant.use_strict_context(false)" },
+        ] {
+            owner.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
     }
 
     /// A `postgres://` URL for a login through the proxy.
