@@ -83,7 +83,7 @@ async fn every_statement_is_logged_with_who_ran_it_and_its_literals_redacted() {
     let failed = of("$1/$2");
     assert_eq!((failed["sqlstate"].as_str(), failed["refused"].as_bool()), (Some("22012"), Some(false)));
     let refused = of("SET ROLE");
-    assert_eq!((refused["sqlstate"].as_str(), refused["refused"].as_bool()), (Some("42501"), Some(true)));
+    assert_eq!((refused["sqlstate"].as_str(), refused["refused"].as_bool()), (Some("42501"), Some(true)), "{text}");
     assert_eq!(of("UPDATE accounts")["rows"], 2);
     let barclays_lines: Vec<&Value> = log.iter().filter(|l| l["tenant"] == "barclays").collect();
     assert_eq!(barclays_lines.len(), 1, "{text}");

@@ -48,10 +48,7 @@ const ALL_CHECKS: [DescendantCheck; 3] = [DescendantCheck::Strict, DescendantChe
 async fn use_check(env: &TestEnv, check: DescendantCheck) {
     let owner = owner(env).await;
     let native = !matches!(check, DescendantCheck::ByLookup);
-    owner
-        .execute("SELECT pgtenant.use_native_descendants($1)", &[&native])
-        .await
-        .expect("choose the descendant check");
+    owner.execute("SELECT pgtenant.use_native_descendants($1)", &[&native]).await.expect("choose the descendant check");
     owner.execute("SELECT pgtenant.use_native_policy($1)", &[&native]).await.expect("choose the policy's first arm");
     owner
         .execute("SELECT pgtenant.use_strict_context($1)", &[&matches!(check, DescendantCheck::Strict)])
@@ -354,7 +351,8 @@ async fn nothing_a_session_writes_widens_its_visible_set_with(check: DescendantC
     for (written, names_verified) in [(forged, true), (parent, false)] {
         app.batch_execute(&format!("SET pgtenant.context = '{written}'")).await.unwrap();
         assert_eq!(account_ids(&app).await, rows, "{check:?}");
-        let current: Option<String> = app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
+        let current: Option<String> =
+            app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap().get(0);
         let tenant = (strict || names_verified).then(|| HSBC_HK.to_owned());
         assert_eq!(current, tenant, "{check:?}");
         assert_eq!(value(&app, "SELECT count(*)::text FROM pgtenant.tenant_ancestry").await, "0", "{check:?}");

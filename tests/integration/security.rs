@@ -525,7 +525,9 @@ async fn discard_sequences_forgets_the_verified_tenant_and_pgtenant_restores_it(
         let (app, _) = verified_hk_session(&env).await;
         app.batch_execute("DISCARD SEQUENCES").await.unwrap();
         match store {
-            ContextStore::Sequences => assert_no_verified_tenant(&app.query("SELECT id FROM accounts", &[]).await.unwrap_err()),
+            ContextStore::Sequences => {
+                assert_no_verified_tenant(&app.query("SELECT id FROM accounts", &[]).await.unwrap_err())
+            }
             // Strict context keeps nothing in sequences.
             ContextStore::Strict => assert_eq!(account_ids(&app).await, vec![3, 4]),
         }

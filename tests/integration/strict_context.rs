@@ -80,7 +80,8 @@ async fn the_tenant_role_cannot_write_the_strict_settings_by_any_route() {
     let err = app.batch_execute("SET pgtenant_native.tenant_override = 'x'").await.unwrap_err();
     assert_eq!(sqlstate(&err), "42602", "{}", message(&err));
     // What a client can reset leaves the tenant as it is.
-    for reset in ["RESET ALL", "DISCARD ALL", "DISCARD SEQUENCES", "BEGIN; RESET ALL; COMMIT", "RESET pgtenant.context"] {
+    for reset in ["RESET ALL", "DISCARD ALL", "DISCARD SEQUENCES", "BEGIN; RESET ALL; COMMIT", "RESET pgtenant.context"]
+    {
         app.batch_execute(reset).await.unwrap();
         assert_still_hk(&app, reset).await;
     }

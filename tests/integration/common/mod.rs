@@ -133,7 +133,11 @@ impl TestEnv {
         for sql in [
             "SELECT pgtenant.use_native_descendants(true)",
             "SELECT pgtenant.use_native_policy(true)",
-            if strict { "SELECT pgtenant.use_strict_context(true)" } else { "SELECT pgtenant.use_strict_context(false)" },
+            if strict {
+                "SELECT pgtenant.use_strict_context(true)"
+            } else {
+                "SELECT pgtenant.use_strict_context(false)"
+            },
         ] {
             owner.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
