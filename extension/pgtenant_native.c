@@ -41,9 +41,11 @@
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 #include "pgtenant_native.h"
@@ -54,7 +56,7 @@ PG_FUNCTION_INFO_V1(pgtenant_native_is_descendant);
 PG_FUNCTION_INFO_V1(pgtenant_native_policy_tenants);
 PG_FUNCTION_INFO_V1(pgtenant_native_policy_range_start);
 
-void
+static void
 lookup_catalog_objects(CatalogObjects *objects)
 {
 	Oid			schema = get_namespace_oid("pgtenant", true);
@@ -77,6 +79,39 @@ lookup_catalog_objects(CatalogObjects *objects)
 	objects->tenant_column = get_attnum(objects->ancestry, "tenant_id");
 	objects->present = objects->ancestor_column != InvalidAttrNumber &&
 		objects->tenant_column != InvalidAttrNumber;
+}
+
+static CatalogObjects known_objects;
+static bool known_objects_valid = false;
+
+/* Any change to pg_class (a table made, dropped or renamed): look up again. */
+static void
+forget_catalog_objects(Datum arg, int cacheid, uint32 hashvalue)
+{
+	known_objects_valid = false;
+}
+
+/*
+ * The catalog objects, looked up once per backend and again after any
+ * change to pg_class: each statement's first arm needs them, and eight
+ * catalog lookups per statement were a measurable part of its cost.
+ */
+const CatalogObjects *
+catalog_objects(void)
+{
+	static bool callback_registered = false;
+
+	if (!callback_registered)
+	{
+		CacheRegisterSyscacheCallback(RELNAMENSP, forget_catalog_objects, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!known_objects_valid)
+	{
+		lookup_catalog_objects(&known_objects);
+		known_objects_valid = true;
+	}
+	return &known_objects;
 }
 
 /* Big-endian bytes of a bigint, as lpad(to_hex(value), 16, '0') spells it. */
@@ -199,7 +234,7 @@ descendant_check_state(FunctionCallInfo fcinfo)
 	if (state == NULL)
 	{
 		state = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(StatementState));
-		lookup_catalog_objects(&state->objects);
+		state->objects = *catalog_objects();
 		fcinfo->flinfo->fn_extra = state;
 	}
 	return state;
@@ -376,7 +411,7 @@ pgtenant_native_policy_tenants(PG_FUNCTION_ARGS)
 
 	if (raw == NULL || raw[0] == '\0')
 		PG_RETURN_ARRAYTYPE_P(uuid_array(NULL, 0));
-	lookup_catalog_objects(&objects);
+	objects = *catalog_objects();
 	if (!objects.present)
 		return policy_tenants_by_lookup(fcinfo);
 	if (!verified_tenant(&objects, &tenant))
@@ -403,7 +438,7 @@ pgtenant_native_policy_range_start(PG_FUNCTION_ARGS)
 	memset(start->data, 0xff, UUID_LEN);
 	if (raw == NULL || raw[0] == '\0')
 		PG_RETURN_UUID_P(start);
-	lookup_catalog_objects(&objects);
+	objects = *catalog_objects();
 	if (OidIsValid(objects.verified_scope) && (current_value(objects.verified_scope) & 3) == SCOPE_KIND_WIDE)
 		memset(start->data, 0, UUID_LEN);
 	PG_RETURN_UUID_P(start);

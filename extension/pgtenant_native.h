@@ -42,7 +42,7 @@ typedef struct StatementState
 /* The scope kind of a tenant recorded with more than 64 descendants. */
 #define SCOPE_KIND_WIDE 2
 
-extern void lookup_catalog_objects(CatalogObjects *objects);
+extern const CatalogObjects *catalog_objects(void);
 extern void format_uuid(const pg_uuid_t *uuid, char *out);
 extern bool last_value(Oid sequence, int64 *value);
 extern ArrayType *uuid_array(pg_uuid_t *elements, int count);

@@ -494,7 +494,7 @@ first_arm(const pg_uuid_t **tenants, bool *read_live)
 	}
 	if (scope_kind() == SCOPE_KIND_WIDE)
 		return 1;
-	lookup_catalog_objects(&objects);
+	objects = *catalog_objects();
 	if (!objects.present)
 		return 1;
 	if (verified_scope->present && last_value(objects.hierarchy_version, &version) &&
@@ -546,7 +546,7 @@ pgtenant_native_strict_visible_tenants(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		lookup_catalog_objects(&objects);
+		objects = *catalog_objects();
 		if (!objects.present)
 			PG_RETURN_ARRAYTYPE_P(uuid_array((pg_uuid_t *) &verified_tenant->id, 1));
 		tenants = tenant_and_descendants(&objects, &count);

@@ -215,14 +215,49 @@ BEGIN
 END
 $$;
 
+-- The store use_strict_context() chose last. In strict context the isolation
+-- policies name the C functions themselves: a one-line SQL wrapper is inlined
+-- by parsing its body at every planning, three per statement, which cost a
+-- simple-protocol select about a tenth of its throughput.
+CREATE TABLE pgtenant.context_store (
+    id              integer PRIMARY KEY CHECK (id = 1),
+    strict_context  boolean NOT NULL
+);
+INSERT INTO pgtenant.context_store (id, strict_context) VALUES (1, false);
+REVOKE ALL ON pgtenant.context_store FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgtenant.create_isolation_policy(tbl regclass, col name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    visible text;
+BEGIN
+    IF (SELECT s.strict_context FROM pgtenant.context_store s WHERE s.id = 1) THEN
+        visible := format(
+            '%1$I = ANY ((SELECT pgtenant.native_strict_policy_tenants())::uuid[]) '
+            'OR (%1$I >= (SELECT pgtenant.native_strict_policy_range_start()) AND pgtenant.native_strict_is_descendant(%1$I))',
+            col);
+    ELSE
+        visible := format(
+            '%1$I = ANY ((SELECT pgtenant.policy_tenants())::uuid[]) '
+            'OR (%1$I >= (SELECT pgtenant.policy_range_start()) AND pgtenant.is_descendant(%1$I))',
+            col);
+    END IF;
+    EXECUTE format('DROP POLICY IF EXISTS pgtenant_isolation ON %s', tbl);
+    EXECUTE format('CREATE POLICY pgtenant_isolation ON %s USING (%s) WITH CHECK (%s)', tbl, visible, visible);
+END
+$$;
+
 -- Where the verified record lives: strict (pgtenant_native 1.2's settings)
 -- or the sequences (the store below, and the readers current_tenant() and
 -- visible_tenants()). The policy functions follow in strict mode; in the
 -- sequences' mode use_native_descendants() / use_native_policy() choose them,
--- and migrate calls those first. Plans that inlined a previous body are
--- invalidated by the change.
+-- and migrate calls those first. A change of store re-creates the isolation
+-- policies of every tenant table (see context_store). Plans that inlined a
+-- previous body are invalidated by the change.
 CREATE FUNCTION pgtenant.use_strict_context(strict boolean) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    scoped record;
 BEGIN
     IF strict THEN
         IF NOT has_function_privilege('pgtenant.native_install_context(uuid, bigint, uuid[])', 'EXECUTE') THEN
@@ -296,6 +331,12 @@ BEGIN
         CREATE OR REPLACE FUNCTION pgtenant.visible_tenants() RETURNS uuid[]
         LANGUAGE sql STABLE PARALLEL RESTRICTED
         AS 'SELECT pgtenant.visible_tenants_by_sequences()';
+    END IF;
+    IF (SELECT s.strict_context FROM pgtenant.context_store s WHERE s.id = 1) IS DISTINCT FROM strict THEN
+        UPDATE pgtenant.context_store SET strict_context = strict WHERE id = 1;
+        FOR scoped IN SELECT t.relid::regclass AS tbl, t.column_name FROM pgtenant.tenant_tables t LOOP
+            PERFORM pgtenant.create_isolation_policy(scoped.tbl, scoped.column_name);
+        END LOOP;
     END IF;
 END
 $$;

@@ -206,3 +206,22 @@ async fn tenant_tables_stay_open_to_parallel_query_and_workers_see_the_verified_
         assert_eq!(value(&app, "SELECT pgtenant.visible_tenants()::text").await, format!("{{{HSBC_HK}}}"));
     }
 }
+
+#[tokio::test]
+async fn isolation_policies_name_the_functions_of_the_store_in_use() {
+    let env = TestEnv::start().await;
+    let policy = "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy \
+                  WHERE polrelid = 'public.accounts'::regclass AND polname = 'pgtenant_isolation'";
+    for store in [ContextStore::Strict, ContextStore::Sequences, ContextStore::Strict] {
+        env.use_context_store(store).await;
+        let expression = value(&env.superuser().await, policy).await;
+        // Strict context: the C functions themselves, no SQL wrapper to inline at every planning.
+        let (named, absent) = match store {
+            ContextStore::Strict => ("pgtenant.native_strict_policy_tenants()", "pgtenant.policy_tenants()"),
+            ContextStore::Sequences => ("pgtenant.policy_tenants()", "native_strict"),
+        };
+        assert!(expression.contains(named) && !expression.contains(absent), "{store:?}: {expression}");
+        let hk = verified_hk(&env).await;
+        assert_eq!(account_ids(&hk).await, vec![3, 4], "{store:?}");
+    }
+}
