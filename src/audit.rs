@@ -69,6 +69,8 @@ impl AuditLog {
             log: Arc::clone(self),
             who: Arc::new(who),
             pending: VecDeque::new(),
+            batches_sent: 0,
+            batches_answered: 0,
             names: Names::default(),
             transaction: None,
         }
@@ -144,6 +146,8 @@ struct Request {
     sqlstate: Option<String>,
     refused: bool,
     done: Option<Instant>,
+    /// Which of the session's batches (a Query, or messages up to a Sync) it is in.
+    batch: u64,
 }
 
 /// The texts of a session's prepared statements and portals.
@@ -168,6 +172,11 @@ pub(crate) struct AuditTrail {
     log: Arc<AuditLog>,
     who: Arc<SessionFacts>,
     pending: VecDeque<Request>,
+    /// Batches the client sent (each Query, Sync and FunctionCall ends one)
+    /// and those a ReadyForQuery answered: a client that pipelines its next
+    /// Query before the last one's ReadyForQuery keeps it out of that answer.
+    batches_sent: u64,
+    batches_answered: u64,
     names: Names,
     transaction: Option<Transaction>,
 }
@@ -181,7 +190,9 @@ impl AuditTrail {
                 if let Some(query) = Query::read(frame) {
                     self.request(text(query.sql), false, tenant_id());
                 }
+                self.batch_sent();
             }
+            client::SYNC | client::FUNCTION_CALL => self.batch_sent(),
             client::PARSE => {
                 if let Some(parse) = Parse::read(frame) {
                     remember(&mut self.names.statements, parse.name, text(parse.sql));
@@ -205,8 +216,15 @@ impl AuditTrail {
         }
     }
 
+    /// A Sync or FunctionCall went to the server (a Query counts itself).
+    pub(crate) fn batch_sent(&mut self) {
+        self.batches_sent += 1;
+    }
+
     fn request(&mut self, sql: Arc<str>, extended: bool, tenant_id: String) {
+        let batch = self.batches_sent;
         self.pending.push_back(Request {
+            batch,
             sql,
             tenant_id,
             extended,
@@ -257,12 +275,15 @@ impl AuditTrail {
         }
     }
 
-    /// ReadyForQuery: every request since the last one is over; those that
-    /// got no reply (skipped after an error) never ran and are not logged.
+    /// ReadyForQuery: the requests of the oldest unanswered batch are over;
+    /// those that got no reply (skipped after an error) never ran and are not
+    /// logged. Requests of later batches (pipelined) wait for their own.
     pub(crate) fn ready(&mut self, idle: bool) {
         let now = Instant::now();
         let level = self.log.config.level;
-        while let Some(mut request) = self.pending.pop_front() {
+        let answered = self.batches_answered;
+        self.batches_answered = (answered + 1).min(self.batches_sent);
+        while let Some(mut request) = self.pending.pop_front_if(|r| r.batch <= answered) {
             if request.extended && request.done.is_none() {
                 continue;
             }

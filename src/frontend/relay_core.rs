@@ -405,6 +405,8 @@ impl RelayCore {
                         return Ok(());
                     }
                     audit.client_message(header.tag, &self.client_in[..header.frame_len], || side.tenant_id());
+                } else if matches!(header.tag, client::SYNC | client::FUNCTION_CALL) {
+                    audit.batch_sent();
                 }
             }
             self.policy.streamed(header.tag);

@@ -92,6 +92,45 @@ async fn every_statement_is_logged_with_who_ran_it_and_its_literals_redacted() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Queries a client pipelines ahead of a ReadyForQuery are each logged with
+/// their own outcome: the first one's ReadyForQuery does not close the next.
+#[tokio::test]
+async fn pipelined_queries_keep_their_own_outcomes() {
+    let path = audit_path("pipelined");
+    let env = TestEnv::start_with(|c| {
+        c.audit.enabled = true;
+        c.audit.path = Some(path.clone());
+    })
+    .await;
+    let mut session =
+        crate::common::raw::login(env.server.proxy_addr, "hk_teller", PASSWORD, &env.database, &[]).await.unwrap();
+    let mut batch = bytes::BytesMut::new();
+    for sql in ["SELECT 1/0", "SET ROLE postgres", "SELECT id FROM accounts"] {
+        postgres_protocol::message::frontend::query(sql, &mut batch).unwrap();
+    }
+    session.send(&batch).await;
+    for _ in 0..3 {
+        session.until_ready().await;
+    }
+    let log = lines_when(&path, 3).await;
+    let outcomes: Vec<(String, Option<&str>, Option<bool>, Option<u64>)> = log
+        .iter()
+        .map(|l| {
+            let statement = l["statement"].as_str().unwrap_or_default().to_owned();
+            (statement, l["sqlstate"].as_str(), l["refused"].as_bool(), l["rows"].as_u64())
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("SELECT $1/$2".to_owned(), Some("22012"), Some(false), Some(0)),
+            ("SET ROLE $1".to_owned(), Some("42501"), Some(true), Some(0)),
+            ("SELECT id FROM accounts".to_owned(), None, Some(false), Some(2)),
+        ]
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
 #[tokio::test]
 async fn a_transaction_is_one_line_and_the_file_is_reopened_on_reload() {
     let path = audit_path("transactions");
