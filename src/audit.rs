@@ -283,7 +283,8 @@ impl AuditTrail {
         let level = self.log.config.level;
         let answered = self.batches_answered;
         self.batches_answered = (answered + 1).min(self.batches_sent);
-        while let Some(mut request) = self.pending.pop_front_if(|r| r.batch <= answered) {
+        while self.pending.front().is_some_and(|r| r.batch <= answered) {
+            let Some(mut request) = self.pending.pop_front() else { break };
             if request.extended && request.done.is_none() {
                 continue;
             }
