@@ -297,6 +297,11 @@ BEGIN
         DECLARE
             hex text := replace(tenant::text, '-', '');
         BEGIN
+            IF pg_is_in_recovery() THEN
+                RAISE EXCEPTION 'a hot standby cannot record the verified tenant in sequences'
+                    USING ERRCODE = '0A000',
+                          HINT = 'Install pgtenant_native 1.2 on the primary and run pgtenant migrate: strict context writes nothing.';
+            END IF;
             PERFORM setval('pgtenant.verified_tenant_hi', ('x' || left(hex, 16))::bit(64)::bigint);
             PERFORM setval('pgtenant.verified_tenant_lo', ('x' || right(hex, 16))::bit(64)::bigint);
             PERFORM pgtenant.record_scope(tenant);

@@ -102,34 +102,39 @@ impl Cluster {
                 tcp_port = Some(port);
             }
         }
-        run(
-            command(as_postgres, &bin_dir.join("pg_ctl"))
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(base_dir.join("postgres.log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"])
-                .process_group(0),
-            "pg_ctl start",
-        )?;
-
-        // Own process groups keep the server and the guardian out of the reach
-        // of a terminal Ctrl-C, so pgtenant stops them in order.
-        // The guardian: waits for its stdin to close, then cleans up.
-        let script = r#"cat >/dev/null; "$1" -D "$2" -m fast -w stop >/dev/null 2>&1; if [ "$3" = remove ]; then rm -rf "$4"; fi"#;
-        let guardian = command(as_postgres, Path::new("/bin/sh"))
-            .args(["-c", script, "guardian"])
-            .arg(bin_dir.join("pg_ctl"))
-            .arg(&data)
-            .arg(if keep { "keep" } else { "remove" })
-            .arg(&base_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("cannot start the cleanup guardian")?;
+        let guardian = launch(as_postgres, &bin_dir, &base_dir, &options, keep)?;
         Ok(Cluster { base_dir, socket_dir, bin_dir, tcp_port, guardian: Some(guardian) })
+    }
+
+    /// A hot standby of this cluster in a fresh temporary directory
+    /// (`pg_basebackup -R`: it streams from this cluster over its Unix
+    /// socket), reachable on a Unix socket of its own; removed afterwards.
+    pub fn start_replica(&self) -> anyhow::Result<Cluster> {
+        let base_dir = std::env::temp_dir().join(format!("pgtenant-replica-{}", random_suffix()));
+        let socket_dir = base_dir.join("socket");
+        std::fs::create_dir_all(&socket_dir).with_context(|| format!("cannot create {}", socket_dir.display()))?;
+        let as_postgres = is_root();
+        if as_postgres {
+            chown_tree(&base_dir, SUPERUSER)?;
+        }
+        run(
+            command(as_postgres, &self.bin_dir.join("pg_basebackup"))
+                .arg("-D")
+                .arg(base_dir.join("data"))
+                .arg("-h")
+                .arg(&self.socket_dir)
+                .args(["-p", &self.socket_port().to_string(), "-U", SUPERUSER, "-R", "-X", "stream"])
+                .args(["-c", "fast", "--no-sync"]),
+            "pg_basebackup",
+        )?;
+        // A standby needs at least the primary's max_connections.
+        let options = format!(
+            "-c unix_socket_directories='{}' -c port={SOCKET_PORT} -c listen_addresses='' \
+             -c fsync=off -c max_connections=300 -c hot_standby=on -c ssl=off",
+            socket_dir.display()
+        );
+        let guardian = launch(as_postgres, &self.bin_dir, &base_dir, &options, false)?;
+        Ok(Cluster { base_dir, socket_dir, bin_dir: self.bin_dir.clone(), tcp_port: None, guardian: Some(guardian) })
     }
 
     /// A `postgres://` URL for `user` on database `db` over the Unix socket.
@@ -157,6 +162,39 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts the server of `base_dir`/data with `options` and the guardian that
+/// stops it (and removes `base_dir` unless `keep`) when its stdin closes.
+fn launch(as_postgres: bool, bin_dir: &Path, base_dir: &Path, options: &str, keep: bool) -> anyhow::Result<Child> {
+    let data = base_dir.join("data");
+    run(
+        command(as_postgres, &bin_dir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(base_dir.join("postgres.log"))
+            .args(["-w", "-t", "60", "-o", options, "start"])
+            .process_group(0),
+        "pg_ctl start",
+    )?;
+    // Own process groups keep the server and the guardian out of the reach
+    // of a terminal Ctrl-C, so pgtenant stops them in order.
+    // The guardian: waits for its stdin to close, then cleans up.
+    let script =
+        r#"cat >/dev/null; "$1" -D "$2" -m fast -w stop >/dev/null 2>&1; if [ "$3" = remove ]; then rm -rf "$4"; fi"#;
+    command(as_postgres, Path::new("/bin/sh"))
+        .args(["-c", script, "guardian"])
+        .arg(bin_dir.join("pg_ctl"))
+        .arg(&data)
+        .arg(if keep { "keep" } else { "remove" })
+        .arg(base_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the cleanup guardian")
 }
 
 fn command(as_postgres: bool, program: &Path) -> Command {
@@ -193,7 +231,10 @@ pub(crate) fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
-                return Ok(dir);
+                // The directory the server's binaries really live in (PATH may
+                // hold links to a few of them), with pg_basebackup beside them.
+                let real = dir.join("initdb").canonicalize().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+                return Ok(real.unwrap_or(dir));
             }
         }
     }

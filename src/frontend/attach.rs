@@ -341,9 +341,12 @@ impl Attachment {
             secret: ticket.secret,
             change: if ticket.switch { ContextChange::Switch } else { ContextChange::Verify },
             // A transaction of its own only where the session could be read
-            // only: PostgreSQL 14+ reports default_transaction_read_only.
+            // only: PostgreSQL 14+ reports default_transaction_read_only. Not
+            // on a hot standby, which refuses a read-write one (strict
+            // context writes nothing there; the sequences cannot work at all).
             own_transaction: exchange != Exchange::InClientTransaction
-                && session.reported("default_transaction_read_only") != Some("off"),
+                && session.reported("default_transaction_read_only") != Some("off")
+                && session.reported("in_hot_standby") != Some("on"),
         };
         context::encode_set_context(out, &self.context_key, &self.context, &self.tenant_setting, &install);
     }

@@ -20,6 +20,7 @@ mod pooled_state;
 mod pooling;
 mod psql;
 mod relay;
+mod replica;
 mod security;
 mod service_logins;
 mod strict_context;

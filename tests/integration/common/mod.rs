@@ -150,7 +150,7 @@ impl TestEnv {
 
     /// Connects through the proxy as a demo login.
     pub async fn connect(&self, user: &str) -> Client {
-        self.try_connect(user, PASSWORD).await.unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+        self.try_connect(user, PASSWORD).await.unwrap_or_else(|e| panic!("connect as {user}: {e:?}"))
     }
 
     /// Connects through the proxy; the error is the proxy's answer.
