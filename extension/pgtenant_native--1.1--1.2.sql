@@ -50,3 +50,12 @@ LANGUAGE C STABLE PARALLEL SAFE;
 CREATE FUNCTION @extschema@.native_strict_is_descendant(tenant uuid) RETURNS boolean
 AS 'MODULE_PATHNAME', 'pgtenant_native_strict_is_descendant'
 LANGUAGE C STABLE PARALLEL SAFE;
+
+-- switch_context() in strict context: whoever holds the session's switching
+-- secret switches it; anyone else is sent the verified way (set_context()).
+-- The catalog owner grants it to the session roles (use_strict_context()).
+CREATE FUNCTION @extschema@.native_strict_switch(token text, tenant_setting text, secret text) RETURNS uuid
+AS 'MODULE_PATHNAME', 'pgtenant_native_strict_switch'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION @extschema@.native_strict_switch(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.native_strict_switch(text, text, text) TO @extowner@ WITH GRANT OPTION;

@@ -70,6 +70,13 @@ lookup_catalog_objects(CatalogObjects *objects)
 	objects->verified_lo = get_relname_relid("verified_tenant_lo", schema);
 	objects->verified_scope = get_relname_relid("verified_scope", schema);
 	objects->hierarchy_version = get_relname_relid("hierarchy_version", schema);
+	objects->hierarchy_state = get_relname_relid("hierarchy_state", schema);
+	objects->hierarchy_state_key = get_relname_relid("hierarchy_state_pkey", schema);
+	if (OidIsValid(objects->hierarchy_state))
+	{
+		objects->state_id_column = get_attnum(objects->hierarchy_state, "id");
+		objects->state_version_column = get_attnum(objects->hierarchy_state, "version");
+	}
 	if (!OidIsValid(objects->verified_scope) || !OidIsValid(objects->hierarchy_version))
 		return;
 	if (!OidIsValid(objects->ancestry) || !OidIsValid(objects->ancestry_key) ||

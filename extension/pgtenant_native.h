@@ -27,6 +27,11 @@ typedef struct CatalogObjects
 	Oid			verified_lo;
 	Oid			verified_scope;
 	Oid			hierarchy_version;
+	/* pgtenant.hierarchy_state (the committed tree version), for a switch's scope */
+	Oid			hierarchy_state;
+	Oid			hierarchy_state_key;
+	AttrNumber	state_id_column;
+	AttrNumber	state_version_column;
 } CatalogObjects;
 
 /* What one statement's calls of the per-row check share (fn_extra, freed with the statement). */

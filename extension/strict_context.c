@@ -41,6 +41,9 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -61,6 +64,7 @@ PG_FUNCTION_INFO_V1(pgtenant_native_strict_visible_tenants);
 PG_FUNCTION_INFO_V1(pgtenant_native_strict_policy_tenants);
 PG_FUNCTION_INFO_V1(pgtenant_native_strict_policy_range_start);
 PG_FUNCTION_INFO_V1(pgtenant_native_strict_is_descendant);
+PG_FUNCTION_INFO_V1(pgtenant_native_strict_switch);
 
 void		_PG_init(void);
 
@@ -573,4 +577,151 @@ pgtenant_native_strict_is_descendant(PG_FUNCTION_ARGS)
 		state->verified_ok = true;
 	}
 	PG_RETURN_BOOL(descends_from_verified(fcinfo, state));
+}
+
+/* A plain identifier: [A-Za-z_][A-Za-z0-9_]* between start and end. */
+static bool
+plain_identifier(const char *start, const char *end)
+{
+	const char *c;
+
+	if (start == end || !(isalpha((unsigned char) *start) || *start == '_'))
+		return false;
+	for (c = start; c < end; c++)
+		if (!(isalnum((unsigned char) *c) || *c == '_') || !isascii((unsigned char) *c))
+			return false;
+	return true;
+}
+
+/* The tenant setting's name as set_context() accepts it (sql/0015). */
+static bool
+valid_tenant_setting(const char *name)
+{
+	const char *dot = strchr(name, '.');
+
+	return dot != NULL && plain_identifier(name, dot) && plain_identifier(dot + 1, name + strlen(name)) &&
+		pg_strncasecmp(name, "pgtenant.", 9) != 0 && pg_strncasecmp(name, "pgtenant_native.", 16) != 0;
+}
+
+/*
+ * The scope pgtenant.tenant_scope() records: the committed tree version
+ * (read first), times 4, plus 0, 1 or 2 for no, up to 64, or more
+ * descendants. False when the catalog has no hierarchy state.
+ */
+static bool
+scope_of(const CatalogObjects *objects, pg_uuid_t *tenant, int64 *scope)
+{
+	Relation	relation;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	bool		isnull = true;
+	int64		version = 0;
+	int			descendants = 0;
+
+	if (!OidIsValid(objects->hierarchy_state) || !OidIsValid(objects->hierarchy_state_key) ||
+		objects->state_id_column == InvalidAttrNumber || objects->state_version_column == InvalidAttrNumber ||
+		!objects->present)
+		return false;
+	ScanKeyInit(&key, objects->state_id_column, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(1));
+	relation = table_open(objects->hierarchy_state, AccessShareLock);
+	scan = systable_beginscan(relation, objects->hierarchy_state_key, true, GetActiveSnapshot(), 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		version = DatumGetInt64(heap_getattr(tuple, objects->state_version_column, RelationGetDescr(relation), &isnull));
+	systable_endscan(scan);
+	table_close(relation, AccessShareLock);
+	if (isnull)
+		return false;
+
+	ScanKeyInit(&key, objects->ancestor_column, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
+	relation = table_open(objects->ancestry, AccessShareLock);
+	scan = systable_beginscan(relation, objects->ancestry_key, true, GetActiveSnapshot(), 1, &key);
+	while (descendants <= 64 && HeapTupleIsValid(systable_getnext(scan)))
+		descendants++;
+	systable_endscan(scan);
+	table_close(relation, AccessShareLock);
+	*scope = version * 4 + (descendants == 0 ? 0 : descendants <= 64 ? 1 : 2);
+	return true;
+}
+
+/* pgtenant.set_context(token, tenant setting, secret): the verified way. */
+static Datum
+verified_switch(FunctionCallInfo fcinfo)
+{
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	List	   *name = list_make2(makeString("pgtenant"), makeString("set_context"));
+	Oid			function = LookupFuncName(name, 3, argtypes, false);
+
+	return OidFunctionCall3(function, PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), PG_GETARG_DATUM(2));
+}
+
+/*
+ * strict_switch(token text, tenant_setting text, secret text) -> uuid: what
+ * switch_context() does in strict context, without PL/pgSQL. Whoever holds
+ * the session's switching secret (pgtenant) switches it to the tenant its
+ * token names; any other caller, a token with a signed visible list, or a
+ * session without the secret, takes the verified way (set_context(), which
+ * checks the token's MAC and its commitment to the secret, and fails with
+ * 42501 on anything pgtenant did not sign for this backend).
+ */
+Datum
+pgtenant_native_strict_switch(PG_FUNCTION_ARGS)
+{
+	char	   *token;
+	char	   *setting;
+	char	   *fields[7];
+	int			count = 0;
+	char	   *at;
+	unsigned char secret[16];
+	unsigned char difference = 0;
+	pg_uuid_t	tenant;
+	pg_uuid_t  *result;
+	char		tenant_text[UUID_TEXT_LEN + 1];
+	int64		scope;
+	CatalogObjects objects;
+	int			i;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) ||
+		!parse_secret(PG_GETARG_TEXT_PP(2), secret))
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("invalid tenant context")));
+	if (!switching_secret_installed)
+		return verified_switch(fcinfo);
+	for (i = 0; i < 16; i++)
+		difference |= secret[i] ^ switching_secret[i];
+	if (difference != 0)
+		return verified_switch(fcinfo);
+
+	setting = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!valid_tenant_setting(setting))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid tenant setting name %s", setting)));
+	token = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	fields[count++] = token;
+	for (at = token; *at != '\0' && count < 7; at++)
+		if (*at == '.')
+		{
+			*at = '\0';
+			fields[count++] = at + 1;
+		}
+	/* A signed visible list is verified before it is kept. */
+	if (count < 5 || strcmp(fields[3], fields[4]) != 0)
+		return verified_switch(fcinfo);
+	if (strlen(fields[3]) != UUID_TEXT_LEN || !parse_canonical_uuid(fields[3], &tenant))
+		tenant = *DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(fields[3])));
+	objects = *catalog_objects();
+	if (!scope_of(&objects, &tenant, &scope))
+		return verified_switch(fcinfo);
+
+	format_uuid(&tenant, tenant_text);
+	(void) set_config_option("pgtenant.context", text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							 superuser() ? PGC_SUSET : PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, ERROR, false);
+	install_setting(TENANT_SETTING, tenant_text);
+	install_setting(SCOPE_SETTING, psprintf(INT64_FORMAT, scope));
+	install_setting(VISIBLE_SETTING, "");
+	(void) set_config_option(setting, tenant_text, superuser() ? PGC_SUSET : PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SET, true, ERROR, false);
+	result = palloc(sizeof(pg_uuid_t));
+	*result = tenant;
+	PG_RETURN_UUID_P(result);
 }

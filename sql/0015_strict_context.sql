@@ -95,7 +95,9 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION pgtenant.switch_context(token text, compat_setting text, secret text) RETURNS uuid
+-- switch_context() becomes a wrapper (use_strict_context() below) over this,
+-- or over the extension's native_strict_switch(), the same steps in C.
+CREATE FUNCTION pgtenant.switch_context_by_store(token text, compat_setting text, secret text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tenant uuid;
@@ -282,6 +284,12 @@ BEGIN
         CREATE OR REPLACE FUNCTION pgtenant.visible_tenants() RETURNS uuid[]
         LANGUAGE sql STABLE PARALLEL SAFE
         AS 'SELECT pgtenant.native_strict_visible_tenants()';
+        -- A tenant switch without PL/pgSQL: the cost of every checkout that changes tenant.
+        GRANT EXECUTE ON FUNCTION pgtenant.native_strict_switch(text, text, text)
+            TO pgtenant_readwrite, pgtenant_readonly, pgtenant_context;
+        CREATE OR REPLACE FUNCTION pgtenant.switch_context(token text, compat_setting text, secret text) RETURNS uuid
+        LANGUAGE sql VOLATILE
+        AS 'SELECT pgtenant.native_strict_switch(token, compat_setting, secret)';
         CREATE OR REPLACE FUNCTION pgtenant.policy_tenants() RETURNS uuid[]
         LANGUAGE sql STABLE PARALLEL SAFE
         AS 'SELECT pgtenant.native_strict_policy_tenants()';
@@ -336,6 +344,9 @@ BEGIN
         CREATE OR REPLACE FUNCTION pgtenant.visible_tenants() RETURNS uuid[]
         LANGUAGE sql STABLE PARALLEL RESTRICTED
         AS 'SELECT pgtenant.visible_tenants_by_sequences()';
+        CREATE OR REPLACE FUNCTION pgtenant.switch_context(token text, compat_setting text, secret text) RETURNS uuid
+        LANGUAGE sql VOLATILE
+        AS 'SELECT pgtenant.switch_context_by_store(token, compat_setting, secret)';
     END IF;
     IF (SELECT s.strict_context FROM pgtenant.context_store s WHERE s.id = 1) IS DISTINCT FROM strict THEN
         UPDATE pgtenant.context_store SET strict_context = strict WHERE id = 1;
@@ -349,6 +360,9 @@ $$;
 -- The sequences until migrate finds the extension.
 SELECT pgtenant.use_strict_context(false);
 
+REVOKE EXECUTE ON FUNCTION pgtenant.switch_context_by_store(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgtenant.switch_context_by_store(text, text, text)
+    TO pgtenant_readwrite, pgtenant_readonly, pgtenant_context;
 REVOKE EXECUTE ON FUNCTION pgtenant.tenant_scope(uuid), pgtenant.record_verified_tenant(uuid, uuid[]),
     pgtenant.record_switching_secret(text), pgtenant.switching_secret_matches(text), pgtenant.switching_secret(),
     pgtenant.use_strict_context(boolean)

@@ -340,7 +340,7 @@ pub(crate) async fn mint_token(env: &TestEnv, pid: i32, tenant: &str, visible: &
     mint_token_with_nonce(env, pid, tenant, visible, "0123456789abcdef").await
 }
 
-async fn mint_token_with_nonce(env: &TestEnv, pid: i32, tenant: &str, visible: &str, nonce: &str) -> String {
+pub(crate) async fn mint_token_with_nonce(env: &TestEnv, pid: i32, tenant: &str, visible: &str, nonce: &str) -> String {
     let body = format!("v1.{pid}.{nonce}.{tenant}.{visible}");
     let admin = env.superuser().await;
     let mac: String = admin
@@ -418,7 +418,7 @@ async fn genuine_token_of_another_tenant_in_the_setting_sees_nothing() {
 }
 
 /// The nonce that commits a token to a switching secret (hex).
-async fn commitment(env: &TestEnv, secret: &str) -> String {
+pub(crate) async fn commitment(env: &TestEnv, secret: &str) -> String {
     let admin = env.superuser().await;
     admin.query_one("SELECT left(encode(sha256(decode($1, 'hex')), 'hex'), 24)", &[&secret]).await.unwrap().get(0)
 }

@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use crate::common::raw;
 use crate::common::*;
-use crate::security::{guard_bypassed, mint_token};
+use crate::security::{commitment, guard_bypassed, mint_token, mint_token_with_nonce};
 
 const STRICT_SETTINGS: [&str; 3] = ["pgtenant_native.tenant", "pgtenant_native.scope", "pgtenant_native.visible"];
 
@@ -223,5 +223,47 @@ async fn isolation_policies_name_the_functions_of_the_store_in_use() {
         assert!(expression.contains(named) && !expression.contains(absent), "{store:?}: {expression}");
         let hk = verified_hk(&env).await;
         assert_eq!(account_ids(&hk).await, vec![3, 4], "{store:?}");
+    }
+}
+
+/// The switch in C (`native_strict_switch`) records what the verified way
+/// records, and sends every caller without the session's secret that way.
+#[tokio::test]
+async fn a_switch_records_what_a_verified_context_records() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let env = TestEnv::start().await;
+    let app = guard_bypassed(&env).await;
+    let pid: i32 = app.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let nonce = commitment(&env, SECRET).await;
+    let hk = mint_token_with_nonce(&env, pid, HSBC_HK, HSBC_HK, &nonce).await;
+    app.query_one("SELECT pgtenant.set_context($1, 'app.tenant_id', $2)", &[&hk, &SECRET]).await.unwrap();
+    assert_still_hk(&app, "set_context").await;
+    let switch = "SELECT pgtenant.switch_context($1, $2, $3)::text";
+
+    // pgtenant holds the secret: the token's tenant, unsigned, and its scope as tenant_scope() has it.
+    let unsigned = format!("v2.{pid}.{nonce}.{HSBC}.{HSBC}..{}", "0".repeat(64));
+    let tenant: String = app.query_one(switch, &[&unsigned, &"app.tenant_id", &SECRET]).await.unwrap().get(0);
+    assert_eq!(tenant, HSBC);
+    assert_eq!(account_ids(&app).await, vec![1, 2, 3, 4, 5, 6], "hsbc and its two children");
+    let scope = value(&env.superuser().await, &format!("SELECT pgtenant.tenant_scope('{HSBC}')::text")).await;
+    assert_eq!(value(&app, "SHOW pgtenant_native.scope").await, scope);
+    assert_eq!(value(&app, "SELECT current_setting('app.tenant_id')").await, HSBC);
+    assert_eq!(value(&app, "SELECT current_setting('pgtenant.context')").await, unsigned);
+
+    // Refused, and nothing changes: a setting name set_context() refuses (22023);
+    // an unsigned visible list, or a wrong secret (the verified way: 42501).
+    let list = format!("v2.{pid}.{nonce}.{HSBC}.{HSBC},{BARCLAYS}..{}", "0".repeat(64));
+    let wrong = "ffffffffffffffffffffffffffffffff";
+    for (token, setting, secret, code) in [
+        (unsigned.as_str(), "pgtenant_native.tenant", SECRET, "22023"),
+        (unsigned.as_str(), "no_dot", SECRET, "22023"),
+        (list.as_str(), "app.tenant_id", SECRET, "42501"),
+        (unsigned.as_str(), "app.tenant_id", wrong, "42501"),
+        (unsigned.as_str(), "app.tenant_id", "not hex", "42501"),
+    ] {
+        let err = app.query_one(switch, &[&token, &setting, &secret]).await.unwrap_err();
+        assert_eq!(sqlstate(&err), code, "{setting} {secret}: {}", message(&err));
+        assert_eq!(account_ids(&app).await, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(value(&app, "SHOW pgtenant_native.tenant").await, HSBC);
     }
 }
