@@ -117,7 +117,7 @@ impl Cluster {
         if as_postgres {
             chown_tree(&base_dir, SUPERUSER)?;
         }
-        run(
+        let copied = run(
             command(as_postgres, &self.bin_dir.join("pg_basebackup"))
                 .arg("-D")
                 .arg(base_dir.join("data"))
@@ -126,14 +126,24 @@ impl Cluster {
                 .args(["-p", &self.socket_port().to_string(), "-U", SUPERUSER, "-R", "-X", "stream"])
                 .args(["-c", "fast", "--no-sync"]),
             "pg_basebackup",
-        )?;
+        );
+        if let Err(e) = copied {
+            let _ = std::fs::remove_dir_all(&base_dir);
+            return Err(e);
+        }
         // A standby needs at least the primary's max_connections.
         let options = format!(
             "-c unix_socket_directories='{}' -c port={SOCKET_PORT} -c listen_addresses='' \
              -c fsync=off -c max_connections=300 -c hot_standby=on -c ssl=off",
             socket_dir.display()
         );
-        let guardian = launch(as_postgres, &self.bin_dir, &base_dir, &options, false)?;
+        let guardian = match launch(as_postgres, &self.bin_dir, &base_dir, &options, false) {
+            Ok(guardian) => guardian,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&base_dir);
+                return Err(e);
+            }
+        };
         Ok(Cluster { base_dir, socket_dir, bin_dir: self.bin_dir.clone(), tcp_port: None, guardian: Some(guardian) })
     }
 
