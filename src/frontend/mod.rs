@@ -18,5 +18,6 @@ pub mod policy;
 pub(crate) mod relay;
 pub mod relay_core;
 pub(crate) mod request_timer;
+pub mod server_side;
 pub(crate) mod statements;
 pub(crate) mod stream;
