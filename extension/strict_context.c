@@ -296,6 +296,15 @@ install_setting(const char *name, const char *value)
 	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SET, true, ERROR, false);
 }
 
+/* The verified record: tenant, scope, visible list (all three, always). */
+static void
+install_record(const char *tenant, const char *scope, const char *visible)
+{
+	install_setting(TENANT_SETTING, tenant);
+	install_setting(SCOPE_SETTING, scope);
+	install_setting(VISIBLE_SETTING, visible);
+}
+
 /*
  * install_context(tenant uuid, scope bigint, visible uuid[]): the record of
  * a context set_context() verified. Executable by the catalog owner only.
@@ -332,9 +341,7 @@ pgtenant_native_install_context(PG_FUNCTION_ARGS)
 			appendStringInfo(&visible, "%s%s", i > 0 ? "," : "", item);
 		}
 	}
-	install_setting(TENANT_SETTING, tenant);
-	install_setting(SCOPE_SETTING, scope);
-	install_setting(VISIBLE_SETTING, visible.data);
+	install_record(tenant, scope, visible.data);
 	PG_RETURN_VOID();
 }
 
@@ -716,9 +723,7 @@ pgtenant_native_strict_switch(PG_FUNCTION_ARGS)
 	format_uuid(&tenant, tenant_text);
 	(void) set_config_option("pgtenant.context", text_to_cstring(PG_GETARG_TEXT_PP(0)),
 							 superuser() ? PGC_SUSET : PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, ERROR, false);
-	install_setting(TENANT_SETTING, tenant_text);
-	install_setting(SCOPE_SETTING, psprintf(INT64_FORMAT, scope));
-	install_setting(VISIBLE_SETTING, "");
+	install_record(tenant_text, psprintf(INT64_FORMAT, scope), "");
 	(void) set_config_option(setting, tenant_text, superuser() ? PGC_SUSET : PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SET, true, ERROR, false);
 	result = palloc(sizeof(pg_uuid_t));

@@ -231,19 +231,14 @@ REVOKE ALL ON pgtenant.context_store FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgtenant.create_isolation_policy(tbl regclass, col name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    prefix text := CASE WHEN (SELECT s.strict_context FROM pgtenant.context_store s WHERE s.id = 1)
+                        THEN 'native_strict_' ELSE '' END;
     visible text;
 BEGIN
-    IF (SELECT s.strict_context FROM pgtenant.context_store s WHERE s.id = 1) THEN
-        visible := format(
-            '%1$I = ANY ((SELECT pgtenant.native_strict_policy_tenants())::uuid[]) '
-            'OR (%1$I >= (SELECT pgtenant.native_strict_policy_range_start()) AND pgtenant.native_strict_is_descendant(%1$I))',
-            col);
-    ELSE
-        visible := format(
-            '%1$I = ANY ((SELECT pgtenant.policy_tenants())::uuid[]) '
-            'OR (%1$I >= (SELECT pgtenant.policy_range_start()) AND pgtenant.is_descendant(%1$I))',
-            col);
-    END IF;
+    visible := format(
+        '%1$I = ANY ((SELECT pgtenant.%2$spolicy_tenants())::uuid[]) '
+        'OR (%1$I >= (SELECT pgtenant.%2$spolicy_range_start()) AND pgtenant.%2$sis_descendant(%1$I))',
+        col, prefix);
     EXECUTE format('DROP POLICY IF EXISTS pgtenant_isolation ON %s', tbl);
     EXECUTE format('CREATE POLICY pgtenant_isolation ON %s USING (%s) WITH CHECK (%s)', tbl, visible, visible);
 END

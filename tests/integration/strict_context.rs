@@ -221,6 +221,11 @@ async fn isolation_policies_name_the_functions_of_the_store_in_use() {
             ContextStore::Sequences => ("pgtenant.policy_tenants()", "native_strict"),
         };
         assert!(expression.contains(named) && !expression.contains(absent), "{store:?}: {expression}");
+        let switch =
+            value(&env.superuser().await, "SELECT pg_get_functiondef('pgtenant.switch_context'::regproc)").await;
+        let switch_callee =
+            if store == ContextStore::Strict { "native_strict_switch" } else { "switch_context_by_store" };
+        assert!(switch.contains(switch_callee), "{store:?}: {switch}");
         let hk = verified_hk(&env).await;
         assert_eq!(account_ids(&hk).await, vec![3, 4], "{store:?}");
     }
