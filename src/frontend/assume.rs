@@ -33,7 +33,7 @@ pub(crate) struct Assumer {
     access: Access,
     /// The upstream the service login's sessions run on.
     upstream: String,
-    tenant_setting: String,
+    tenant_setting: Arc<str>,
 }
 
 impl Assumer {
@@ -42,7 +42,7 @@ impl Assumer {
         catalog: Catalog,
         access: Access,
         upstream: String,
-        tenant_setting: String,
+        tenant_setting: Arc<str>,
     ) -> Assumer {
         Assumer { tokens, catalog, access, upstream, tenant_setting }
     }

@@ -7,6 +7,8 @@
 //! client's own. The context exchange never runs under another client's
 //! settings: those its outcome could depend on are reset first.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
@@ -33,14 +35,16 @@ pub(crate) struct Attachment {
     pool: Pool,
     pub mode: PoolMode,
     context: TenantContext,
-    context_key: Vec<u8>,
-    tenant_setting: String,
+    context_key: Arc<[u8]>,
+    tenant_setting: Arc<str>,
     /// The client's cancel-key id, which also identifies it to the pool.
     client_id: i32,
     /// The client's settings now (what its session would show).
-    settings: Settings,
+    /// Shared with `startup_settings` until the client changes one: a copy
+    /// per idle client costs half a KiB.
+    settings: Arc<Settings>,
     /// The settings of its startup packet: what RESET restores, as on PostgreSQL.
-    startup_settings: Settings,
+    startup_settings: Arc<Settings>,
     cancel: CancelHandle,
     /// In transaction mode: the client used a feature that needs its whole
     /// server session, so it keeps this one until it disconnects.
@@ -98,13 +102,14 @@ impl Attachment {
         mode: PoolMode,
         tenant_cap: usize,
         context: TenantContext,
-        context_key: Vec<u8>,
-        tenant_setting: String,
+        context_key: Arc<[u8]>,
+        tenant_setting: Arc<str>,
         settings: Settings,
         cancel: CancelHandle,
         hierarchy: HierarchyVersion,
     ) -> Attachment {
         let client_id = cancel.key().process_id;
+        let settings = Arc::new(settings);
         Attachment {
             pool,
             mode,
@@ -112,7 +117,7 @@ impl Attachment {
             context_key,
             tenant_setting,
             client_id,
-            startup_settings: settings.clone(),
+            startup_settings: Arc::clone(&settings),
             settings,
             cancel,
             pinned: false,
@@ -361,16 +366,16 @@ impl Attachment {
         for (name, value) in changes {
             match value {
                 Some(value) => {
-                    self.settings.insert(name, value);
+                    Arc::make_mut(&mut self.settings).insert(name, value);
                 }
                 // The server reset it to its own default; the client's is its startup value.
                 None => match self.startup_settings.get(&name) {
                     Some(startup) => {
-                        self.settings.insert(name, startup.clone());
+                        Arc::make_mut(&mut self.settings).insert(name, startup.clone());
                         restore = true;
                     }
                     None => {
-                        self.settings.remove(&name);
+                        Arc::make_mut(&mut self.settings).remove(&name);
                     }
                 },
             }

@@ -25,7 +25,7 @@ use crate::error::{sqlstate, ClientError};
 use crate::protocol::backend;
 use crate::protocol::startup::{self, InitialPacket, StartupMessage};
 use crate::proxy::ProxyState;
-use crate::sessions::SessionIdentity;
+use crate::sessions::{SessionHandle, SessionIdentity};
 use crate::tenancy::catalog::LoginRecord;
 use crate::tenancy::provision::TenantObjects;
 use crate::tenancy::Isolation;
@@ -38,7 +38,8 @@ pub(crate) async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc
     let _open = crate::metrics::ClientConnectionGauge::open();
     let _ = socket.set_nodelay(true);
     let deadline = Instant::now() + state.startup_timeout;
-    let Some(mut stream) = open_stream(socket, &state, deadline).await else { return };
+    // Boxed: a TLS handshake's state is not kept for the life of the session.
+    let Some(mut stream) = Box::pin(open_stream(socket, &state, deadline)).await else { return };
     let mut inbuf = BytesMut::with_capacity(1024);
     let startup = tokio::time::timeout_at(deadline, Box::pin(read_startup(&mut stream, &mut inbuf, &state))).await;
     let startup = match startup {
@@ -65,8 +66,12 @@ pub(crate) async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc
         session = tracing::field::Empty
     );
     async move {
-        if let Err(error) = run_session(stream, peer, inbuf, startup, &state, deadline).await {
-            tracing::info!(code = %error.code, message = %error.message, "session refused");
+        // Boxed: the handshake's state is freed before the relay starts,
+        // instead of sizing the task of every idle client for it.
+        match Box::pin(open_session(stream, peer, inbuf, startup, &state, deadline)).await {
+            Ok(Some((relay, session))) => relay_until_end(relay, session).await,
+            Ok(None) => {}
+            Err(error) => tracing::info!(code = %error.code, message = %error.message, "session refused"),
         }
     }
     .instrument(span)
@@ -184,33 +189,56 @@ async fn forward_cancel(state: &ProxyState, key: CancelKey) {
     }
 }
 
-async fn run_session(
+/// Authenticates the client and opens its server session: the relay to run,
+/// or `None` when the connection was the admin console's and is over.
+async fn open_session(
     mut socket: ClientStream,
     peer: SocketAddr,
     mut inbuf: BytesMut,
     startup: StartupMessage,
     state: &ProxyState,
     deadline: Instant,
-) -> Result<(), ClientError> {
+) -> Result<Option<(Box<Relay<ClientStream>>, SessionHandle)>, ClientError> {
     if super::admin_console::is_console(startup.param("user").unwrap_or_default(), startup.param("database")) {
         let result = Box::pin(super::admin_console::serve(&mut socket, &mut inbuf, state, peer, deadline)).await;
         if let Err(error) = &result {
             crate::metrics::connection_refused(error);
             refuse(&mut socket, error).await;
         }
-        return result;
+        return result.map(|()| None);
     }
-    // Boxed: the handshake's state is freed once it is over, instead of
-    // sizing every idle client's task for it.
-    let result = Box::pin(establish(&mut socket, &mut inbuf, &startup, state, peer, deadline)).await;
-    let established = match result {
-        Ok(established) => established,
+    match establish(&mut socket, &mut inbuf, &startup, state, peer, deadline).await {
+        Ok(established) => Ok(Some(start_relay(established, socket, inbuf, startup, state, peer))),
         Err(error) => {
             crate::metrics::connection_refused(&error);
             refuse(&mut socket, &error).await;
-            return Err(error);
+            Err(error)
         }
-    };
+    }
+}
+
+/// Relays until the session ends: all an idle client's task holds (the
+/// relay is boxed, as an async fn's argument takes its size twice).
+async fn relay_until_end(mut relay: Box<Relay<ClientStream>>, mut session: SessionHandle) {
+    let end = relay.run(&mut session).await;
+    drop(session);
+    match end {
+        RelayEnd::Fatal(error) => {
+            tracing::warn!(code = %error.code, message = %error.message, "session ended by pgtenant");
+        }
+        other => tracing::debug!(end = ?other, "session ended"),
+    }
+}
+
+/// The relay for an established client, and its entry in the session registry.
+fn start_relay(
+    established: Established,
+    socket: ClientStream,
+    inbuf: BytesMut,
+    startup: StartupMessage,
+    state: &ProxyState,
+    peer: SocketAddr,
+) -> (Box<Relay<ClientStream>>, SessionHandle) {
     let Established { lease, attachment, to_client, login, key, statement_timeout, stats } = established;
     let transaction_pooling = attachment.mode == PoolMode::Transaction;
     let mut policy = ClientPolicy::new(
@@ -225,7 +253,7 @@ async fn run_session(
     if login.isolation == Isolation::Schema {
         policy.own_schema(TenantObjects::of(&login.context.tenant_id).home().to_owned());
     }
-    let mut session = state.sessions.register(
+    let session = state.sessions.register(
         key.process_id,
         SessionIdentity {
             username: login.username.clone(),
@@ -266,7 +294,7 @@ async fn run_session(
     // Nothing of the handshake is kept for the life of the session.
     drop((startup, login));
     let attached = Attached { lease, prefix: BytesMut::new(), exchanges: Vec::new() };
-    let mut relay = Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy);
+    let mut relay = Box::new(Relay::new(socket, attached, attachment, to_client, state.max_message_bytes, policy));
     relay.set_statement_timeout(statement_timeout);
     relay.count_for(stats);
     if let Some(trail) = audit_trail {
@@ -280,16 +308,7 @@ async fn run_session(
     }
     // Bytes the client pipelined behind its last authentication message.
     relay.push_client_bytes(&inbuf);
-    drop(inbuf);
-    let end = relay.run(&mut session).await;
-    drop(session);
-    match end {
-        RelayEnd::Fatal(error) => {
-            tracing::warn!(code = %error.code, message = %error.message, "session ended by pgtenant");
-        }
-        other => tracing::debug!(end = ?other, "session ended"),
-    }
-    Ok(())
+    (relay, session)
 }
 
 /// The client's startup settings, and a schema tenant's own schema as its

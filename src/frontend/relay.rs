@@ -201,7 +201,7 @@ impl Relay<ClientStream> {
 
     /// Tells the audit log what the session runs.
     pub(crate) fn audit_with(&mut self, trail: crate::audit::AuditTrail) {
-        self.core.audit = Some(trail);
+        self.core.audit = Some(Box::new(trail));
     }
 
     /// Cancels a request that keeps the server busy longer than `limit`.
@@ -240,7 +240,8 @@ impl Relay<ClientStream> {
             self.register_listens().await?;
             let Some(token) = self.core.verification.take() else { return Ok(()) };
             let verified = match &self.assumer {
-                Some(assumer) => assumer.verify(&token).await,
+                // Boxed: the verification's state (2 KiB) lives only while it runs.
+                Some(assumer) => Box::pin(assumer.verify(&token)).await,
                 None => Err(ClientError::error(
                     crate::error::sqlstate::INSUFFICIENT_PRIVILEGE,
                     "pgtenant.assume() is for service logins",
@@ -353,7 +354,8 @@ impl Relay<ClientStream> {
         self.core.shrink_idle_buffers();
     }
 
-    /// Checks a server session out when the client has something to send.
+    /// Checks a server session out when the client has something to send,
+    /// then takes what the client queued meanwhile.
     async fn attach_if_needed(&mut self) -> Result<(), RelayEnd> {
         if self.server.is_some() || (self.core.to_server.is_empty() && !self.core.wants_server) {
             return Ok(());
@@ -363,10 +365,20 @@ impl Relay<ClientStream> {
             self.attachment.reset_settings();
         }
         let asked = std::time::Instant::now();
-        let attached = match self.attachment.acquire().await {
-            Ok(attached) => attached,
+        match self.attachment.acquire().await {
+            Ok(attached) => self.attached(attached, asked),
             Err(error) => return Err(self.fatal(error)),
-        };
+        }
+        // Every await in this task's loop sizes each idle client's task: the
+        // checkout's state and the frames' are not kept side by side.
+        if !self.core.client_in.is_empty() {
+            self.take_client_frames().await?;
+        }
+        self.start_request_timer();
+        Ok(())
+    }
+
+    fn attached(&mut self, attached: Attached, asked: std::time::Instant) {
         if let Some(stats) = &self.core.stats {
             stats.checkout(asked.elapsed());
         }
@@ -374,11 +386,6 @@ impl Relay<ClientStream> {
         self.core.policy.set_server_pid(lease.session_ref().backend_pid());
         self.core.attached(prefix, exchanges);
         self.server = Some(lease);
-        if !self.core.client_in.is_empty() {
-            self.take_client_frames().await?;
-        }
-        self.start_request_timer();
-        Ok(())
     }
 
     /// Queues bytes the client sent before the relay started.
@@ -534,6 +541,11 @@ impl Relay<ClientStream> {
                     }
                 }
             }
+        }
+        if self.server.is_none() && self.core.to_client.is_empty() {
+            // The client is idle and its task goes to sleep: the greeting's
+            // or the last answer's buffer is given back now, not at its next message.
+            self.core.shrink_idle_buffers();
         }
         if progress.client_data
             || progress.server_data

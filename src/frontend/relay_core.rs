@@ -87,8 +87,9 @@ pub struct RelayCore {
     error_in_batch: bool,
     /// The tenant's counters (none for a service login's session).
     pub(crate) stats: Option<TenantSession>,
-    /// What the session tells the audit log, when there is one.
-    pub(crate) audit: Option<AuditTrail>,
+    /// What the session tells the audit log, when there is one (boxed:
+    /// most sessions have none, and idle sessions should cost little).
+    pub(crate) audit: Option<Box<AuditTrail>>,
     /// When the client's current transaction began (its first message since
     /// the server was last idle), while counting.
     transaction_began: Option<Instant>,
@@ -434,7 +435,12 @@ impl RelayCore {
                 {
                     self.server_in.advance(header.frame_len);
                     let error = side.timeout_error();
-                    observe::error(self.stats.as_ref(), self.audit.as_mut(), Some(error.code.code().to_owned()), false);
+                    observe::error(
+                        self.stats.as_ref(),
+                        self.audit.as_deref_mut(),
+                        Some(error.code.code().to_owned()),
+                        false,
+                    );
                     error.encode(&mut self.to_client);
                     self.last_server_tag = server::ERROR_RESPONSE;
                     self.to_client_ends_ready = false;
@@ -444,7 +450,7 @@ impl RelayCore {
                     if let Some(replacement) = self.policy.server_error(&self.server_in[..header.frame_len]) {
                         observe::to_client(
                             self.stats.as_ref(),
-                            self.audit.as_mut(),
+                            self.audit.as_deref_mut(),
                             &replacement,
                             replacement.len(),
                             true,
@@ -505,7 +511,7 @@ impl RelayCore {
             if !self.server_frame_dropped {
                 // What of it is here: all of an ErrorResponse or CommandComplete (read whole above).
                 let here = &self.server_in[..header.frame_len.min(self.server_in.len())];
-                observe::to_client(self.stats.as_ref(), self.audit.as_mut(), here, header.frame_len, false);
+                observe::to_client(self.stats.as_ref(), self.audit.as_deref_mut(), here, header.frame_len, false);
             }
             if !own {
                 self.last_server_tag = header.tag;

@@ -16,7 +16,8 @@ use crate::tenancy::catalog::Catalog;
 
 /// What every client session of a proxy shares.
 pub struct ProxyState {
-    pub tenant_setting: String,
+    /// Shared by every session (one copy, however many clients).
+    pub tenant_setting: Arc<str>,
     /// The database name clients must ask for.
     pub database: String,
     pub max_message_bytes: usize,
@@ -46,7 +47,7 @@ pub struct ProxyState {
     /// The tenant tree's version as the catalog listener last published it.
     pub(crate) hierarchy: crate::tenancy::events::HierarchyVersion,
     /// Key that signs tenant contexts (from `pgtenant.context_key`).
-    pub context_key: Vec<u8>,
+    pub context_key: Arc<[u8]>,
     /// The admin console's PAUSE / RESUME.
     pub(crate) pause: Arc<pause::PauseGate>,
     /// The admin console's RELOAD: `serve` re-reads its configuration as on
