@@ -79,7 +79,12 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().flatten_event(true).with_span_list(true).init(),
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match config.as_ref().map_or(0, |c| c.proxy.worker_threads) {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        threads => tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pgtenant: cannot start the runtime: {e}");

@@ -85,6 +85,9 @@ pub(crate) struct Placement {
     pub pool_size: Option<usize>,
 }
 
+/// More session threads than this is a typo, not a machine.
+const MAX_WORKER_THREADS: usize = 1024;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
@@ -113,6 +116,11 @@ pub struct ProxyConfig {
     /// Let several pgtenant processes listen on `listen` (SO_REUSEPORT).
     #[serde(deserialize_with = "from_str_or_native")]
     pub reuse_port: bool,
+    /// Threads that run sessions: 0 for one per core (a work-stealing
+    /// runtime), 1 for a single thread that never hands a client to another
+    /// (lowest latency; with `reuse_port`, one process per core scales it).
+    #[serde(deserialize_with = "from_str_or_native")]
+    pub worker_threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -127,6 +135,7 @@ impl Default for ProxyConfig {
             statement_guard: true,
             cancel_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             reuse_port: false,
+            worker_threads: 0,
         }
     }
 }
@@ -352,6 +361,12 @@ impl Config {
         if self.proxy.max_message_bytes < 1024 {
             return Err(ConfigError::new("proxy.max_message_bytes", "must be at least 1024"));
         }
+        if self.proxy.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError::new(
+                "proxy.worker_threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0: one per core)"),
+            ));
+        }
         if self.proxy.max_client_connections == 0 {
             return Err(ConfigError::new("proxy.max_client_connections", "must be at least 1"));
         }
@@ -574,6 +589,11 @@ mod tests {
         assert_eq!(err(MINIMAL, &[("PGTENANT_UPSTREAM__URL", "mysql://x")]).key, "upstream.url");
         assert_eq!(err(MINIMAL, &[("PGTENANT_ADMIN__TOKEN", "short")]).key, "admin.token");
         assert_eq!(err(MINIMAL, &[("PGTENANT_NOSECTION", "x")]).key, "PGTENANT_NOSECTION");
+        let threads = err(MINIMAL, &[("PGTENANT_PROXY__WORKER_THREADS", "100000")]);
+        assert_eq!(
+            (threads.key.as_str(), threads.problem.as_str()),
+            ("proxy.worker_threads", "must be at most 1024 (0: one per core)")
+        );
         let e = err(MINIMAL, &[("PGTENANT_PROXY__LISTN", "x")]);
         assert!(e.to_string().starts_with("invalid config: proxy.listn: unknown field"), "{e}");
     }
