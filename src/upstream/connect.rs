@@ -9,6 +9,8 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM
 use postgres_protocol::message::frontend as pg_frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+
+use super::unix_socket::QuietUnixStream;
 use tokio_postgres::config::Host;
 
 use super::ServerStream;
@@ -139,7 +141,10 @@ impl UpstreamTarget {
                 tcp.set_nodelay(true).map_err(io_err)?;
                 self.negotiate_tls(host, tcp).await?
             }
-            UpstreamAddress::Unix(path) => ServerStream::Unix(UnixStream::connect(path).await.map_err(io_err)?),
+            UpstreamAddress::Unix(path) => {
+                let socket = UnixStream::connect(path).await.map_err(io_err)?;
+                ServerStream::Unix(QuietUnixStream::new(socket).map_err(io_err)?)
+            }
         };
         Ok(stream)
     }

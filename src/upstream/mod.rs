@@ -10,6 +10,7 @@ pub(crate) mod server_statements;
 pub(crate) mod settings;
 pub(crate) mod stream;
 pub(crate) mod tls;
+pub(crate) mod unix_socket;
 
 pub(crate) use connect::{CancelTarget, UpstreamError, UpstreamTarget};
 pub(crate) use stream::ServerStream;

@@ -5,13 +5,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+
+use super::unix_socket::QuietUnixStream;
 
 /// The byte stream to one upstream backend.
 #[derive(Debug)]
 pub(crate) enum ServerStream {
     Tcp(TcpStream),
-    Unix(UnixStream),
+    Unix(QuietUnixStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
@@ -23,9 +25,7 @@ impl ServerStream {
         let tcp = match self {
             ServerStream::Tcp(s) => s,
             ServerStream::Tls(s) => s.get_ref().0,
-            ServerStream::Unix(s) => {
-                return !matches!(s.try_read(&mut probe), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+            ServerStream::Unix(s) => return s.is_closed(),
         };
         // Peek, not read: under TLS the bytes belong to the record layer.
         let mut cx = Context::from_waker(std::task::Waker::noop());

@@ -250,6 +250,23 @@ async fn a_large_error_message_reaches_the_client_and_the_session_goes_on() {
     }
 }
 
+/// A message larger than the Unix socket to PostgreSQL can take at once
+/// (pgtenant then waits for room to write, registering for writability only
+/// while it waits) reaches PostgreSQL whole, and the session goes on.
+#[tokio::test]
+async fn a_message_larger_than_the_socket_buffer_reaches_postgres_whole() {
+    let env = TestEnv::start().await;
+    let hk = env.connect("hk_teller").await;
+    let pattern = "0123456789abcdef";
+    let large: String = pattern.repeat(1 << 20) + "-the-end";
+    for _ in 0..2 {
+        let row = hk.query_one("SELECT length($1::text), right($1::text, 12)", &[&large]).await.unwrap();
+        let (length, tail): (i32, String) = (row.get(0), row.get(1));
+        assert_eq!((length, tail.as_str()), (16 * (1 << 20) + 8, "cdef-the-end"));
+    }
+    assert_eq!(value(&hk, "SELECT pgtenant.current_tenant()::text").await, HSBC_HK);
+}
+
 /// Backends waiting on a lock now.
 async fn lock_waiters(env: &TestEnv) -> i64 {
     env.superuser()
