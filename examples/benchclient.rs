@@ -42,6 +42,21 @@ async fn connect(info: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+async fn connect_from(
+    config: &tokio_postgres::Config,
+    source: std::net::Ipv4Addr,
+    target: std::net::SocketAddr,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    let stream = socket.connect(target).await?;
+    let (client, conn) = config.connect_raw(stream, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 async fn load(args: &[String]) -> anyhow::Result<()> {
     let [host, port, logins, clients, seconds, password, rest @ ..] = args else {
         anyhow::bail!("load HOST PORT PREFIX:K CLIENTS SECONDS PASSWORD [ROWS]");
@@ -130,14 +145,18 @@ async fn hold(args: &[String]) -> anyhow::Result<()> {
         anyhow::bail!("hold HOST PORT USER PASSWORD N");
     };
     let n: usize = n.parse()?;
-    let info = conninfo(host, port, user, password);
+    let config: tokio_postgres::Config = conninfo(host, port, user, password).parse()?;
+    let target: std::net::SocketAddr = format!("{host}:{port}").parse()?;
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let mut handles = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (sem, info) = (sem.clone(), info.clone());
+    for i in 0..n {
+        let (sem, config) = (sem.clone(), config.clone());
+        // One loopback source address per 20,000 connections: a single one
+        // has fewer ephemeral ports than 100,000 connections need.
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8);
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire().await;
-            connect(&info).await
+            connect_from(&config, source, target).await
         }));
     }
     let mut held = Vec::with_capacity(n);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::access::Access;
 use crate::error::ClientError;
@@ -74,10 +74,23 @@ pub(crate) struct SessionEntry {
     pub id: i32,
     pub identity: SessionIdentity,
     state: AtomicU8,
-    end: watch::Sender<Option<ClientError>>,
+    /// Why the session was ended, once someone ends it.
+    end: Mutex<Option<ClientError>>,
+    /// Wakes the session's relay (a Notify, not a watch channel: an idle
+    /// session should not carry a channel's eight wait lists).
+    ending: Notify,
 }
 
 impl SessionEntry {
+    fn end_with(&self, reason: ClientError) {
+        *self.end.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason);
+        self.ending.notify_one();
+    }
+
+    fn end_reason(&self) -> Option<ClientError> {
+        self.end.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
     pub(crate) fn state(&self) -> SessionState {
         SessionState::from_u8(self.state.load(Ordering::Relaxed))
     }
@@ -104,10 +117,15 @@ pub struct SessionRegistry {
 impl SessionRegistry {
     /// Adds a session under `id` (its cancel key's process id, unique while live).
     pub(crate) fn register(self: &Arc<Self>, id: i32, identity: SessionIdentity) -> SessionHandle {
-        let (end, ended) = watch::channel(None);
-        let entry = Arc::new(SessionEntry { id, identity, state: AtomicU8::new(0), end });
+        let entry = Arc::new(SessionEntry {
+            id,
+            identity,
+            state: AtomicU8::new(0),
+            end: Mutex::new(None),
+            ending: Notify::new(),
+        });
         self.lock().insert(id, Arc::clone(&entry));
-        SessionHandle { registry: Arc::clone(self), entry, ended }
+        SessionHandle { registry: Arc::clone(self), entry }
     }
 
     /// Every live session, ordered by id.
@@ -126,7 +144,7 @@ impl SessionRegistry {
         let entry = self.lock().get(&id).cloned();
         match entry {
             Some(entry) => {
-                entry.end.send_replace(Some(reason));
+                entry.end_with(reason);
                 true
             }
             None => false,
@@ -137,7 +155,7 @@ impl SessionRegistry {
     pub fn terminate_where(&self, matches: impl Fn(&SessionIdentity) -> bool, reason: ClientError) -> usize {
         let doomed: Vec<Arc<SessionEntry>> = self.lock().values().filter(|e| matches(&e.identity)).cloned().collect();
         for entry in &doomed {
-            entry.end.send_replace(Some(reason.clone()));
+            entry.end_with(reason.clone());
         }
         doomed.len()
     }
@@ -160,7 +178,6 @@ impl SessionRegistry {
 pub(crate) struct SessionHandle {
     registry: Arc<SessionRegistry>,
     entry: Arc<SessionEntry>,
-    ended: watch::Receiver<Option<ClientError>>,
 }
 
 impl SessionHandle {
@@ -169,15 +186,14 @@ impl SessionHandle {
     }
 
     /// Resolves with the reason once someone ends this session.
-    pub(crate) async fn ended(&mut self) -> ClientError {
+    pub(crate) async fn ended(&self) -> ClientError {
         loop {
-            if let Some(reason) = self.ended.borrow_and_update().clone() {
+            if let Some(reason) = self.entry.end_reason() {
                 return reason;
             }
-            if self.ended.changed().await.is_err() {
-                // The sender lives in the entry we hold; this cannot happen.
-                std::future::pending::<()>().await;
-            }
+            // notify_one keeps a permit when the relay is not waiting yet:
+            // an end between the check and this wait is not missed.
+            self.entry.ending.notified().await;
         }
     }
 }
@@ -211,15 +227,26 @@ mod tests {
     #[tokio::test]
     async fn terminate_where_reaches_only_matching_sessions() {
         let registry = Arc::new(SessionRegistry::default());
-        let mut alice = registry.register(1, identity("alice"));
+        let alice = registry.register(1, identity("alice"));
         let bob = registry.register(2, identity("bob"));
         let reason = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "bye");
         assert_eq!(registry.terminate_where(|i| i.username == "alice", reason.clone()), 1);
         assert_eq!(alice.ended().await, reason);
-        assert!(bob.ended.borrow().is_none());
+        assert!(bob.entry.end_reason().is_none());
         assert_eq!(registry.list().len(), 2);
         drop(alice);
         assert_eq!(registry.list().iter().map(|s| s.id).collect::<Vec<_>>(), vec![2]);
         assert!(!registry.terminate(1, reason));
+    }
+
+    #[tokio::test]
+    async fn a_session_waiting_for_its_end_is_woken_with_the_reason() {
+        let registry = Arc::new(SessionRegistry::default());
+        let carol = registry.register(3, identity("carol"));
+        let waiting = tokio::spawn(async move { carol.ended().await });
+        tokio::task::yield_now().await;
+        let reason = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "tenant suspended");
+        assert!(registry.terminate(3, reason.clone()));
+        assert_eq!(waiting.await.unwrap(), reason);
     }
 }

@@ -219,8 +219,8 @@ async fn open_session(
 
 /// Relays until the session ends: all an idle client's task holds (the
 /// relay is boxed, as an async fn's argument takes its size twice).
-async fn relay_until_end(mut relay: Box<Relay<ClientStream>>, mut session: SessionHandle) {
-    let end = relay.run(&mut session).await;
+async fn relay_until_end(mut relay: Box<Relay<ClientStream>>, session: SessionHandle) {
+    let end = relay.run(&session).await;
     drop(session);
     match end {
         RelayEnd::Fatal(error) => {

@@ -321,7 +321,7 @@ impl Relay<ClientStream> {
 
     /// Relays until either side ends; then hands the server session back
     /// (when it is idle and clean) or closes it.
-    pub(crate) async fn run(&mut self, session: &mut SessionHandle) -> RelayEnd {
+    pub(crate) async fn run(&mut self, session: &SessionHandle) -> RelayEnd {
         let end = self.relay(session).await;
         if matches!(end, RelayEnd::Fatal(_)) {
             // Best effort: let the client read the error before the socket closes.
@@ -393,7 +393,7 @@ impl Relay<ClientStream> {
         self.core.client_in.extend_from_slice(bytes);
     }
 
-    async fn relay(&mut self, session: &mut SessionHandle) -> RelayEnd {
+    async fn relay(&mut self, session: &SessionHandle) -> RelayEnd {
         let entry = Arc::clone(session.entry());
         // One waiter for the whole session: registering a fresh one on every
         // turn of the loop costs two lock round trips per message.

@@ -97,7 +97,10 @@ impl PoolFigures {
 
 #[derive(Default)]
 struct State {
-    idle: Vec<ServerSession>,
+    /// Boxed, as leases hold them: a checkout moves a pointer, and a
+    /// client between transactions keeps no room for a session.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerSession>>,
     /// Checked out plus idle plus being opened.
     total: usize,
     leased_by_tenant: HashMap<String, usize>,
@@ -125,7 +128,7 @@ pub struct Pool {
 pub(crate) struct Lease {
     pool: Pool,
     tenant: String,
-    conn: Option<ServerSession>,
+    conn: Option<Box<ServerSession>>,
 }
 
 impl Lease {
@@ -201,7 +204,7 @@ impl Pool {
                     Decision::Wait
                 } else if let Some(conn) = take_idle(&mut state.idle, tenant, client) {
                     count_lease(&mut state.leased_by_tenant, tenant);
-                    Decision::Reuse(Box::new(conn))
+                    Decision::Reuse(conn)
                 } else if state.total < config.max_size {
                     state.total += 1;
                     count_lease(&mut state.leased_by_tenant, tenant);
@@ -212,7 +215,6 @@ impl Pool {
             };
             match decision {
                 Decision::Reuse(conn) => {
-                    let conn = *conn;
                     if conn.is_closed() || conn.created.elapsed() >= config.max_lifetime {
                         // Dead (e.g. the server restarted) or too old: close it, look again.
                         drop(conn);
@@ -252,12 +254,12 @@ impl Pool {
     }
 
     /// A freshly opened server session, counted.
-    fn opened(&self, server: super::connect::ServerConnection) -> ServerSession {
+    fn opened(&self, server: super::connect::ServerConnection) -> Box<ServerSession> {
         self.inner.counters.created.fetch_add(1, Ordering::Relaxed);
-        ServerSession::opened(server)
+        Box::new(ServerSession::opened(server))
     }
 
-    fn leased(&self, tenant: &str, conn: ServerSession, started: Instant, waited: bool) -> Lease {
+    fn leased(&self, tenant: &str, conn: Box<ServerSession>, started: Instant, waited: bool) -> Lease {
         let counters = &self.inner.counters;
         counters.checkouts.fetch_add(1, Ordering::Relaxed);
         if waited {
@@ -409,7 +411,8 @@ fn count_lease(leased: &mut HashMap<String, usize>, tenant: &str) {
 
 /// The best idle session: this client's last, else a clean one already
 /// carrying the tenant, else the most recently used.
-fn take_idle(idle: &mut Vec<ServerSession>, tenant: &str, client: i32) -> Option<ServerSession> {
+#[allow(clippy::vec_box)] // the sessions move between the idle list and leases boxed
+fn take_idle(idle: &mut Vec<Box<ServerSession>>, tenant: &str, client: i32) -> Option<Box<ServerSession>> {
     let pick = idle
         .iter()
         .position(|c| c.last_client() == Some(client))
