@@ -351,7 +351,6 @@ impl Relay<ClientStream> {
             let reusable = self.timer.take_session_reusable();
             self.attachment.release(lease, reusable, wiped);
         }
-        self.core.shrink_idle_buffers();
     }
 
     /// Checks a server session out when the client has something to send,
@@ -369,8 +368,6 @@ impl Relay<ClientStream> {
             Ok(attached) => self.attached(attached, asked),
             Err(error) => return Err(self.fatal(error)),
         }
-        // Every await in this task's loop sizes each idle client's task: the
-        // checkout's state and the frames' are not kept side by side.
         if !self.core.client_in.is_empty() {
             self.take_client_frames().await?;
         }
@@ -378,6 +375,9 @@ impl Relay<ClientStream> {
         Ok(())
     }
 
+    /// A plain fn, so that the checkout's values are not kept in the async
+    /// state beside the frames awaited after it (that state sizes every
+    /// idle client's task).
     fn attached(&mut self, attached: Attached, asked: std::time::Instant) {
         if let Some(stats) = &self.core.stats {
             stats.checkout(asked.elapsed());
@@ -412,9 +412,6 @@ impl Relay<ClientStream> {
             self.release_if_at_rest();
             if expired && self.core.at_rest() && self.core.status == TxnStatus::Idle {
                 return self.fatal(failures::token_expired());
-            }
-            if self.server.is_none() {
-                self.core.shrink_idle_buffers();
             }
             let needs_server = self.server.is_none() && (self.core.wants_server || !self.core.to_server.is_empty());
             if needs_server {
@@ -542,9 +539,10 @@ impl Relay<ClientStream> {
                 }
             }
         }
-        if self.server.is_none() && self.core.to_client.is_empty() {
-            // The client is idle and its task goes to sleep: the greeting's
-            // or the last answer's buffer is given back now, not at its next message.
+        if self.server.is_none() {
+            // Between transactions, once written out, buffers are given back
+            // here, the one place every turn of the loop passes before the
+            // task sleeps: thousands of idle clients cost little.
             self.core.shrink_idle_buffers();
         }
         if progress.client_data
