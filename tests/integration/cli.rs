@@ -295,6 +295,42 @@ async fn serve_tells_the_service_manager_when_it_is_ready_reloading_and_stopping
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `proxy.worker_threads = 1` runs sessions on a single-threaded runtime:
+/// a tenant login is served there, in both pool modes, and SIGTERM ends it.
+#[tokio::test]
+async fn serve_on_one_thread_serves_tenant_sessions() {
+    let env = TestEnv::start().await;
+    for mode in ["session", "transaction"] {
+        let dir = tempfile_dir("one-thread");
+        let socket_path = dir.join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+        let proxy_port = free_port();
+        let mut vars = config_env(&env, "pgtenant_app");
+        vars.retain(|(key, _)| key != &"PGTENANT_PROXY__LISTEN");
+        vars.push(("PGTENANT_PROXY__LISTEN", format!("127.0.0.1:{proxy_port}")));
+        vars.push(("PGTENANT_PROXY__WORKER_THREADS", "1".to_string()));
+        vars.push(("PGTENANT_POOL__MODE", mode.to_string()));
+        vars.push(("NOTIFY_SOCKET", socket_path.display().to_string()));
+        let mut child = pgtenant(&["serve"], &vars).stderr(Stdio::null()).spawn().expect("start pgtenant serve");
+        assert_eq!(next_notification(&socket).await, "READY=1\nSTATUS=serving");
+
+        let url = format!("postgres://hk_teller:{PASSWORD}@127.0.0.1:{proxy_port}/{}", env.database);
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        for _ in 0..3 {
+            assert_eq!(value(&client, "SELECT pgtenant.current_tenant()::text").await, HSBC_HK, "{mode}");
+        }
+        assert_eq!(account_ids(&client).await, vec![3, 4], "{mode}: the tenant's own rows only");
+        drop(client);
+
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "{mode}: {status}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A fresh private directory under the temp dir.
 fn tempfile_dir(purpose: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("pgtenant-{purpose}-{}-{}", std::process::id(), free_port()));
