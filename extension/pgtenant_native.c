@@ -22,10 +22,16 @@
  * no table (a leaf whose recorded scope is current, a tenant with more than 64
  * descendants) and hand every other case to pgtenant.policy_tenants_by_lookup(),
  * the PL/pgSQL function with the same answers.
+ *
+ * On a hot standby the sequences hold nothing (setval() is refused there):
+ * every reader hands over to the PL/pgSQL functions, which verify the
+ * context's MAC per statement instead (sql/0016). RecoveryInProgress() costs
+ * a primary one test of a backend-local flag.
  */
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/xlog.h"
 #include "access/htup_details.h"
 #include "access/skey.h"
 #include "access/stratnum.h"
@@ -55,6 +61,8 @@ PG_MODULE_MAGIC;
 PG_FUNCTION_INFO_V1(pgtenant_native_is_descendant);
 PG_FUNCTION_INFO_V1(pgtenant_native_policy_tenants);
 PG_FUNCTION_INFO_V1(pgtenant_native_policy_range_start);
+
+static Oid	pgtenant_function(const char *name, int nargs, Oid argtype);
 
 static void
 lookup_catalog_objects(CatalogObjects *objects)
@@ -298,6 +306,9 @@ pgtenant_native_is_descendant(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
+	if (RecoveryInProgress())
+		PG_RETURN_BOOL(DatumGetBool(OidFunctionCall1(pgtenant_function("is_descendant_on_standby", 1, UUIDOID),
+												 PG_GETARG_DATUM(0))));
 	state = descendant_check_state(fcinfo);
 	if (!state->objects.present)
 		PG_RETURN_BOOL(false);
@@ -386,12 +397,20 @@ context_visible_is_tenant(const char *raw)
 	return strncmp(fourth, fifth, length) == 0 && (fifth[length] == '.' || fifth[length] == '\0');
 }
 
+/* The oid of pgtenant.<name>(), taking no argument or one of `argtype`. */
+static Oid
+pgtenant_function(const char *name, int nargs, Oid argtype)
+{
+	List	   *qualified = list_make2(makeString("pgtenant"), makeString(pstrdup(name)));
+
+	return LookupFuncName(qualified, nargs, &argtype, false);
+}
+
 /* pgtenant.policy_tenants_by_lookup(), for the cases that read the ancestry or verify a payload. */
 static Datum
 policy_tenants_by_lookup(FunctionCallInfo outer)
 {
-	List	   *name = list_make2(makeString("pgtenant"), makeString("policy_tenants_by_lookup"));
-	Oid			function = LookupFuncName(name, 0, NULL, false);
+	Oid			function = pgtenant_function("policy_tenants_by_lookup", 0, InvalidOid);
 	LOCAL_FCINFO(fcinfo, 0);
 	FmgrInfo	flinfo;
 	Datum		result;
@@ -418,6 +437,8 @@ pgtenant_native_policy_tenants(PG_FUNCTION_ARGS)
 
 	if (raw == NULL || raw[0] == '\0')
 		PG_RETURN_ARRAYTYPE_P(uuid_array(NULL, 0));
+	if (RecoveryInProgress())
+		return policy_tenants_by_lookup(fcinfo);
 	objects = *catalog_objects();
 	if (!objects.present)
 		return policy_tenants_by_lookup(fcinfo);
@@ -443,7 +464,8 @@ pgtenant_native_policy_range_start(PG_FUNCTION_ARGS)
 	pg_uuid_t  *start = palloc(sizeof(pg_uuid_t));
 
 	memset(start->data, 0xff, UUID_LEN);
-	if (raw == NULL || raw[0] == '\0')
+	/* On a standby the first arm lists every descendant: the range arm stays closed. */
+	if (raw == NULL || raw[0] == '\0' || RecoveryInProgress())
 		PG_RETURN_UUID_P(start);
 	objects = *catalog_objects();
 	if (OidIsValid(objects.verified_scope) && (current_value(objects.verified_scope) & 3) == SCOPE_KIND_WIDE)

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 13, name: "proxy_processes", sql: include_str!("../sql/0013_proxy_processes.sql") },
     Migration { version: 14, name: "native_policy", sql: include_str!("../sql/0014_native_policy.sql") },
     Migration { version: 15, name: "strict_context", sql: include_str!("../sql/0015_strict_context.sql") },
+    Migration { version: 16, name: "standby_fallback", sql: include_str!("../sql/0016_standby_fallback.sql") },
 ];
 
 /// Database-level hardening `migrate` applies on every run.

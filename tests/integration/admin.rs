@@ -766,11 +766,9 @@ async fn changes_through_one_process_reach_another() {
 
 #[tokio::test]
 async fn readyz_is_503_while_the_upstream_is_unreachable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let nowhere = refusing_addr();
     let env = TestEnv::start_with(|config| {
-        config.upstream.url = format!("postgres://pgtenant_app@127.0.0.1:{port}/nowhere");
+        config.upstream.url = format!("postgres://pgtenant_app@{nowhere}/nowhere");
     })
     .await;
     let reply = request(env.server.admin_addr, "GET", "/readyz", &[], b"").await;

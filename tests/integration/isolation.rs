@@ -573,9 +573,7 @@ async fn tenants_placed_on_a_second_server_are_routed_there_by_every_process() {
         )
         .await
         .unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down_url = format!("postgres://pgtenant_app@127.0.0.1:{}/app", closed.local_addr().unwrap().port());
-    drop(closed);
+    let down_url = format!("postgres://pgtenant_app@{}/app", refusing_addr());
     let folder = migrations_folder("placement", &[("0001_notes.sql", NOTES)]);
     let env = TestEnv::start_with(|c| {
         c.provisioning.migrations = Some(folder);

@@ -299,7 +299,7 @@ fn assert_no_verified_tenant(err: &tokio_postgres::Error) {
 /// says: an error with the tenant in sequences, no tenant in strict context.
 async fn assert_never_verified(app: &Client, store: ContextStore) {
     match store {
-        ContextStore::Sequences => {
+        ContextStore::Sequences | ContextStore::PlPgSql => {
             assert_no_verified_tenant(&app.query("SELECT id FROM accounts", &[]).await.unwrap_err());
             assert_no_verified_tenant(&app.query_one("SELECT pgtenant.current_tenant()::text", &[]).await.unwrap_err());
         }
@@ -382,7 +382,7 @@ async fn rewriting_the_setting_after_verification_changes_nothing_in(env: &TestE
     let forged = format!("v1.{pid}.00.{}.{}.{}", b(), b(), "0".repeat(64));
     app.batch_execute(&format!("SET pgtenant.context = '{forged}'")).await.unwrap();
     let (rows, tenant) = match store {
-        ContextStore::Sequences => (vec![], None),
+        ContextStore::Sequences | ContextStore::PlPgSql => (vec![], None),
         ContextStore::Strict => (vec![3, 4], Some(HSBC_HK.to_owned())),
     };
     assert_eq!(account_ids(&app).await, rows, "{store:?}");
@@ -525,7 +525,7 @@ async fn discard_sequences_forgets_the_verified_tenant_and_pgtenant_restores_it(
         let (app, _) = verified_hk_session(&env).await;
         app.batch_execute("DISCARD SEQUENCES").await.unwrap();
         match store {
-            ContextStore::Sequences => {
+            ContextStore::Sequences | ContextStore::PlPgSql => {
                 assert_no_verified_tenant(&app.query("SELECT id FROM accounts", &[]).await.unwrap_err())
             }
             // Strict context keeps nothing in sequences.

@@ -193,7 +193,7 @@ async fn tenant_tables_stay_open_to_parallel_query_and_workers_see_the_verified_
         let plan = forced_parallel(&app, "SELECT id FROM accounts").await;
         match store {
             // currval() is PARALLEL RESTRICTED: the scan stays in the leader.
-            ContextStore::Sequences => assert!(!plan.contains("Gather"), "{plan}"),
+            ContextStore::Sequences | ContextStore::PlPgSql => assert!(!plan.contains("Gather"), "{plan}"),
             ContextStore::Strict => assert!(plan.contains("Gather"), "{plan}"),
         }
         // Forced into a worker, the answers are the leader's: the settings travel with the query.
@@ -218,7 +218,7 @@ async fn isolation_policies_name_the_functions_of_the_store_in_use() {
         // Strict context: the C functions themselves, no SQL wrapper to inline at every planning.
         let (named, absent) = match store {
             ContextStore::Strict => ("pgtenant.native_strict_policy_tenants()", "pgtenant.policy_tenants()"),
-            ContextStore::Sequences => ("pgtenant.policy_tenants()", "native_strict"),
+            ContextStore::Sequences | ContextStore::PlPgSql => ("pgtenant.policy_tenants()", "native_strict"),
         };
         assert!(expression.contains(named) && !expression.contains(absent), "{store:?}: {expression}");
         let switch =

@@ -86,8 +86,12 @@ pub enum ContextStore {
     /// pgtenant_native's settings (strict context): what `migrate` chooses
     /// when the server has the extension, as the test cluster does.
     Strict,
-    /// Session-local sequences, for servers without the extension.
+    /// Session-local sequences, for servers without the extension (the
+    /// policy's readers in C all the same).
     Sequences,
+    /// Session-local sequences and every reader in PL/pgSQL: a server
+    /// without pgtenant_native at all.
+    PlPgSql,
 }
 
 pub const BOTH_STORES: [ContextStore; 2] = [ContextStore::Strict, ContextStore::Sequences];
@@ -130,9 +134,14 @@ impl TestEnv {
     pub async fn use_context_store(&self, store: ContextStore) {
         let owner = connect_url(&self.cluster.url("pgtenant_owner", &self.database)).await;
         let strict = store == ContextStore::Strict;
+        let native = store != ContextStore::PlPgSql;
         for sql in [
-            "SELECT pgtenant.use_native_descendants(true)",
-            "SELECT pgtenant.use_native_policy(true)",
+            if native {
+                "SELECT pgtenant.use_native_descendants(true)"
+            } else {
+                "SELECT pgtenant.use_native_descendants(false)"
+            },
+            if native { "SELECT pgtenant.use_native_policy(true)" } else { "SELECT pgtenant.use_native_policy(false)" },
             if strict {
                 "SELECT pgtenant.use_strict_context(true)"
             } else {
@@ -201,6 +210,15 @@ impl TestEnv {
     pub async fn superuser(&self) -> Client {
         connect_url(&self.cluster.url(SUPERUSER, &self.database)).await
     }
+}
+
+/// A `host:port` where connections are refused for the whole test run: an
+/// address in 127/8 that no test listens on (a port only freed on 127.0.0.1
+/// may be taken by another test's proxy before it is dialled).
+pub fn refusing_addr() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.254:0").expect("bind 127.0.0.254");
+    let port = probe.local_addr().expect("its port").port();
+    format!("127.0.0.254:{port}")
 }
 
 pub async fn connect_url(url: &str) -> Client {
