@@ -1,7 +1,8 @@
 //! Which pool a login's sessions use. Shared tenants use the session roles
 //! of the upstream they are placed on (`upstream.url` / `readonly_url`, or an
 //! `[upstreams.<name>]` section); schema and database tenants use their own
-//! roles, one pool per (server, database, role), opened on first use.
+//! roles, one pool per (server, database, role), opened on first use — on
+//! the readonly server for their readonly logins when there is one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -119,7 +120,13 @@ impl Routes {
             return Ok(entry.pool.clone());
         }
         let database = (login.isolation == Isolation::Database).then_some(objects.home());
-        let target = placement.readwrite.target().as_role(&key.1, &role_password(&self.context_key, &key.1), database);
+        // Readonly logins read where the shared tenants' do: on `readonly_url`
+        // when it is set (a hot standby, say), as the tenant's readonly role.
+        let server = match (&placement.readonly, login.access) {
+            (Some(readonly), Access::Readonly) => readonly.target(),
+            _ => placement.readwrite.target(),
+        };
+        let target = server.as_role(&key.1, &role_password(&self.context_key, &key.1), database);
         let pool = Pool::new(target, placement.pool_config.clone());
         pools.insert(
             key,

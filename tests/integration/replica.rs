@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use crate::assume::{assume, service_env};
 use crate::common::http::Admin;
 use crate::common::*;
+use crate::isolation::{home, login, migrations_folder, tenant_with_logins, NOTES};
 use crate::security::mint_token;
 use crate::tokens::signing::sign;
 use crate::tokens::{claims, with_tokens, SECRET};
@@ -89,9 +90,12 @@ async fn start_on_replica_with(
 
 const SERVICE_PASSWORD: &str = "reports-password-1234";
 
-/// Waits until the standby has replayed the primary's WAL up to now.
+/// Waits until the standby has replayed the primary's WAL up to now: the
+/// insert position, as the test cluster commits asynchronously (the write
+/// position may still be short of the last commit).
 async fn caught_up(env: &TestEnv) {
-    let lsn: String = env.superuser().await.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let lsn: String =
+        env.superuser().await.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0);
     // The database itself may not be there yet.
     let standby = connect_url(&replica().await.url(SUPERUSER, "postgres")).await;
     eventually("the standby to replay the primary's WAL", || async {
@@ -329,5 +333,53 @@ async fn a_readonly_service_login_assumes_tenants_on_the_standby_only_with_stric
                 assert!(account_ids(&reports).await.is_empty());
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn schema_and_database_tenants_read_on_the_standby_kept_apart_by_their_roles() {
+    for (store, mode) in [
+        (ContextStore::Strict, PoolMode::Session),
+        (ContextStore::Strict, PoolMode::Transaction),
+        (ContextStore::PlPgSql, PoolMode::Transaction),
+    ] {
+        let folder = migrations_folder(&format!("replica-{store:?}-{mode:?}"), &[("0001_notes.sql", NOTES)]);
+        let env = start_on_replica_with(mode, store, move |c| c.provisioning.migrations = Some(folder), false).await;
+        let admin = Admin::new(env.server.admin_addr, &env.config.admin.token);
+        let acme = tenant_with_logins(&admin, "acme", "schema").await;
+        let globex = tenant_with_logins(&admin, "globex", "database").await;
+        let initech = tenant_with_logins(&admin, "initech", "schema").await;
+        let writer = login(&env, "acme", "readwrite").await;
+        assert!(!in_recovery(&writer).await, "{store:?} {mode:?}: readwrite logins stay on the primary");
+        writer.batch_execute("INSERT INTO notes (body) VALUES ('acme only')").await.unwrap();
+        caught_up(&env).await;
+        for (slug, tenant, notes) in [
+            ("acme", &acme, vec!["seed", "acme only"]),
+            ("globex", &globex, vec!["seed"]),
+            ("initech", &initech, vec!["seed"]),
+        ] {
+            let reader = login(&env, slug, "readonly").await;
+            assert!(in_recovery(&reader).await, "{store:?} {mode:?} {slug}: readonly logins read on the standby");
+            let read: Vec<String> = reader
+                .query("SELECT body FROM notes ORDER BY id", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(read, notes, "{store:?} {mode:?} {slug}");
+            let id = tenant["id"].as_str().unwrap();
+            assert_eq!(value(&reader, "SELECT pgtenant.current_tenant()::text").await, id, "{store:?} {mode:?} {slug}");
+            let err = reader.batch_execute("INSERT INTO notes (body) VALUES ('no')").await.unwrap_err();
+            assert_eq!(sqlstate(&err), "25006", "{store:?} {mode:?} {slug}: {}", message(&err));
+        }
+        // One schema tenant's reader reaching into another's schema: the standby refuses as the primary does.
+        let reader = login(&env, "initech", "readonly").await;
+        for attack in [format!("SELECT body FROM {}.notes", home(&acme)), format!("SET search_path = {}", home(&acme))]
+        {
+            let err = reader.batch_execute(&attack).await.unwrap_err();
+            assert_eq!(sqlstate(&err), "42501", "{store:?} {mode:?}: {attack}: {}", message(&err));
+        }
+        assert_eq!(value(&reader, "SELECT count(*)::text FROM notes").await, "1", "{store:?} {mode:?}");
     }
 }
