@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         "pgtenant_marker_".into(),
         "t0.".into(),
         Some(pgtenant::config::SessionFeatures::Pin),
-        [0; 32],
+        pgtenant::frontend::statements::StatementNamespaces::of(&[0; 32], "t0"),
         Default::default(),
         7,
     );

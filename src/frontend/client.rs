@@ -16,7 +16,7 @@ use super::attach::{Attached, Attachment};
 use super::channels::channel_prefix;
 use super::policy::ClientPolicy;
 use super::relay::{Relay, RelayEnd};
-use super::statements::statement_namespace;
+use super::statements::StatementNamespaces;
 use super::stream::ClientStream;
 use super::{auth, params};
 use crate::cancel::CancelKey;
@@ -246,7 +246,7 @@ fn start_relay(
         state.marker_prefix.clone(),
         channel_prefix(&login.context.tenant_id),
         transaction_pooling.then_some(state.session_features),
-        statement_namespace(&state.statement_secret, &login.context.tenant_id),
+        StatementNamespaces::of(&state.statement_secret, &login.context.tenant_id),
         Arc::clone(&state.notifiers),
         key.process_id,
     );

@@ -19,5 +19,5 @@ pub(crate) mod relay;
 pub mod relay_core;
 pub(crate) mod request_timer;
 pub mod server_side;
-pub(crate) mod statements;
+pub mod statements;
 pub(crate) mod stream;

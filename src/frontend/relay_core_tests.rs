@@ -7,6 +7,7 @@ use bytes::BufMut;
 
 use super::*;
 use crate::config::SessionFeatures;
+use crate::frontend::statements::StatementNamespaces;
 use crate::guard::Guard;
 use crate::protocol::backend::{error_response, put_cstr, ready_for_query, write_message};
 use crate::protocol::frontend;
@@ -24,7 +25,7 @@ fn core_with(features: Option<SessionFeatures>, exchanges: Vec<OwnExchange>) -> 
         "pgtenant_refused_t_".into(),
         "t0.".into(),
         features,
-        [0; 32],
+        StatementNamespaces::of(&[0; 32], "t"),
         Default::default(),
         7,
     );

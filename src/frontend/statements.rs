@@ -2,11 +2,18 @@
 //!
 //! A client's named statement may be used on any server session. pgtenant
 //! keeps the client's Parse per name, names the server-side statement after a
-//! keyed hash of the tenant, its text and parameter types (`pgt_<hash>`,
-//! shared by the clients of one tenant, never across tenants: no tenant can
-//! run, close, or time another tenant's statements, nor compute their names),
+//! keyed hash of its text and parameter types (`pgt_<hash>`; no client can
+//! compute the names, nor run or close a server-side statement by name),
 //! prepares it lazily on whichever server session runs a Bind or Describe of
 //! it, and rewrites names in Bind, Describe and Close.
+//!
+//! A text that carries values only as parameters (`… WHERE id = $1`) is
+//! named alike for every tenant: one server-side statement, planned once and
+//! then run from its cached plan by every tenant taking turns on the session
+//! (the isolation policies are evaluated at execution, from the verified
+//! context). A text that may carry a value itself (a literal, a number) is
+//! named per tenant as well: whether a statement was already prepared shows in
+//! its timing, and that must not tell one tenant which values another used.
 //! The server's replies to messages pgtenant added or replaced are dropped or
 //! rewritten in order, tracked per batch (a batch ends at Sync, Query or
 //! FunctionCall; after an error the server skips to the end of the batch, so
@@ -25,6 +32,69 @@ pub(crate) use crate::upstream::server_statements::ServerStatements;
 /// A statement name no client uses: closing it is a no-op that still answers CloseComplete.
 const NOOP_NAME: &str = "pgtenant_noop";
 
+/// The keys under which a client's server-side statements are named: its
+/// tenant's, and the one every tenant shares for parameter-only texts.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementNamespaces {
+    tenant: [u8; 32],
+    shared: [u8; 32],
+}
+
+impl StatementNamespaces {
+    /// The namespaces of `tenant_id`'s clients under the process's random `secret`.
+    pub fn of(secret: &[u8; 32], tenant_id: &str) -> StatementNamespaces {
+        StatementNamespaces {
+            tenant: Sha256::new().chain_update(secret).chain_update(tenant_id.as_bytes()).finalize().into(),
+            // A NUL never occurs in a tenant id: no tenant's namespace is this one.
+            shared: Sha256::new().chain_update(secret).chain_update(b"\0shared").finalize().into(),
+        }
+    }
+
+    /// The namespace of a Parse body (query text, NUL, parameter types).
+    fn for_statement(&self, query_and_types: &[u8]) -> &[u8; 32] {
+        let text = query_and_types.split(|b| *b == 0).next().unwrap_or_default();
+        if may_carry_values(text) {
+            &self.tenant
+        } else {
+            &self.shared
+        }
+    }
+}
+
+/// Whether a statement text may hold a value of its own rather than only
+/// `$n` parameters: a quote (string literals of every kind), a dollar quote,
+/// or a digit that does not continue an identifier or a parameter number.
+/// A superset (a digit in a quoted identifier or a comment counts too): a
+/// false positive only keeps the statement to its tenant.
+fn may_carry_values(text: &[u8]) -> bool {
+    let continues_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+    let mut previous = b' ';
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        match b {
+            b'\'' => return true,
+            b'$' => {
+                if !text.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    return true;
+                }
+                // A parameter number: its digits are not values.
+                i += 1;
+                while text.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                previous = b'0';
+                continue;
+            }
+            b'0'..=b'9' if !continues_word(previous) && previous != b'$' => return true,
+            _ => {}
+        }
+        previous = b;
+        i += 1;
+    }
+    false
+}
+
 /// A client's Parse, remembered by name.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -34,18 +104,13 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// A statement of the tenant whose [`statement_namespace`] is `namespace`.
-    pub(crate) fn new(namespace: &[u8; 32], query_and_types: &[u8]) -> Prepared {
+    /// A statement of a client whose namespaces are `namespaces`.
+    pub(crate) fn new(namespaces: &StatementNamespaces, query_and_types: &[u8]) -> Prepared {
+        let namespace = namespaces.for_statement(query_and_types);
         let digest = Sha256::new().chain_update(namespace).chain_update(query_and_types).finalize();
         let name = crate::hex::hex(&digest[..10]);
         Prepared { server_name: format!("pgt_{name}"), query_and_types: query_and_types.to_vec() }
     }
-}
-
-/// The key under which a tenant's server-side statements are named: the
-/// process's random `secret` and the tenant id.
-pub(crate) fn statement_namespace(secret: &[u8; 32], tenant_id: &str) -> [u8; 32] {
-    Sha256::new().chain_update(secret).chain_update(tenant_id.as_bytes()).finalize().into()
 }
 
 /// What to do with one ParseComplete or CloseComplete from the server.
@@ -104,15 +169,15 @@ impl ReplyEdits {
 /// The client's named statements and the rewriting of their messages.
 #[derive(Debug)]
 pub(crate) struct ClientStatements {
-    namespace: [u8; 32],
+    namespaces: StatementNamespaces,
     by_name: HashMap<String, Arc<Prepared>>,
     pub edits: ReplyEdits,
 }
 
 impl ClientStatements {
-    /// The statements of a client whose tenant's [`statement_namespace`] is `namespace`.
-    pub(crate) fn new(namespace: [u8; 32]) -> ClientStatements {
-        ClientStatements { namespace, by_name: HashMap::new(), edits: ReplyEdits::default() }
+    /// The statements of a client whose namespaces are `namespaces`.
+    pub(crate) fn new(namespaces: StatementNamespaces) -> ClientStatements {
+        ClientStatements { namespaces, by_name: HashMap::new(), edits: ReplyEdits::default() }
     }
 
     /// The client forgot every statement (DISCARD ALL, DEALLOCATE ALL).
@@ -127,7 +192,7 @@ impl ClientStatements {
         if self.by_name.contains_key(name) {
             return false;
         }
-        self.by_name.insert(name.to_owned(), Arc::new(Prepared::new(&self.namespace, query_and_types)));
+        self.by_name.insert(name.to_owned(), Arc::new(Prepared::new(&self.namespaces, query_and_types)));
         true
     }
 
@@ -139,7 +204,7 @@ impl ClientStatements {
         server: &mut ServerStatements,
         out: &mut BytesMut,
     ) {
-        let prepared = Arc::new(Prepared::new(&self.namespace, query_and_types));
+        let prepared = Arc::new(Prepared::new(&self.namespaces, query_and_types));
         self.by_name.insert(name.to_owned(), Arc::clone(&prepared));
         if server.contains(&prepared.server_name) {
             close(out, NOOP_NAME);
@@ -222,15 +287,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_names_depend_on_tenant_text_and_types() {
+    fn server_names_depend_on_text_types_and_for_texts_with_values_the_tenant() {
         let secret = [7u8; 32];
-        let (a, b) = (statement_namespace(&secret, "tenant-a"), statement_namespace(&secret, "tenant-b"));
-        let name = |namespace: &[u8; 32], text: &[u8]| Prepared::new(namespace, text).server_name;
+        let (a, b) = (StatementNamespaces::of(&secret, "tenant-a"), StatementNamespaces::of(&secret, "tenant-b"));
+        let name = |namespaces: &StatementNamespaces, text: &[u8]| Prepared::new(namespaces, text).server_name;
         assert_eq!(name(&a, b"SELECT 1\0\0\0"), name(&a, b"SELECT 1\0\0\0"));
         assert_ne!(name(&a, b"SELECT 1\0\0\0"), name(&a, b"SELECT 2\0\0\0"));
-        assert_ne!(name(&a, b"SELECT 1\0\0\0"), name(&b, b"SELECT 1\0\0\0"), "never shared across tenants");
-        let other_process = statement_namespace(&[8u8; 32], "tenant-a");
+        assert_ne!(name(&a, b"SELECT 1\0\0\0"), name(&b, b"SELECT 1\0\0\0"), "a value: never shared");
+        let by_id = b"SELECT holder FROM accounts WHERE id = $1\0\0\x01\0\0\0\x14";
+        assert_eq!(name(&a, by_id), name(&b, by_id), "parameters only: one statement for every tenant");
+        assert_ne!(name(&a, by_id), name(&a, b"SELECT holder FROM accounts WHERE id = $1\0\0\0"), "types count");
+        let other_process = StatementNamespaces::of(&[8u8; 32], "tenant-a");
         assert_ne!(name(&a, b"SELECT 1\0\0\0"), name(&other_process, b"SELECT 1\0\0\0"));
+        assert_ne!(name(&a, by_id), name(&other_process, by_id));
+    }
+
+    #[test]
+    fn values_in_statement_text_are_told_from_parameters() {
+        for text in [
+            "SELECT id FROM accounts WHERE id = $1",
+            "SELECT t1.x, v2_y FROM t1 JOIN v2_y ON t1.id = v2_y.id WHERE t1.a = $1 AND t1.b = $12",
+            "INSERT INTO notes(body) VALUES ($1) RETURNING id",
+            "SELECT * FROM café2 WHERE x IS NULL AND y = true",
+        ] {
+            assert!(!may_carry_values(text.as_bytes()), "{text}");
+        }
+        for text in [
+            "SELECT id FROM accounts WHERE holder = 'Acme'",
+            "SELECT id FROM accounts WHERE id = 7",
+            "SELECT id FROM accounts LIMIT 10",
+            "SELECT 1.5e3",
+            "SELECT $$secret$$",
+            "SELECT $tag$secret$tag$",
+            "SELECT E'\\x41', B'101', X'ff', U&'d\\0061t'",
+            "SELECT id FROM accounts WHERE id = -$1 + 0",
+            "SELECT \"col 1\" FROM t",
+        ] {
+            assert!(may_carry_values(text.as_bytes()), "{text}");
+        }
     }
 
     #[test]

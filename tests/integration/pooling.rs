@@ -103,13 +103,25 @@ async fn transaction_mode_shares_prepared_statements_without_sharing_rows() {
     let hk_statement = hk.prepare(sql).await.unwrap();
     let barclays_statement = barclays.prepare(sql).await.unwrap();
     let all: Vec<i64> = (1..=9).collect();
-    for _ in 0..5 {
+    // A parameter-only text is one server-side statement for both tenants:
+    // past five runs PostgreSQL plans it once and reuses that plan for both,
+    // which must still evaluate the policy per tenant.
+    for _ in 0..8 {
         let rows = hk.query(&hk_statement, &[&all]).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![3, 4]);
         let rows = barclays.query(&barclays_statement, &[&all]).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![7, 8, 9]);
     }
     assert_eq!(backend_pid(&hk).await, backend_pid(&barclays).await, "one server session, one server-side statement");
+    // With a value in its text, each tenant has a statement of its own; the rows are each its own.
+    let valued = "SELECT id FROM accounts WHERE id = ANY($1) AND balance > 0 ORDER BY id";
+    let (hk_valued, barclays_valued) = (hk.prepare(valued).await.unwrap(), barclays.prepare(valued).await.unwrap());
+    for _ in 0..8 {
+        let rows = hk.query(&hk_valued, &[&all]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![3, 4]);
+        let rows = barclays.query(&barclays_valued, &[&all]).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![7, 8, 9]);
+    }
     drop(hk_statement);
     let other = hk.prepare("SELECT count(*) FROM transactions").await.unwrap();
     let n: i64 = hk.query_one(&other, &[]).await.unwrap().get(0);

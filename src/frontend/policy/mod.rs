@@ -15,7 +15,7 @@ use super::bind_effects::{judge_bound_set_config, BindValues, PreparedEffects};
 use super::channels::TenantChannels;
 use super::listening::ChannelOp;
 use super::markers::Markers;
-use super::statements::{ClientStatements, Edit, ServerStatements};
+use super::statements::{ClientStatements, Edit, ServerStatements, StatementNamespaces};
 use crate::config::SessionFeatures;
 use crate::error::ClientError;
 use crate::guard::context_calls;
@@ -84,7 +84,7 @@ impl ClientPolicy {
         marker_prefix: String,
         channel_prefix: String,
         session_features: Option<SessionFeatures>,
-        statement_namespace: [u8; 32],
+        statement_namespaces: StatementNamespaces,
         notifiers: Arc<Notifiers>,
         client_pid: i32,
     ) -> Self {
@@ -93,7 +93,7 @@ impl ClientPolicy {
             markers: Markers::new(marker_prefix),
             channels: TenantChannels::new(channel_prefix, notifiers, client_pid),
             session_features,
-            statements: session_features.map(|_| ClientStatements::new(statement_namespace)),
+            statements: session_features.map(|_| ClientStatements::new(statement_namespaces)),
             session_state_used: false,
             settings_wiped: false,
             settings_untracked: false,
@@ -629,7 +629,15 @@ mod tests {
     #[test]
     fn an_assume_literals_column_alias_goes_back_quoted() {
         let guard = Arc::new(Guard::new("app.tenant_id"));
-        let mut policy = ClientPolicy::new(guard, "m_".into(), "t.".into(), None, [0; 32], Default::default(), 1);
+        let mut policy = ClientPolicy::new(
+            guard,
+            "m_".into(),
+            "t.".into(),
+            None,
+            StatementNamespaces::of(&[0; 32], "t"),
+            Default::default(),
+            1,
+        );
         policy.allow_assume();
         let hostile = "SELECT pgtenant.assume('ey.x.y') AS \"t\"\" FROM accounts; --\"";
         assert_eq!(policy.before_frame(&query(hostile), true, false), FrameStep::Verify("ey.x.y".into()));
@@ -653,7 +661,7 @@ mod tests {
             "m_".into(),
             "t.".into(),
             Some(SessionFeatures::Refuse),
-            [0; 32],
+            StatementNamespaces::of(&[0; 32], "t"),
             Default::default(),
             1,
         );
