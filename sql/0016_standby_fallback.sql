@@ -1,4 +1,5 @@
--- pgtenant 0016: readonly tenants on a hot standby without pgtenant_native.
+-- pgtenant 0016: readonly tenants on a hot standby without pgtenant_native
+-- (and switch_context() in PL/pgSQL, for switches by FunctionCall: below).
 --
 -- The verified record of 0004/0009 lives in the session-local state of
 -- sequences, and a hot standby refuses setval(): until now a readonly login
@@ -202,6 +203,13 @@ $$;
 -- The writers' store without strict context records nothing on a standby;
 -- 0015's choice stays as it was, under a new name, and this wrapper replaces
 -- its two sequence writers afterwards.
+--
+-- It also makes switch_context() a PL/pgSQL function over the store's switch
+-- rather than a one-line SQL one: pgtenant now switches tenants with a
+-- FunctionCall of switch_context() by oid (no statement to parse and plan),
+-- and the fast path runs an SQL function by parsing and planning its body on
+-- every call, where PL/pgSQL keeps the compiled body for the session. The
+-- oid stays that of 0004's function, whichever store is chosen.
 ALTER FUNCTION pgtenant.use_strict_context(boolean) RENAME TO choose_context_store;
 
 CREATE FUNCTION pgtenant.use_strict_context(strict boolean) RETURNS void
@@ -209,8 +217,14 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pgtenant.choose_context_store(strict);
     IF strict THEN
+        CREATE OR REPLACE FUNCTION pgtenant.switch_context(token text, compat_setting text, secret text) RETURNS uuid
+        LANGUAGE plpgsql VOLATILE
+        AS 'BEGIN RETURN pgtenant.native_strict_switch(token, compat_setting, secret); END';
         RETURN;
     END IF;
+    CREATE OR REPLACE FUNCTION pgtenant.switch_context(token text, compat_setting text, secret text) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE
+    AS 'BEGIN RETURN pgtenant.switch_context_by_store(token, compat_setting, secret); END';
     CREATE OR REPLACE FUNCTION pgtenant.record_verified_tenant(tenant uuid, visible uuid[]) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $body$
     DECLARE

@@ -352,6 +352,7 @@ impl Attachment {
             own_transaction: exchange != Exchange::InClientTransaction
                 && session.reported("default_transaction_read_only") != Some("off")
                 && session.reported("in_hot_standby") != Some("on"),
+            switch_function: session.switch_function(),
         };
         context::encode_set_context(out, &self.context_key, &self.context, &self.tenant_setting, &install);
     }

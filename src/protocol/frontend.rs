@@ -47,6 +47,22 @@ pub(crate) fn bind_unnamed(buf: &mut BytesMut, params: &[Option<&str>]) {
     });
 }
 
+/// A FunctionCall of the function with oid `function`, text arguments and a
+/// text result: no statement to parse or plan (PostgreSQL's fast path).
+pub(crate) fn function_call(buf: &mut BytesMut, function: u32, args: &[&str]) {
+    write_message(buf, client::FUNCTION_CALL, |b| {
+        b.put_u32(function);
+        b.put_i16(1);
+        b.put_i16(0);
+        b.put_i16(args.len() as i16);
+        for arg in args {
+            b.put_i32(arg.len() as i32);
+            b.put_slice(arg.as_bytes());
+        }
+        b.put_i16(0);
+    });
+}
+
 pub(crate) fn execute_unnamed(buf: &mut BytesMut) {
     write_message(buf, client::EXECUTE, |b| {
         put_cstr(b, "");

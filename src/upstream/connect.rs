@@ -165,6 +165,8 @@ pub(crate) struct ServerConnection {
     /// ParameterStatus values the server reported at startup, in order.
     pub parameters: Vec<(String, String)>,
     pub cancel: CancelTarget,
+    /// The oid of the tenant switch function, when looked up ([`query_value`]).
+    pub switch_function: Option<u32>,
 }
 
 /// Connects to `target` and logs in, passing `params` (already filtered) in the
@@ -233,7 +235,60 @@ async fn connect_inner(
         stream,
         parameters,
         cancel: CancelTarget { address: target.address.clone(), process_id, secret_key },
+        switch_function: None,
     })
+}
+
+/// Runs `sql`, a query of pgtenant's own that answers one value, on an idle
+/// session, within the target's connect timeout. `None` when the server
+/// refuses it or answers NULL: a failed simple query leaves the session idle.
+pub(crate) async fn query_value(
+    target: &UpstreamTarget,
+    server: &mut ServerConnection,
+    sql: &'static str,
+) -> Result<Option<String>, UpstreamError> {
+    tokio::time::timeout(target.connect_timeout, query_value_inner(target, server, sql))
+        .await
+        .map_err(|_| UpstreamError::Timeout(target.address.to_string()))?
+}
+
+async fn query_value_inner(
+    target: &UpstreamTarget,
+    server: &mut ServerConnection,
+    sql: &'static str,
+) -> Result<Option<String>, UpstreamError> {
+    let io_err = |source| UpstreamError::Io { address: target.address.to_string(), source };
+    let mut out = BytesMut::with_capacity(64 + sql.len());
+    crate::protocol::backend::write_message(&mut out, b'Q', |b| crate::protocol::backend::put_cstr(b, sql));
+    server.stream.write_all(&out).await.map_err(io_err)?;
+    let mut inbuf = BytesMut::with_capacity(512);
+    let mut value = None;
+    loop {
+        let (tag, body) = read_message(&mut server.stream, &mut inbuf).await.map_err(io_err)??;
+        match tag {
+            server::DATA_ROW => value = first_value(&body),
+            server::PARAMETER_STATUS => {
+                let (name, value) = parameter_status(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
+                match server.parameters.iter_mut().find(|(known, _)| known == name) {
+                    Some(entry) => entry.1 = value.to_owned(),
+                    None => server.parameters.push((name.to_owned(), value.to_owned())),
+                }
+            }
+            server::READY_FOR_QUERY => return Ok(value),
+            _ => {}
+        }
+    }
+}
+
+/// The first column of a DataRow body, as text; `None` for NULL.
+fn first_value(body: &[u8]) -> Option<String> {
+    let (count, rest) = body.split_first_chunk::<2>()?;
+    if i16::from_be_bytes(*count) < 1 {
+        return None;
+    }
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
+    std::str::from_utf8(rest.get(..len)?).ok().map(str::to_owned)
 }
 
 /// Answers one Authentication request; `None` when nothing is to be sent.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::connect::{connect, UpstreamError, UpstreamTarget};
+use super::connect::{connect, query_value, ServerConnection, UpstreamError, UpstreamTarget};
 use super::listen_hub::ListenHub;
 use super::server_session::ServerSession;
 
@@ -226,7 +226,7 @@ impl Pool {
                 }
                 // Boxed: an upstream handshake's state would otherwise size every
                 // client's task (idle clients included) for the rare checkout that connects.
-                Decision::Open => match Box::pin(connect(&self.inner.target, &[])).await {
+                Decision::Open => match Box::pin(open_session(&self.inner.target)).await {
                     Ok(server) => {
                         let conn = self.opened(server);
                         return Ok(self.leased(tenant, conn, started, waited));
@@ -344,7 +344,7 @@ impl Pool {
                 }
                 state.total += 1;
             }
-            match connect(&self.inner.target, &[]).await {
+            match open_session(&self.inner.target).await {
                 Ok(server) => {
                     let conn = self.opened(server);
                     self.lock().idle.push(conn);
@@ -388,6 +388,15 @@ enum Decision {
     Reuse(Box<ServerSession>),
     Open,
     Wait,
+}
+
+/// Opens and logs in a server session for a pool, and looks up the function
+/// its tenant switches call by FunctionCall (one round trip, once per session).
+async fn open_session(target: &UpstreamTarget) -> Result<ServerConnection, UpstreamError> {
+    let mut server = connect(target, &[]).await?;
+    let oid = query_value(target, &mut server, crate::tenancy::context::SWITCH_FUNCTION_SQL).await?;
+    server.switch_function = oid.and_then(|oid| oid.parse().ok());
+    Ok(server)
 }
 
 fn decrement(map: &mut HashMap<String, usize>, tenant: &str) {

@@ -1,6 +1,7 @@
 //! The pool against a stand-in server on a Unix socket that answers the
-//! startup handshake and holds the connection: affinity, caps, waiting,
-//! lifetimes, reaping and counting, without a PostgreSQL.
+//! startup handshake and simple queries (one row) and holds the connection:
+//! affinity, caps, waiting, lifetimes, reaping and counting, without a
+//! PostgreSQL.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -42,6 +43,8 @@ impl StandIn {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let pid = counter.fetch_add(1, Ordering::SeqCst) as i32 + 1;
                 let mut hang_ups = hang_ups.clone();
+                // Hang-ups before this connection are not for it.
+                hang_ups.borrow_and_update();
                 tokio::spawn(async move {
                     let mut len = [0u8; 4];
                     if stream.read_exact(&mut len).await.is_err() {
@@ -60,11 +63,28 @@ impl StandIn {
                     if stream.write_all(&greeting).await.is_err() {
                         return;
                     }
-                    let mut sink = [0u8; 64];
                     loop {
+                        let mut header = [0u8; 5];
                         tokio::select! {
-                            read = stream.read(&mut sink) => if matches!(read, Ok(0) | Err(_)) { return },
+                            read = stream.read_exact(&mut header) => if read.is_err() { return },
                             _ = hang_ups.changed() => return,
+                        }
+                        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+                        let mut body = vec![0u8; len.saturating_sub(4)];
+                        if stream.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        // A simple query (the switch function's lookup) gets one row: 16501.
+                        if header[0] == b'Q' {
+                            let mut answer = Vec::new();
+                            answer.extend_from_slice(&[b'D', 0, 0, 0, 15, 0, 1, 0, 0, 0, 5]);
+                            answer.extend_from_slice(b"16501");
+                            answer.extend_from_slice(&[b'C', 0, 0, 0, 13]);
+                            answer.extend_from_slice(b"SELECT 1\0");
+                            answer.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+                            if stream.write_all(&answer).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 });
@@ -132,6 +152,14 @@ fn give_back(pool: &Pool, mut lease: Lease, tenant: &str, client: i32, dirty: bo
         session.mark_dirty();
     }
     pool.checkin(lease, true);
+}
+
+#[tokio::test]
+async fn a_session_the_pool_opens_knows_the_switch_function_the_server_named() {
+    let server = StandIn::start().await;
+    let pool = server.pool(config(2));
+    let mut lease = pool.checkout("t1", 1, 0).await.unwrap();
+    assert_eq!(lease.session().switch_function(), Some(16_501));
 }
 
 #[tokio::test]

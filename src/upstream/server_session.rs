@@ -75,6 +75,8 @@ pub(crate) struct ServerSession {
     /// The switching secret installed with its last verified context (None:
     /// the next context must be verified).
     switch_secret: Option<[u8; 16]>,
+    /// The oid of the switch function, for switches by FunctionCall.
+    switch_function: Option<u32>,
     pub(super) created: Instant,
     pub(super) idle_since: Instant,
 }
@@ -96,6 +98,7 @@ impl ServerSession {
             applied: Settings::new(),
             statements: ServerStatements::default(),
             switch_secret: None,
+            switch_function: server.switch_function,
             created: now,
             idle_since: now,
         }
@@ -117,6 +120,12 @@ impl ServerSession {
     /// The server backend's process id.
     pub(crate) fn backend_pid(&self) -> i32 {
         self.cancel.process_id
+    }
+
+    /// The oid of `pgtenant.switch_context(text, text, text)` on this
+    /// session's database, looked up when it opened.
+    pub(crate) fn switch_function(&self) -> Option<u32> {
+        self.switch_function
     }
 
     /// Every setting the server reported (ParameterStatus), in order.

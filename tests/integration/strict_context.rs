@@ -212,6 +212,7 @@ async fn isolation_policies_name_the_functions_of_the_store_in_use() {
     let env = TestEnv::start().await;
     let policy = "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy \
                   WHERE polrelid = 'public.accounts'::regclass AND polname = 'pgtenant_isolation'";
+    let mut switch_oid = None;
     for store in [ContextStore::Strict, ContextStore::Sequences, ContextStore::Strict] {
         env.use_context_store(store).await;
         let expression = value(&env.superuser().await, policy).await;
@@ -226,6 +227,12 @@ async fn isolation_policies_name_the_functions_of_the_store_in_use() {
         let switch_callee =
             if store == ContextStore::Strict { "native_strict_switch" } else { "switch_context_by_store" };
         assert!(switch.contains(switch_callee), "{store:?}: {switch}");
+        // PL/pgSQL, whose compiled body a FunctionCall reuses, under the oid pgtenant looked up once.
+        assert!(switch.contains("LANGUAGE plpgsql"), "{store:?}: {switch}");
+        let oid =
+            value(&env.superuser().await, "SELECT 'pgtenant.switch_context(text,text,text)'::regprocedure::oid::text")
+                .await;
+        assert_eq!(*switch_oid.get_or_insert_with(|| oid.clone()), oid, "{store:?}: the same function");
         let hk = verified_hk(&env).await;
         assert_eq!(account_ids(&hk).await, vec![3, 4], "{store:?}");
     }
