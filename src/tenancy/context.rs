@@ -31,7 +31,7 @@ const SET_CONTEXT_SQL: &str = "SELECT pgtenant.set_context($1, $2, $3)";
 const SWITCH_CONTEXT_SQL: &str = "SELECT pgtenant.switch_context($1, $2, $3)";
 /// Run once on every server session pgtenant opens: the function a switch
 /// calls by FunctionCall (NULL where pgtenant's schema is not installed).
-pub(crate) const SWITCH_FUNCTION_SQL: &str =
+pub const SWITCH_FUNCTION_SQL: &str =
     "SELECT pg_catalog.to_regprocedure('pgtenant.switch_context(text,text,text)')::pg_catalog.oid";
 
 /// The random secret pgtenant installs on a server session with its first

@@ -279,3 +279,43 @@ async fn a_switch_records_what_a_verified_context_records() {
         assert_eq!(value(&app, "SHOW pgtenant_native.tenant").await, HSBC);
     }
 }
+
+/// What pgtenant does at checkout, by hand on a direct session as the
+/// session role: the switch function's oid from the query a pool runs on
+/// every server session it opens, then a FunctionCall of it with the token,
+/// the tenant setting and the session's switching secret — in either store.
+#[tokio::test]
+async fn a_switch_by_function_call_as_the_session_role_needs_the_sessions_secret() {
+    let env = TestEnv::start().await;
+    let socket = env.cluster.socket_dir.join(format!(".s.PGSQL.{}", env.cluster.socket_port()));
+    let key: Vec<u8> =
+        env.superuser().await.query_one("SELECT key FROM pgtenant.context_key", &[]).await.unwrap().get(0);
+    for store in BOTH_STORES {
+        env.use_context_store(store).await;
+        let mut session = raw::login_unix(&socket, pgtenant::dev::APP_ROLE, &env.database, &[]).await.expect("login");
+        let oid: u32 = raw::first_column(&session.query(pgtenant::tenancy::context::SWITCH_FUNCTION_SQL).await)[0]
+            .parse()
+            .expect("the lookup answers an oid");
+        let pid: i32 = raw::first_column(&session.query("SELECT pg_backend_pid()").await)[0].parse().unwrap();
+        let secret = [7u8; 16];
+        let hk = pgtenant::tenancy::TenantContext::of(HSBC_HK.into(), HSBC_HK.into());
+        let token = pgtenant::tenancy::context::sign_token(&key, &hk, pid, &secret);
+        let secret = pgtenant::hex::hex(&secret);
+        session.query(&format!("SELECT pgtenant.set_context('{token}', 'app.tenant_id', '{secret}')")).await;
+        let ids = |replies: Vec<raw::Message>| raw::first_column(&replies).join(",");
+        assert_eq!(ids(session.query("SELECT id FROM accounts ORDER BY id").await), "3,4", "{store:?}");
+        let barclays = pgtenant::tenancy::TenantContext::of(BARCLAYS.into(), BARCLAYS.into());
+        let switch = pgtenant::tenancy::context::sign_token(&key, &barclays, pid, &[7u8; 16]);
+        session.send(&raw::function_call(oid, &[&switch, "app.tenant_id", &secret])).await;
+        let replies = session.until_ready().await;
+        assert!(replies.iter().any(|m| m.tag == b'V') && replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+        assert_eq!(ids(session.query("SELECT id FROM accounts ORDER BY id").await), "7,8,9", "{store:?}");
+        // Another secret: the switch is verified instead, and an unsigned token is refused.
+        let unsigned = format!("v2.{pid}.x.{HSBC_HK}.{HSBC_HK}..{}", "0".repeat(64));
+        session.send(&raw::function_call(oid, &[&unsigned, "app.tenant_id", &"ab".repeat(16)])).await;
+        let replies = session.until_ready().await;
+        let error = replies.iter().find(|m| m.tag == b'E').unwrap_or_else(|| panic!("{store:?}: refused: {replies:?}"));
+        assert_eq!(error.code().as_deref(), Some("42501"), "{store:?}");
+        assert_eq!(ids(session.query("SELECT id FROM accounts ORDER BY id").await), "7,8,9", "{store:?}");
+    }
+}
