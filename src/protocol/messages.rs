@@ -132,7 +132,11 @@ pub(crate) fn command_verb(frame: &[u8]) -> Option<&[u8]> {
 
 /// DataRow: its first column as text (`None` when NULL, absent or malformed).
 pub(crate) fn first_column(frame: &[u8]) -> Option<&str> {
-    let body = body(frame)?;
+    data_row_first_column(body(frame)?)
+}
+
+/// [`first_column`] of a DataRow body (after tag and length).
+pub(crate) fn data_row_first_column(body: &[u8]) -> Option<&str> {
     let (count, rest) = body.split_first_chunk::<2>()?;
     if i16::from_be_bytes(*count) < 1 {
         return None;

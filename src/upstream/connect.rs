@@ -15,7 +15,7 @@ use tokio_postgres::config::Host;
 
 use super::ServerStream;
 use crate::protocol::frame::peek_header;
-use crate::protocol::messages::{error_fields, parameter_status, server, ErrorFields};
+use crate::protocol::messages::{data_row_first_column, error_fields, parameter_status, server, ErrorFields};
 
 /// Largest message accepted from the server during startup.
 const MAX_STARTUP_REPLY: usize = 1 << 20;
@@ -266,7 +266,7 @@ async fn query_value_inner(
     loop {
         let (tag, body) = read_message(&mut server.stream, &mut inbuf).await.map_err(io_err)??;
         match tag {
-            server::DATA_ROW => value = first_value(&body),
+            server::DATA_ROW => value = data_row_first_column(&body).map(str::to_owned),
             server::PARAMETER_STATUS => {
                 let (name, value) = parameter_status(&body).ok_or_else(|| protocol("bad ParameterStatus"))?;
                 match server.parameters.iter_mut().find(|(known, _)| known == name) {
@@ -278,17 +278,6 @@ async fn query_value_inner(
             _ => {}
         }
     }
-}
-
-/// The first column of a DataRow body, as text; `None` for NULL.
-fn first_value(body: &[u8]) -> Option<String> {
-    let (count, rest) = body.split_first_chunk::<2>()?;
-    if i16::from_be_bytes(*count) < 1 {
-        return None;
-    }
-    let (len, rest) = rest.split_first_chunk::<4>()?;
-    let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
-    std::str::from_utf8(rest.get(..len)?).ok().map(str::to_owned)
 }
 
 /// Answers one Authentication request; `None` when nothing is to be sent.
